@@ -1,0 +1,105 @@
+#define _GNU_SOURCE
+#include "findings.h"
+
+#include "gil.h"
+#include "options.h"
+#include "symbolize.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static pthread_mutex_t findings_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct finding *first_finding, *last_finding;
+static unsigned finding_total;
+
+const char *finding_kind_name(enum finding_kind kind)
+{
+    switch (kind) {
+    case FINDING_CAPSULE_WITHOUT_GIL:
+        return "capsule-without-gil";
+    }
+    return "unknown";
+}
+
+void thread_describe(struct thread_description *out)
+{
+    out->tid = gettid();
+    if (pthread_getname_np(pthread_self(), out->name, sizeof out->name) != 0)
+        out->name[0] = '\0';
+    out->has_python_state = thread_has_python_state();
+}
+
+/* The caller's stack without extsan's own frames, however the compiler inlined them. */
+static stack_id capture_caller_stack(void)
+{
+    uintptr_t pcs[STACK_MAX_DEPTH];
+    unsigned depth = stack_capture(pcs, STACK_MAX_DEPTH, 0);
+    unsigned first = 0;
+    while (first < depth && pc_in_same_object(pcs[first], (const void *)capture_caller_stack))
+        first++;
+    unsigned kept = depth - first;
+    if (kept > (unsigned)extsan_options.stack_depth)
+        kept = extsan_options.stack_depth;
+    return stack_depot_put(pcs + first, kept);
+}
+
+struct finding *findings_record_capsule(const char *api, const char *capsule_name)
+{
+    stack_id stack = capture_caller_stack();
+    pthread_mutex_lock(&findings_lock);
+    struct finding *finding = first_finding;
+    while (finding && !(finding->kind == FINDING_CAPSULE_WITHOUT_GIL && !strcmp(finding->api, api) &&
+                        finding->stack == stack))
+        finding = finding->next;
+    if (finding) {
+        finding->count++;
+        pthread_mutex_unlock(&findings_lock);
+        return finding;
+    }
+    finding = calloc(1, sizeof *finding);
+    if (!finding) {
+        pthread_mutex_unlock(&findings_lock);
+        return NULL;
+    }
+    finding->kind = FINDING_CAPSULE_WITHOUT_GIL;
+    finding->api = api;
+    finding->has_capsule_name = capsule_name != NULL;
+    if (capsule_name)
+        snprintf(finding->capsule, sizeof finding->capsule, "%s", capsule_name);
+    thread_describe(&finding->thread);
+    finding->stack = stack;
+    finding->count = 1;
+    if (last_finding)
+        last_finding->next = finding;
+    else
+        first_finding = finding;
+    last_finding = finding;
+    finding_total++;
+    pthread_mutex_unlock(&findings_lock);
+    return finding;
+}
+
+void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context)
+{
+    pthread_mutex_lock(&findings_lock);
+    for (struct finding *finding = first_finding; finding; finding = finding->next)
+        visit(finding, context);
+    pthread_mutex_unlock(&findings_lock);
+}
+
+unsigned findings_count(void)
+{
+    pthread_mutex_lock(&findings_lock);
+    unsigned total = finding_total;
+    pthread_mutex_unlock(&findings_lock);
+    return total;
+}
+
+void findings_reset_after_fork(void)
+{
+    pthread_mutex_init(&findings_lock, NULL);
+    first_finding = last_finding = NULL; /* the parent's records stay allocated, unreferenced */
+    finding_total = 0;
+}

@@ -1,0 +1,62 @@
+#define _GNU_SOURCE
+#include "lifecycle.h"
+
+#include "capsule_check.h"
+#include "findings.h"
+#include "log.h"
+#include "options.h"
+#include "python_api.h"
+#include "report.h"
+#include "report_frames.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* The process whose report has been written: a forked child inherits this and differs. */
+static pid_t reported_pid;
+
+static void forget_parent_records(void)
+{
+    findings_reset_after_fork();
+    stack_depot_reset_after_fork();
+}
+
+void lifecycle_process_exit(void)
+{
+    pid_t pid = getpid();
+    if (reported_pid == pid)
+        return;
+    reported_pid = pid;
+    report_at_exit();
+}
+
+static void exit_handler(void)
+{
+    lifecycle_process_exit();
+}
+
+bool lifecycle_start(void)
+{
+    options_set_defaults(&extsan_options);
+    char error[512];
+    if (!options_parse(&extsan_options, getenv("EXTSAN_OPTIONS"), error, sizeof error)) {
+        extsan_log(0, "EXTSAN_OPTIONS: %s", error);
+        _exit(EXTSAN_EXIT_BAD_OPTIONS);
+    }
+    if (extsan_options.help)
+        options_print(stderr, OPTIONS_FORMAT_HELP);
+    const char *why_not;
+    if (!python_api_init(&why_not)) {
+        extsan_log(1, "dormant: %s", why_not);
+        return false;
+    }
+    pthread_atfork(NULL, NULL, forget_parent_records);
+    /*
+     * C atexit runs after Py_FinalizeEx, so capsules destroyed while modules are torn down are
+     * in the report. os._exit skips it; the _exit hook covers that.
+     */
+    atexit(exit_handler);
+    extsan_log(1, "active in pid %d, Python %s", (int)getpid(), report_python_version());
+    return true;
+}

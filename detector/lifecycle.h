@@ -1,0 +1,20 @@
+/* When extsan starts in a process, and when it writes that process's report. */
+#ifndef EXTSAN_LIFECYCLE_H
+#define EXTSAN_LIFECYCLE_H
+
+#include <stdbool.h>
+
+/* Exit status of a process stopped because extsan could not run as asked (a bad option). */
+#define EXTSAN_EXIT_BAD_OPTIONS 125
+
+/*
+ * Reads EXTSAN_OPTIONS (a malformed one stops the process with one line and
+ * EXTSAN_EXIT_BAD_OPTIONS), finds the Python runtime, and arranges the exit report, also for
+ * forked children. Returns false when extsan stays dormant in this process.
+ */
+bool lifecycle_start(void);
+
+/* The process is ending (atexit or _exit): writes its report, once per process. */
+void lifecycle_process_exit(void);
+
+#endif

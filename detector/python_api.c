@@ -1,0 +1,57 @@
+#define _GNU_SOURCE
+#include "python_api.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+struct python_api python_api;
+
+static void *lookup(const char *name)
+{
+    return dlsym(RTLD_DEFAULT, name);
+}
+
+bool python_api_init(const char **why_not)
+{
+    const char *(*get_version)(void) = (const char *(*)(void))lookup("Py_GetVersion");
+    if (!get_version) {
+        *why_not = "this process has no Python runtime";
+        return false;
+    }
+    python_api.version = get_version();
+    char expected[16];
+    snprintf(expected, sizeof expected, "%d.%d.", PY_MAJOR_VERSION, PY_MINOR_VERSION);
+    if (strncmp(python_api.version, expected, strlen(expected)) != 0) {
+        *why_not = "this core was built for another Python version";
+        return false;
+    }
+    python_api.is_initialized = (int (*)(void))lookup("Py_IsInitialized");
+#if PY_VERSION_HEX >= 0x030D0000
+    python_api.is_finalizing = (int (*)(void))lookup("Py_IsFinalizing");
+    python_api.unchecked_thread_state = (PyThreadState * (*)(void)) lookup("PyThreadState_GetUnchecked");
+#else
+    python_api.is_finalizing = (int (*)(void))lookup("_Py_IsFinalizing");
+    python_api.unchecked_thread_state = (PyThreadState * (*)(void)) lookup("_PyThreadState_UncheckedGet");
+#endif
+    python_api.gilstate_this_thread = (PyThreadState * (*)(void)) lookup("PyGILState_GetThisThreadState");
+    python_api.thread_ident = (unsigned long (*)(void))lookup("PyThread_get_thread_ident");
+    python_api.gil_ensure = (PyGILState_STATE(*)(void))lookup("PyGILState_Ensure");
+    python_api.gil_release = (void (*)(PyGILState_STATE))lookup("PyGILState_Release");
+    python_api.capsule_type = (PyTypeObject *)lookup("PyCapsule_Type");
+    if (!python_api.is_initialized || !python_api.is_finalizing ||
+        !python_api.unchecked_thread_state || !python_api.gilstate_this_thread ||
+        !python_api.thread_ident || !python_api.gil_ensure || !python_api.gil_release ||
+        !python_api.capsule_type) {
+        *why_not = "a C-API function extsan needs is not exported by this Python";
+        return false;
+    }
+    return true;
+}
+
+bool address_in_python_runtime(const void *address)
+{
+    Dl_info runtime, candidate;
+    return dladdr((void *)python_api.is_initialized, &runtime) && dladdr(address, &candidate) &&
+           runtime.dli_fbase == candidate.dli_fbase;
+}

@@ -1,0 +1,118 @@
+/* The per-process JSON report; its format is documented in the README and kept stable. */
+#define _GNU_SOURCE
+#include "report.h"
+
+#include "report_frames.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void write_json_string(FILE *out, const char *text)
+{
+    fputc('"', out);
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(out, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(out, "\\u%04x", *c);
+        else
+            fputc(*c, out); /* UTF-8 passes through; other bytes are the file system's */
+    }
+    fputc('"', out);
+}
+
+/* Unknown names are null, not "": a consumer can tell "no symbol" from a symbol. */
+static void write_json_string_or_null(FILE *out, const char *text)
+{
+    if (*text)
+        write_json_string(out, text);
+    else
+        fputs("null", out);
+}
+
+static void write_argv(FILE *out)
+{
+    fputc('[', out);
+    FILE *cmdline = fopen("/proc/self/cmdline", "re");
+    if (cmdline) {
+        char *argument = NULL;
+        size_t size = 0;
+        bool first = true;
+        while (getdelim(&argument, &size, '\0', cmdline) > 0) {
+            fputs(first ? "" : ", ", out);
+            write_json_string(out, argument);
+            first = false;
+        }
+        free(argument);
+        fclose(cmdline);
+    }
+    fputc(']', out);
+}
+
+struct json_context {
+    FILE *out;
+    bool first;
+};
+
+static void write_frame(const struct frame_info *frame, unsigned index, void *context)
+{
+    FILE *out = ((struct json_context *)context)->out;
+    fputs(index ? ",\n        {" : "\n        {", out);
+    fputs("\"function\": ", out);
+    write_json_string_or_null(out, frame->function);
+    fputs(", \"module\": ", out);
+    write_json_string_or_null(out, frame->module);
+    fprintf(out, ", \"offset\": \"0x%lx\", \"pc\": \"0x%lx\"", (unsigned long)frame->module_offset,
+            (unsigned long)frame->pc);
+    if (frame->file[0]) {
+        fputs(", \"file\": ", out);
+        write_json_string(out, frame->file);
+        fprintf(out, ", \"line\": %d", frame->line);
+    }
+    fputc('}', out);
+}
+
+static void write_finding(struct finding *finding, void *context)
+{
+    struct json_context *json = context;
+    FILE *out = json->out;
+    fputs(json->first ? "\n    {" : ",\n    {", out);
+    json->first = false;
+    fputs("\"kind\": ", out);
+    write_json_string(out, finding_kind_name(finding->kind));
+    fprintf(out, ", \"count\": %lu", finding->count);
+    switch (finding->kind) {
+    case FINDING_CAPSULE_WITHOUT_GIL:
+        fputs(", \"api\": ", out);
+        write_json_string(out, finding->api);
+        fputs(", \"capsule\": ", out);
+        if (finding->has_capsule_name)
+            write_json_string(out, finding->capsule);
+        else
+            fputs("null", out);
+        fprintf(out, ", \"thread\": {\"tid\": %d, \"name\": ", (int)finding->thread.tid);
+        write_json_string(out, finding->thread.name);
+        fprintf(out, ", \"python_thread_state\": %s}",
+                finding->thread.has_python_state ? "true" : "false");
+        break;
+    }
+    fputs(",\n     \"stack\": [", out);
+    report_for_each_frame(finding->stack, write_frame, json);
+    fputs("]}", out);
+}
+
+static void write_json_report(FILE *out, bool final)
+{
+    fprintf(out, "{\"extsan\": 1, \"pid\": %d, \"ppid\": %d, \"complete\": %s, \"python\": ",
+            (int)getpid(), (int)getppid(), final ? "true" : "false");
+    write_json_string(out, report_python_version());
+    fputs(",\n \"argv\": ", out);
+    write_argv(out);
+    fputs(",\n \"findings\": [", out);
+    struct json_context json = {.out = out, .first = true};
+    findings_for_each(write_finding, &json);
+    fputs("]}\n", out);
+}
+
+const struct report_writer json_report_writer = {.write = write_json_report};

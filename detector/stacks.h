@@ -1,0 +1,31 @@
+/*
+ * Native stacks: capture with libunwind, and a depot that stores each distinct stack once and
+ * names it by a small integer, so that findings and (later) every live instance can refer to
+ * their stack for the cost of one word.
+ */
+#ifndef EXTSAN_STACKS_H
+#define EXTSAN_STACKS_H
+
+#include <stdint.h>
+
+#define STACK_MAX_DEPTH 128
+
+/* 0 means "no stack". */
+typedef uint32_t stack_id;
+
+/*
+ * Fills pcs with up to max_depth return addresses of the calling thread, the caller of
+ * stack_capture first, after dropping `skip` more frames. Async-signal-safe; does not allocate.
+ */
+unsigned stack_capture(uintptr_t *pcs, unsigned max_depth, unsigned skip);
+
+/* Stores a stack (once per distinct content) and returns its id; 0 if out of memory. */
+stack_id stack_depot_put(const uintptr_t *pcs, unsigned depth);
+
+/* The frames of a stored stack; *depth receives their count. NULL for id 0 or an unknown id. */
+const uintptr_t *stack_depot_get(stack_id id, unsigned *depth);
+
+/* Forgets every stack (used in a forked child before it records its own). */
+void stack_depot_reset_after_fork(void);
+
+#endif

@@ -1,0 +1,166 @@
+#define _GNU_SOURCE
+#include "got_patch.h"
+
+#include "../detector/log.h"
+#include "../detector/python_api.h"
+
+#include <elf.h>
+#include <link.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#if defined(__x86_64__)
+#define RELOC_JUMP_SLOT R_X86_64_JUMP_SLOT
+#define RELOC_GLOB_DAT  R_X86_64_GLOB_DAT
+#elif defined(__aarch64__)
+#define RELOC_JUMP_SLOT R_AARCH64_JUMP_SLOT
+#define RELOC_GLOB_DAT  R_AARCH64_GLOB_DAT
+#else
+#error "extsan's GOT patcher knows x86_64 and aarch64 relocations only"
+#endif
+
+/* What the patcher needs to know about one loaded object. */
+struct loaded_object {
+    const char *name;
+    ElfW(Addr) base;
+    const ElfW(Sym) * symbols;
+    const char *strings;
+    bool is_python_runtime;
+    /* RELRO pages are read-only after start-up; slots there need an mprotect around the write. */
+    ElfW(Addr) relro_start, relro_end;
+};
+
+static pthread_mutex_t patch_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* glibc relocates most .dynamic pointers in place, but not for every object (the vdso). */
+static ElfW(Addr) dynamic_pointer(const struct loaded_object *object, ElfW(Addr) pointer)
+{
+    return pointer < object->base ? pointer + object->base : pointer;
+}
+
+static const struct hook *hook_for_symbol(const char *name)
+{
+    for (unsigned i = 0; i < hook_count; i++)
+        if (!strcmp(hooks[i].name, name))
+            return &hooks[i];
+    return NULL;
+}
+
+static bool write_slot(const struct loaded_object *object, void **slot, void *value)
+{
+    ElfW(Addr) address = (ElfW(Addr))slot;
+    bool in_relro = address >= object->relro_start && address < object->relro_end;
+    uintptr_t page = address & ~(uintptr_t)(getpagesize() - 1);
+    if (in_relro && mprotect((void *)page, getpagesize(), PROT_READ | PROT_WRITE) != 0) {
+        extsan_log(1, "cannot make the GOT of %s writable; its calls stay unchecked", object->name);
+        return false;
+    }
+    /* An aligned pointer store: a thread calling through the slot sees the old or the new. */
+    __atomic_store_n(slot, value, __ATOMIC_RELEASE);
+    if (in_relro)
+        mprotect((void *)page, getpagesize(), PROT_READ);
+    return true;
+}
+
+/* Patches the hooked slots among `count` relocations of one table; returns slots written. */
+static unsigned patch_relocations(const struct loaded_object *object, const void *table,
+                                  size_t table_size, bool with_addend)
+{
+    size_t entry_size = with_addend ? sizeof(ElfW(Rela)) : sizeof(ElfW(Rel));
+    unsigned written = 0;
+    for (size_t offset = 0; offset + entry_size <= table_size; offset += entry_size) {
+        /* Rel is a prefix of Rela: r_offset and r_info sit at the same place in both. */
+        const ElfW(Rel) *relocation = (const ElfW(Rel) *)((const char *)table + offset);
+        unsigned type = ELF64_R_TYPE(relocation->r_info);
+        if (type != RELOC_JUMP_SLOT && type != RELOC_GLOB_DAT)
+            continue;
+        const ElfW(Sym) *symbol = &object->symbols[ELF64_R_SYM(relocation->r_info)];
+        if (symbol->st_shndx != SHN_UNDEF)
+            continue; /* the object's own definition: its internal calls are not ours to see */
+        const struct hook *hook = hook_for_symbol(object->strings + symbol->st_name);
+        if (!hook || !*hook->real || (hook->scope == PATCH_IN_RUNTIME) != object->is_python_runtime)
+            continue;
+        void **slot = (void **)(object->base + relocation->r_offset);
+        if (*slot == hook->wrapper)
+            continue;
+        if (write_slot(object, slot, hook->wrapper)) {
+            written++;
+            extsan_log(2, "patched %s in %s", hook->name, object->name);
+        }
+    }
+    return written;
+}
+
+static bool is_extsan_or_loader(const char *name)
+{
+    static const char *const skipped[] = {"libextsan", "ld-linux", "linux-vdso", "ld64.so"};
+    for (unsigned i = 0; i < sizeof skipped / sizeof skipped[0]; i++)
+        if (strstr(name, skipped[i]))
+            return true;
+    return false;
+}
+
+static int patch_one_object(struct dl_phdr_info *info, size_t size, void *total_written)
+{
+    (void)size;
+    struct loaded_object object = {.name = info->dlpi_name[0] ? info->dlpi_name : "(executable)",
+                                   .base = info->dlpi_addr};
+    if (is_extsan_or_loader(object.name))
+        return 0;
+    const ElfW(Dyn) *dynamic = NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *header = &info->dlpi_phdr[i];
+        if (header->p_type == PT_DYNAMIC)
+            dynamic = (const ElfW(Dyn) *)(info->dlpi_addr + header->p_vaddr);
+        if (header->p_type == PT_GNU_RELRO) {
+            object.relro_start = info->dlpi_addr + header->p_vaddr;
+            object.relro_end = object.relro_start + header->p_memsz;
+        }
+        /* The runtime is the object whose loaded segments hold Py_IsInitialized. */
+        ElfW(Addr) start = info->dlpi_addr + header->p_vaddr;
+        ElfW(Addr) probe = (ElfW(Addr))python_api.is_initialized;
+        if (header->p_type == PT_LOAD && probe >= start && probe < start + header->p_memsz)
+            object.is_python_runtime = true;
+    }
+    if (!dynamic)
+        return 0;
+    ElfW(Addr) jmprel = 0, rela = 0, rel = 0;
+    size_t jmprel_size = 0, rela_size = 0, rel_size = 0;
+    bool jmprel_with_addend = true;
+    for (const ElfW(Dyn) *entry = dynamic; entry->d_tag != DT_NULL; entry++) {
+        switch (entry->d_tag) {
+        case DT_SYMTAB: object.symbols = (const ElfW(Sym) *)dynamic_pointer(&object, entry->d_un.d_ptr); break;
+        case DT_STRTAB: object.strings = (const char *)dynamic_pointer(&object, entry->d_un.d_ptr); break;
+        case DT_JMPREL: jmprel = dynamic_pointer(&object, entry->d_un.d_ptr); break;
+        case DT_PLTRELSZ: jmprel_size = entry->d_un.d_val; break;
+        case DT_PLTREL: jmprel_with_addend = entry->d_un.d_val == DT_RELA; break;
+        case DT_RELA: rela = dynamic_pointer(&object, entry->d_un.d_ptr); break;
+        case DT_RELASZ: rela_size = entry->d_un.d_val; break;
+        case DT_REL: rel = dynamic_pointer(&object, entry->d_un.d_ptr); break;
+        case DT_RELSZ: rel_size = entry->d_un.d_val; break;
+        }
+    }
+    if (!object.symbols || !object.strings)
+        return 0;
+    unsigned written = 0;
+    if (jmprel)
+        written += patch_relocations(&object, (const void *)jmprel, jmprel_size, jmprel_with_addend);
+    if (rela)
+        written += patch_relocations(&object, (const void *)rela, rela_size, true);
+    if (rel)
+        written += patch_relocations(&object, (const void *)rel, rel_size, false);
+    if (written)
+        extsan_log(1, "patched %u call slot%s in %s", written, written == 1 ? "" : "s", object.name);
+    *(unsigned *)total_written += written;
+    return 0;
+}
+
+unsigned got_patch_loaded_objects(void)
+{
+    unsigned written = 0;
+    pthread_mutex_lock(&patch_lock);
+    dl_iterate_phdr(patch_one_object, &written);
+    pthread_mutex_unlock(&patch_lock);
+    return written;
+}

@@ -1,0 +1,167 @@
+/*
+ * The core's start-up and its wrappers. Each wrapper is thin: it hands the event to detector/
+ * and calls the real function, which it always does, whatever the detector decides.
+ */
+#define _GNU_SOURCE
+#include "got_patch.h"
+#include "hooks.h"
+
+#include "../detector/capsule_check.h"
+#include "../detector/lifecycle.h"
+#include "../detector/log.h"
+
+#include <errno.h>
+
+/*
+ * The real functions, and a compile-time check that each hook's line in hooks.def matches the
+ * declaration in the system's headers (never called; meson makes a mismatch an error).
+ */
+#define HOOK(where, ret, name, params)                                                             \
+    ret(*real_##name) params;                                                                      \
+    static inline void check_signature_of_##name(void)                                           \
+    {                                                                                              \
+        real_##name = name;                                                                        \
+    }
+#include "hooks.def"
+#undef HOOK
+
+const struct hook hooks[] = {
+#define HOOK(where, ret, name, params) {#name, where, (void *)extsan_##name, (void **)&real_##name},
+#include "hooks.def"
+#undef HOOK
+};
+const unsigned hook_count = sizeof hooks / sizeof hooks[0];
+
+__attribute__((constructor)) static void extsan_start(void)
+{
+    if (!lifecycle_start())
+        return;
+    for (unsigned i = 0; i < hook_count; i++) {
+        *hooks[i].real = dlsym(RTLD_DEFAULT, hooks[i].name);
+        if (!*hooks[i].real)
+            extsan_log(1, "%s is not in this process; it is not intercepted", hooks[i].name);
+    }
+    capsule_check_install();
+    got_patch_loaded_objects();
+}
+
+/* ---- capsule calls ------------------------------------------------------------------------- */
+
+PyObject *extsan_PyCapsule_New(void *pointer, const char *name, PyCapsule_Destructor destructor)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_New", NULL, name);
+    PyObject *capsule = real_PyCapsule_New(pointer, name, destructor);
+    capsule_call_end(&call);
+    return capsule;
+}
+
+void *extsan_PyCapsule_GetPointer(PyObject *capsule, const char *name)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_GetPointer", capsule, NULL);
+    void *pointer = real_PyCapsule_GetPointer(capsule, name);
+    capsule_call_end(&call);
+    return pointer;
+}
+
+int extsan_PyCapsule_SetPointer(PyObject *capsule, void *pointer)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_SetPointer", capsule, NULL);
+    int status = real_PyCapsule_SetPointer(capsule, pointer);
+    capsule_call_end(&call);
+    return status;
+}
+
+const char *extsan_PyCapsule_GetName(PyObject *capsule)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_GetName", capsule, NULL);
+    const char *name = real_PyCapsule_GetName(capsule);
+    capsule_call_end(&call);
+    return name;
+}
+
+int extsan_PyCapsule_SetName(PyObject *capsule, const char *name)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_SetName", capsule, NULL);
+    int status = real_PyCapsule_SetName(capsule, name);
+    capsule_call_end(&call);
+    return status;
+}
+
+void *extsan_PyCapsule_GetContext(PyObject *capsule)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_GetContext", capsule, NULL);
+    void *context = real_PyCapsule_GetContext(capsule);
+    capsule_call_end(&call);
+    return context;
+}
+
+int extsan_PyCapsule_SetContext(PyObject *capsule, void *context)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_SetContext", capsule, NULL);
+    int status = real_PyCapsule_SetContext(capsule, context);
+    capsule_call_end(&call);
+    return status;
+}
+
+PyCapsule_Destructor extsan_PyCapsule_GetDestructor(PyObject *capsule)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_GetDestructor", capsule, NULL);
+    PyCapsule_Destructor destructor = real_PyCapsule_GetDestructor(capsule);
+    capsule_call_end(&call);
+    return destructor;
+}
+
+int extsan_PyCapsule_SetDestructor(PyObject *capsule, PyCapsule_Destructor destructor)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_SetDestructor", capsule, NULL);
+    int status = real_PyCapsule_SetDestructor(capsule, destructor);
+    capsule_call_end(&call);
+    return status;
+}
+
+int extsan_PyCapsule_IsValid(PyObject *capsule, const char *name)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_IsValid", capsule, NULL);
+    int valid = real_PyCapsule_IsValid(capsule, name);
+    capsule_call_end(&call);
+    return valid;
+}
+
+void *extsan_PyCapsule_Import(const char *name, int no_block)
+{
+    struct capsule_call call;
+    capsule_call_begin(&call, "PyCapsule_Import", NULL, name);
+    void *pointer = real_PyCapsule_Import(name, no_block);
+    capsule_call_end(&call);
+    return pointer;
+}
+
+/* ---- the runtime's own calls --------------------------------------------------------------- */
+
+void *extsan_dlopen(const char *file, int mode)
+{
+    void *handle = real_dlopen(file, mode);
+    if (handle) {
+        int saved_errno = errno;
+        got_patch_loaded_objects();
+        errno = saved_errno;
+    }
+    return handle;
+}
+
+void extsan__exit(int status)
+{
+    lifecycle_process_exit();
+    real__exit(status);
+    __builtin_unreachable();
+}
