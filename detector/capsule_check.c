@@ -36,11 +36,10 @@ static void halt(void)
     _exit(extsan_options.halt_exitcode); /* extsan's own calls are never patched: this is libc's */
 }
 
-void capsule_call_begin(struct capsule_call *call, const char *api, PyObject *capsule,
-                        const char *name)
+void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObject *capsule,
+                              const char *name)
 {
-    call->borrowed.taken = false;
-    if (!extsan_options.check_capsules || gil_held() || in_slow_path)
+    if (in_slow_path)
         return;
     /* Before start-up and after shutdown there is no GIL to hold: nothing to judge. */
     if (!python_api.is_initialized())
@@ -59,11 +58,6 @@ void capsule_call_begin(struct capsule_call *call, const char *api, PyObject *ca
     if (!protected && finding && finding->count == 1)
         report_now();
     in_slow_path = false;
-}
-
-void capsule_call_end(struct capsule_call *call)
-{
-    gil_give_back(&call->borrowed);
 }
 
 static void extsan_capsule_dealloc(PyObject *capsule)

@@ -50,8 +50,8 @@ struct finding *findings_record_capsule(const char *api, const char *capsule_nam
     stack_id stack = capture_caller_stack();
     pthread_mutex_lock(&findings_lock);
     struct finding *finding = first_finding;
-    while (finding && !(finding->kind == FINDING_CAPSULE_WITHOUT_GIL && !strcmp(finding->api, api) &&
-                        finding->stack == stack))
+    while (finding && !(finding->kind == FINDING_CAPSULE_WITHOUT_GIL &&
+                        !strcmp(finding->api, api) && finding->stack == stack))
         finding = finding->next;
     if (finding) {
         finding->count++;

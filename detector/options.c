@@ -22,10 +22,20 @@ struct option_spec {
 #define STRINGIFY(x) #x
 static const struct option_spec option_specs[] = {
 #define OPTION_BOOL(name, default_value, help)                                                     \
-    {#name, OPTION_TYPE_BOOL, STRINGIFY(default_value), 0, 0, help,                              \
+    {#name,                                                                                        \
+     OPTION_TYPE_BOOL,                                                                             \
+     STRINGIFY(default_value),                                                                     \
+     0,                                                                                            \
+     0,                                                                                            \
+     help,                                                                                         \
      offsetof(struct extsan_options, name)},
 #define OPTION_INT(name, default_value, minimum, maximum, help)                                    \
-    {#name, OPTION_TYPE_INT, STRINGIFY(default_value), minimum, maximum, help,                   \
+    {#name,                                                                                        \
+     OPTION_TYPE_INT,                                                                              \
+     STRINGIFY(default_value),                                                                     \
+     minimum,                                                                                      \
+     maximum,                                                                                      \
+     help,                                                                                         \
      offsetof(struct extsan_options, name)},
 #define OPTION_STRING(name, default_value, help)                                                   \
     {#name, OPTION_TYPE_STRING, default_value, 0, 0, help, offsetof(struct extsan_options, name)},
@@ -38,9 +48,9 @@ static const struct option_spec option_specs[] = {
 
 void options_set_defaults(struct extsan_options *opts)
 {
-#define OPTION_BOOL(name, default_value, help) opts->name = default_value;
+#define OPTION_BOOL(name, default_value, help)                  opts->name = default_value;
 #define OPTION_INT(name, default_value, minimum, maximum, help) opts->name = default_value;
-#define OPTION_STRING(name, default_value, help) opts->name = default_value;
+#define OPTION_STRING(name, default_value, help)                opts->name = default_value;
 #include "options.def"
 #undef OPTION_BOOL
 #undef OPTION_INT
@@ -75,8 +85,8 @@ static bool set_option(struct extsan_options *opts, const struct option_spec *sp
     switch (spec->type) {
     case OPTION_TYPE_BOOL:
         if (!parse_bool(value, (bool *)field)) {
-            snprintf(error, error_size, "option %s: '%s' is not a boolean (use 0 or 1)",
-                     spec->name, value);
+            snprintf(error, error_size, "option %s: '%s' is not a boolean (use 0 or 1)", spec->name,
+                     value);
             return false;
         }
         return true;
@@ -116,14 +126,15 @@ bool options_parse(struct extsan_options *opts, const char *text, char *error, s
         char *name = cursor;
         size_t name_length = strcspn(name, "=: \t\n");
         if (name[name_length] != '=') {
-            snprintf(error, error_size, "'%.*s' has no '=value' (items are name=value, separated by ':')",
+            snprintf(error, error_size,
+                     "'%.*s' has no '=value' (items are name=value, separated by ':')",
                      (int)name_length, name);
             return false;
         }
         const struct option_spec *spec = find_option(name, name_length);
         if (!spec) {
-            snprintf(error, error_size, "unknown option '%.*s' (help=1 lists them)", (int)name_length,
-                     name);
+            snprintf(error, error_size, "unknown option '%.*s' (help=1 lists them)",
+                     (int)name_length, name);
             return false;
         }
         /* The value ends at the next unquoted separator; quotes are removed in place. */

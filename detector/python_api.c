@@ -29,12 +29,15 @@ bool python_api_init(const char **why_not)
     python_api.is_initialized = (int (*)(void))lookup("Py_IsInitialized");
 #if PY_VERSION_HEX >= 0x030D0000
     python_api.is_finalizing = (int (*)(void))lookup("Py_IsFinalizing");
-    python_api.unchecked_thread_state = (PyThreadState * (*)(void)) lookup("PyThreadState_GetUnchecked");
+    python_api.unchecked_thread_state =
+        (PyThreadState * (*)(void)) lookup("PyThreadState_GetUnchecked");
 #else
     python_api.is_finalizing = (int (*)(void))lookup("_Py_IsFinalizing");
-    python_api.unchecked_thread_state = (PyThreadState * (*)(void)) lookup("_PyThreadState_UncheckedGet");
+    python_api.unchecked_thread_state =
+        (PyThreadState * (*)(void)) lookup("_PyThreadState_UncheckedGet");
 #endif
-    python_api.gilstate_this_thread = (PyThreadState * (*)(void)) lookup("PyGILState_GetThisThreadState");
+    python_api.gilstate_this_thread =
+        (PyThreadState * (*)(void)) lookup("PyGILState_GetThisThreadState");
     python_api.thread_ident = (unsigned long (*)(void))lookup("PyThread_get_thread_ident");
     python_api.gil_ensure = (PyGILState_STATE(*)(void))lookup("PyGILState_Ensure");
     python_api.gil_release = (void (*)(PyGILState_STATE))lookup("PyGILState_Release");

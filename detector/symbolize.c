@@ -1,0 +1,280 @@
+/*
+ * Symbolisation at report time.
+ *
+ * The module and its offset come from the dynamic linker (dladdr1 with the link map), which is
+ * cheap and needs no debug information: the offset is taken from the object's load bias, so it
+ * is what `addr2line -e module offset` expects for PIE, shared and non-PIE objects alike.
+ * Function names and file:line come from libdwfl, which reads .symtab (static functions too)
+ * and DWARF, and finds separate debug files the standard way (build-id, .gnu_debuglink). When
+ * libdwfl knows nothing, the dynamic symbol dladdr found is the fallback name.
+ *
+ * One libdwfl session serves the process, behind one mutex; it never calls into Python.
+ */
+#define _GNU_SOURCE
+
+#include "symbolize.h"
+
+#include <dlfcn.h>
+#include <elfutils/libdwfl.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static pthread_mutex_t symbolize_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Everything below is touched only with symbolize_lock held. */
+
+static Dwfl *session;       /* NULL until the first full lookup, or after libdwfl failed */
+static bool session_failed; /* libdwfl could not start: use dladdr alone from now on */
+
+/* Objects loaded + unloaded by the dynamic linker when /proc/self/maps was last reported. */
+static unsigned long long reported_load_events;
+
+static const Dwfl_Callbacks proc_callbacks = {
+    .find_elf = dwfl_linux_proc_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers
+ */
+
+/* Copies with truncation; dst always ends up terminated. */
+static void copy_string(char *dst, size_t dst_size, const char *src)
+{
+    size_t length = strlen(src);
+    if (length >= dst_size)
+        length = dst_size - 1;
+    memcpy(dst, src, length);
+    dst[length] = '\0';
+}
+
+/* glibc counts every object it maps and unmaps; the counters are global, in every entry. */
+static int read_load_events(struct dl_phdr_info *info, size_t size, void *events)
+{
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+        *(unsigned long long *)events = info->dlpi_adds + info->dlpi_subs;
+    return 1;
+}
+
+/* ULLONG_MAX when the C library does not count, which makes every miss re-report. */
+static unsigned long long load_events(void)
+{
+    unsigned long long events = ~0ull;
+    dl_iterate_phdr(read_load_events, &events);
+    return events;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * C++ demangling
+ */
+
+typedef char *demangle_fn(const char *mangled, char *buffer, size_t *length, int *status);
+
+/*
+ * __cxa_demangle is taken from whatever C++ runtime is already loaded, so that extsan need not
+ * link one. Python loads extension modules RTLD_LOCAL, so the libstdc++ they bring is usually
+ * not in the global scope that RTLD_DEFAULT searches: ask for the runtimes by soname as well,
+ * with RTLD_NOLOAD so that nothing is ever loaded for it. The handle is kept (never closed) so
+ * the cached function cannot be unloaded under us.
+ */
+static demangle_fn *find_demangler(void)
+{
+    static demangle_fn *demangler;
+    static const char *const runtimes[] = {"libstdc++.so.6", "libc++abi.so.1", "libc++.so.1"};
+    if (demangler != NULL)
+        return demangler;
+
+    void *symbol = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+    for (size_t i = 0; symbol == NULL && i < sizeof runtimes / sizeof runtimes[0]; i++) {
+        void *runtime = dlopen(runtimes[i], RTLD_LAZY | RTLD_NOLOAD);
+        if (runtime == NULL)
+            continue;
+        symbol = dlsym(runtime, "__cxa_demangle");
+        if (symbol == NULL)
+            dlclose(runtime);
+    }
+    /* memcpy: ISO C has no conversion from an object pointer to a function pointer. */
+    if (symbol != NULL)
+        memcpy(&demangler, &symbol, sizeof demangler);
+    return demangler;
+}
+
+static void set_function(struct frame_info *out, const char *name)
+{
+    /* Symbol versions ("__libc_start_main@@GLIBC_2.34" in glibc's .symtab) are not the name. */
+    char unversioned[sizeof out->function];
+    if (strchr(name, '@') != NULL) {
+        copy_string(unversioned, sizeof unversioned, name);
+        unversioned[strcspn(unversioned, "@")] = '\0';
+        name = unversioned;
+    }
+
+    demangle_fn *demangle = strncmp(name, "_Z", 2) == 0 ? find_demangler() : NULL;
+    char *demangled = NULL;
+    int status = -1;
+    if (demangle != NULL)
+        demangled = demangle(name, NULL, NULL, &status);
+    copy_string(out->function, sizeof out->function,
+                status == 0 && demangled != NULL ? demangled : name);
+    free(demangled);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * libdwfl session
+ */
+
+/* Re-reads /proc/self/maps: modules still mapped are kept with what they have loaded. */
+static bool report_modules(void)
+{
+    /* Counted before reading the maps, so an object loaded meanwhile is caught next time. */
+    reported_load_events = load_events();
+    dwfl_report_begin(session);
+    int status = dwfl_linux_proc_report(session, getpid());
+    return dwfl_report_end(session, NULL, NULL) == 0 && status == 0;
+}
+
+static bool open_session(void)
+{
+    if (session != NULL)
+        return true;
+    if (session_failed)
+        return false;
+    session = dwfl_begin(&proc_callbacks);
+    if (session != NULL && !report_modules()) {
+        dwfl_end(session);
+        session = NULL;
+    }
+    session_failed = session == NULL;
+    return session != NULL;
+}
+
+/*
+ * Objects dlopen'ed after the session was built (extension modules, mostly) are not in it yet:
+ * on a miss, report again, but only if the dynamic linker has mapped or unmapped something since
+ * the last report, so addresses outside every object (JIT code) cost no re-read each time.
+ */
+static Dwfl_Module *find_module(Dwarf_Addr address)
+{
+    if (!open_session())
+        return NULL;
+    Dwfl_Module *module = dwfl_addrmodule(session, address);
+    if (module == NULL && load_events() != reported_load_events) {
+        report_modules();
+        module = dwfl_addrmodule(session, address);
+    }
+    return module;
+}
+
+/*
+ * In a forked child the session describes the parent (its pid names the vdso) and the lock may
+ * have been held by a thread that no longer exists: start again from nothing. The old session
+ * leaks; the child never touches it.
+ */
+static void reset_in_child(void)
+{
+    pthread_mutex_init(&symbolize_lock, NULL);
+    session = NULL;
+    session_failed = false;
+    reported_load_events = 0;
+}
+
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+
+static void register_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, reset_in_child);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Lookups
+ */
+
+/* The link map names the main executable ""; its path comes from the kernel instead. */
+static void set_module_path(struct frame_info *out, const struct link_map *map, const char *dl_name)
+{
+    static char executable[sizeof out->module];
+    if (map->l_name[0] == '/') {
+        copy_string(out->module, sizeof out->module, map->l_name);
+    } else if (map->l_name[0] != '\0') {
+        /* dlopen("./x.so") keeps the name as given; the vdso has no path at all. */
+        if (realpath(map->l_name, out->module) == NULL)
+            copy_string(out->module, sizeof out->module, map->l_name);
+    } else {
+        if (executable[0] == '\0') {
+            ssize_t length = readlink("/proc/self/exe", executable, sizeof executable - 1);
+            executable[length > 0 ? length : 0] = '\0';
+        }
+        copy_string(out->module, sizeof out->module, executable[0] != '\0' ? executable : dl_name);
+    }
+}
+
+static void set_source_line(struct frame_info *out, Dwfl_Module *module, Dwarf_Addr address)
+{
+    Dwfl_Line *line = dwfl_module_getsrc(module, address);
+    if (line == NULL)
+        return;
+    int line_number = 0;
+    const char *file = dwfl_lineinfo(line, NULL, &line_number, NULL, NULL, NULL);
+    if (file == NULL)
+        return;
+    copy_string(out->file, sizeof out->file, file);
+    out->line = line_number;
+}
+
+/* Function and file:line of call_site, an address inside a loaded object. */
+static void describe_call_site(struct frame_info *out, uintptr_t call_site, const char *dl_symbol)
+{
+    Dwfl_Module *module = find_module(call_site);
+    if (module != NULL) {
+        const char *function = dwfl_module_addrname(module, call_site);
+        if (function != NULL)
+            set_function(out, function);
+        set_source_line(out, module, call_site);
+    }
+    if (out->function[0] == '\0' && dl_symbol != NULL)
+        set_function(out, dl_symbol);
+}
+
+/*
+ * A return address is the instruction after the call, which may belong to the next line or,
+ * after a call to a noreturn function, to the next function: look up pc - 1, the call itself.
+ *
+ * Whether pc is in an object at all is the dynamic linker's answer (its PT_LOAD segments):
+ * libdwfl's modules, read from /proc/self/maps, also stretch over neighbouring anonymous memory.
+ */
+bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->pc = pc;
+    if (pc == 0)
+        return false;
+    uintptr_t call_site = pc - 1;
+
+    pthread_once(&fork_handler_once, register_fork_handler);
+    pthread_mutex_lock(&symbolize_lock);
+    Dl_info dl = {0};
+    struct link_map *map = NULL;
+    bool found = dladdr1((void *)call_site, &dl, (void **)&map, RTLD_DL_LINKMAP) != 0 && map;
+    if (found) {
+        set_module_path(out, map, dl.dli_fname != NULL ? dl.dli_fname : "");
+        out->module_offset = pc - map->l_addr;
+        if (full)
+            describe_call_site(out, call_site, dl.dli_sname);
+    }
+    pthread_mutex_unlock(&symbolize_lock);
+    return found;
+}
+
+/* pc - 1 for the same reason as in symbolize_pc: a return address may be one past the end. */
+bool pc_in_same_object(uintptr_t pc, const void *anchor)
+{
+    Dl_info pc_object, anchor_object;
+    if (pc == 0 || anchor == NULL)
+        return false;
+    if (dladdr((void *)(pc - 1), &pc_object) == 0 || dladdr(anchor, &anchor_object) == 0)
+        return false;
+    return pc_object.dli_fbase == anchor_object.dli_fbase;
+}
