@@ -183,7 +183,7 @@ void options_print(FILE *out, enum options_format format)
             break;
         case OPTIONS_FORMAT_MARKDOWN:
             fprintf(out, "| `%s` | %s | `%s` | %s", spec->name, type_name(spec->type),
-                    spec->default_text, spec->help);
+                    *spec->default_text ? spec->default_text : "\"\"", spec->help);
             if (spec->type == OPTION_TYPE_INT)
                 fprintf(out, " (%d to %d)", spec->minimum, spec->maximum);
             fprintf(out, " |\n");

@@ -41,12 +41,12 @@
 __attribute__((noinline)) unsigned stack_capture(uintptr_t *pcs, unsigned max_depth, unsigned skip)
 {
     void *frames[CAPTURE_BUFFER_FRAMES];
-    unsigned dropped = 1u + (skip < CAPTURE_BUFFER_FRAMES ? skip : CAPTURE_BUFFER_FRAMES);
+    if (pcs == NULL || max_depth == 0 || skip >= CAPTURE_BUFFER_FRAMES - 1)
+        return 0;
     if (max_depth > STACK_MAX_DEPTH)
         max_depth = STACK_MAX_DEPTH;
-    if (pcs == NULL || max_depth == 0 || dropped >= CAPTURE_BUFFER_FRAMES)
-        return 0;
 
+    unsigned dropped = 1 + skip;
     unsigned wanted = dropped + max_depth;
     if (wanted > CAPTURE_BUFFER_FRAMES)
         wanted = CAPTURE_BUFFER_FRAMES;
@@ -64,7 +64,10 @@ __attribute__((noinline)) unsigned stack_capture(uintptr_t *pcs, unsigned max_de
  * Depot
  */
 
-/* Ids are 1 .. DEPOT_MAX_STACKS: 256 chunks of 4096 records, ~10x the stacks expected. */
+/*
+ * Ids are 1 .. DEPOT_MAX_STACKS: 256 chunks of 4096 records, ~10x the stacks expected. That caps
+ * the records at ~1 GiB even if every stack were 128 frames deep; typical stacks need ~300 B.
+ */
 #define DEPOT_CHUNK_SHIFT 12
 #define DEPOT_CHUNK_SIZE  (1u << DEPOT_CHUNK_SHIFT)
 #define DEPOT_MAX_CHUNKS  256u

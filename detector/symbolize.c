@@ -32,9 +32,15 @@ static bool session_failed; /* libdwfl could not start: use dladdr alone from no
 /* Objects loaded + unloaded by the dynamic linker when /proc/self/maps was last reported. */
 static unsigned long long reported_load_events;
 
+/*
+ * Separate debug files are looked up locally by build-id only (/usr/lib/debug/.build-id, where
+ * Debian's -dbgsym packages put them). Not dwfl_standard_find_debuginfo: its last resort loads
+ * libdebuginfod with libcurl and some 25 other libraries into the host process, and may go to
+ * the network; a sanitizer must not do either at exit.
+ */
 static const Dwfl_Callbacks proc_callbacks = {
     .find_elf = dwfl_linux_proc_find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = dwfl_build_id_find_debuginfo,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -51,7 +57,10 @@ static void copy_string(char *dst, size_t dst_size, const char *src)
     dst[length] = '\0';
 }
 
-/* glibc counts every object it maps and unmaps; the counters are global, in every entry. */
+/*
+ * glibc (since 2.4) counts every object it maps and unmaps; the counters are global and present
+ * in every entry, so the first one answers.
+ */
 static int read_load_events(struct dl_phdr_info *info, size_t size, void *events)
 {
     if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
@@ -59,10 +68,9 @@ static int read_load_events(struct dl_phdr_info *info, size_t size, void *events
     return 1;
 }
 
-/* ULLONG_MAX when the C library does not count, which makes every miss re-report. */
 static unsigned long long load_events(void)
 {
-    unsigned long long events = ~0ull;
+    unsigned long long events = 0;
     dl_iterate_phdr(read_load_events, &events);
     return events;
 }
@@ -151,21 +159,31 @@ static bool open_session(void)
     return session != NULL;
 }
 
+static bool module_starts_at(Dwfl_Module *module, Dwarf_Addr object_start)
+{
+    Dwarf_Addr start = 0;
+    return module != NULL &&
+           dwfl_module_info(module, NULL, &start, NULL, NULL, NULL, NULL, NULL) != NULL &&
+           start == object_start;
+}
+
 /*
- * Objects dlopen'ed after the session was built (extension modules, mostly) are not in it yet:
- * on a miss, report again, but only if the dynamic linker has mapped or unmapped something since
- * the last report, so addresses outside every object (JIT code) cost no re-read each time.
+ * The module for address, which the dynamic linker places in the object mapped from
+ * object_start. The session can be stale: objects dlopen'ed after it was built (extension
+ * modules, mostly) are missing, or their addresses still belong to the module before them,
+ * which libdwfl stretches over the anonymous memory that followed it. Then report again, but
+ * only if the dynamic linker has mapped or unmapped something since the last report.
  */
-static Dwfl_Module *find_module(Dwarf_Addr address)
+static Dwfl_Module *find_module(Dwarf_Addr address, Dwarf_Addr object_start)
 {
     if (!open_session())
         return NULL;
     Dwfl_Module *module = dwfl_addrmodule(session, address);
-    if (module == NULL && load_events() != reported_load_events) {
+    if (!module_starts_at(module, object_start) && load_events() != reported_load_events) {
         report_modules();
         module = dwfl_addrmodule(session, address);
     }
-    return module;
+    return module_starts_at(module, object_start) ? module : NULL;
 }
 
 /*
@@ -225,17 +243,17 @@ static void set_source_line(struct frame_info *out, Dwfl_Module *module, Dwarf_A
 }
 
 /* Function and file:line of call_site, an address inside a loaded object. */
-static void describe_call_site(struct frame_info *out, uintptr_t call_site, const char *dl_symbol)
+static void describe_call_site(struct frame_info *out, uintptr_t call_site, const Dl_info *dl)
 {
-    Dwfl_Module *module = find_module(call_site);
+    Dwfl_Module *module = find_module(call_site, (Dwarf_Addr)(uintptr_t)dl->dli_fbase);
     if (module != NULL) {
         const char *function = dwfl_module_addrname(module, call_site);
         if (function != NULL)
             set_function(out, function);
         set_source_line(out, module, call_site);
     }
-    if (out->function[0] == '\0' && dl_symbol != NULL)
-        set_function(out, dl_symbol);
+    if (out->function[0] == '\0' && dl->dli_sname != NULL)
+        set_function(out, dl->dli_sname);
 }
 
 /*
@@ -262,7 +280,7 @@ bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out)
         set_module_path(out, map, dl.dli_fname != NULL ? dl.dli_fname : "");
         out->module_offset = pc - map->l_addr;
         if (full)
-            describe_call_site(out, call_site, dl.dli_sname);
+            describe_call_site(out, call_site, &dl);
     }
     pthread_mutex_unlock(&symbolize_lock);
     return found;
