@@ -45,9 +45,13 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
     if (!python_api.is_initialized())
         return;
     in_slow_path = true;
-    /* Take the GIL first: the capsule's fields are then safe to read for the report. */
+    /* Described before the GIL is borrowed: borrowing gives a bare thread a thread state. */
+    struct thread_description thread;
+    thread_describe(&thread);
+    /* Then take the GIL: the capsule's fields are safe to read for the report. */
     bool protected = extsan_options.protect && gil_borrow(&call->borrowed);
-    struct finding *finding = findings_record_capsule(api, capsule_name(capsule, name));
+    struct finding *finding =
+        findings_record_capsule(api, capsule_name(capsule, name), &thread);
     extsan_log(2, "%s without the GIL on thread %d%s", api, (int)gettid(),
                protected ? "; the GIL is held for the call" : "");
     if (extsan_options.halt_on_error) {

@@ -45,7 +45,8 @@ static stack_id capture_caller_stack(void)
     return stack_depot_put(pcs + first, kept);
 }
 
-struct finding *findings_record_capsule(const char *api, const char *capsule_name)
+struct finding *findings_record_capsule(const char *api, const char *capsule_name,
+                                        const struct thread_description *thread)
 {
     stack_id stack = capture_caller_stack();
     pthread_mutex_lock(&findings_lock);
@@ -68,7 +69,7 @@ struct finding *findings_record_capsule(const char *api, const char *capsule_nam
     finding->has_capsule_name = capsule_name != NULL;
     if (capsule_name)
         snprintf(finding->capsule, sizeof finding->capsule, "%s", capsule_name);
-    thread_describe(&finding->thread);
+    finding->thread = *thread;
     finding->stack = stack;
     finding->count = 1;
     if (last_finding)

@@ -40,10 +40,12 @@ void thread_describe(struct thread_description *out);
 
 /*
  * Records one occurrence of a capsule-without-gil finding at the caller's stack (extsan's own
- * frames are dropped). capsule_name is NULL for an unnamed capsule or an unknown object.
+ * frames are dropped). capsule_name is NULL for an unnamed capsule or an unknown object; thread
+ * describes the calling thread as it was when the call was made.
  * Returns the stored finding, NULL when out of memory.
  */
-struct finding *findings_record_capsule(const char *api, const char *capsule_name);
+struct finding *findings_record_capsule(const char *api, const char *capsule_name,
+                                        const struct thread_description *thread);
 
 /* Calls visit for each finding in order of first occurrence, under the findings lock. */
 void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context);
