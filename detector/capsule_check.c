@@ -50,8 +50,7 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
     thread_describe(&thread);
     /* Then take the GIL: the capsule's fields are safe to read for the report. */
     bool protected = extsan_options.protect && gil_borrow(&call->borrowed);
-    struct finding *finding =
-        findings_record_capsule(api, capsule_name(capsule, name), &thread);
+    struct finding *finding = findings_record_capsule(api, capsule_name(capsule, name), &thread);
     extsan_log(2, "%s without the GIL on thread %d%s", api, (int)gettid(),
                protected ? "; the GIL is held for the call" : "");
     if (extsan_options.halt_on_error) {

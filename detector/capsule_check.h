@@ -29,8 +29,8 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
  * one call into the runtime for the thread state and a compare. `capsule` is the capsule
  * argument (NULL for New and Import); `name` the name argument.
  */
-static inline void capsule_call_begin(struct capsule_call *call, const char *api,
-                                      PyObject *capsule, const char *name)
+static inline void capsule_call_begin(struct capsule_call *call, const char *api, PyObject *capsule,
+                                      const char *name)
 {
     call->borrowed.taken = false;
     if (__builtin_expect(!extsan_options.check_capsules || gil_held(), 1))

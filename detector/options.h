@@ -7,9 +7,9 @@
 #include <stdio.h>
 
 struct extsan_options {
-#define OPTION_BOOL(name, default_value, help) bool name;
+#define OPTION_BOOL(name, default_value, help)                  bool name;
 #define OPTION_INT(name, default_value, minimum, maximum, help) int name;
-#define OPTION_STRING(name, default_value, help) const char *name;
+#define OPTION_STRING(name, default_value, help)                const char *name;
 #include "options.def"
 #undef OPTION_BOOL
 #undef OPTION_INT

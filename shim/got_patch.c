@@ -130,28 +130,48 @@ static int patch_one_object(struct dl_phdr_info *info, size_t size, void *total_
     bool jmprel_with_addend = true;
     for (const ElfW(Dyn) *entry = dynamic; entry->d_tag != DT_NULL; entry++) {
         switch (entry->d_tag) {
-        case DT_SYMTAB: object.symbols = (const ElfW(Sym) *)dynamic_pointer(&object, entry->d_un.d_ptr); break;
-        case DT_STRTAB: object.strings = (const char *)dynamic_pointer(&object, entry->d_un.d_ptr); break;
-        case DT_JMPREL: jmprel = dynamic_pointer(&object, entry->d_un.d_ptr); break;
-        case DT_PLTRELSZ: jmprel_size = entry->d_un.d_val; break;
-        case DT_PLTREL: jmprel_with_addend = entry->d_un.d_val == DT_RELA; break;
-        case DT_RELA: rela = dynamic_pointer(&object, entry->d_un.d_ptr); break;
-        case DT_RELASZ: rela_size = entry->d_un.d_val; break;
-        case DT_REL: rel = dynamic_pointer(&object, entry->d_un.d_ptr); break;
-        case DT_RELSZ: rel_size = entry->d_un.d_val; break;
+        case DT_SYMTAB:
+            object.symbols = (const ElfW(Sym) *)dynamic_pointer(&object, entry->d_un.d_ptr);
+            break;
+        case DT_STRTAB:
+            object.strings = (const char *)dynamic_pointer(&object, entry->d_un.d_ptr);
+            break;
+        case DT_JMPREL:
+            jmprel = dynamic_pointer(&object, entry->d_un.d_ptr);
+            break;
+        case DT_PLTRELSZ:
+            jmprel_size = entry->d_un.d_val;
+            break;
+        case DT_PLTREL:
+            jmprel_with_addend = entry->d_un.d_val == DT_RELA;
+            break;
+        case DT_RELA:
+            rela = dynamic_pointer(&object, entry->d_un.d_ptr);
+            break;
+        case DT_RELASZ:
+            rela_size = entry->d_un.d_val;
+            break;
+        case DT_REL:
+            rel = dynamic_pointer(&object, entry->d_un.d_ptr);
+            break;
+        case DT_RELSZ:
+            rel_size = entry->d_un.d_val;
+            break;
         }
     }
     if (!object.symbols || !object.strings)
         return 0;
     unsigned written = 0;
     if (jmprel)
-        written += patch_relocations(&object, (const void *)jmprel, jmprel_size, jmprel_with_addend);
+        written +=
+            patch_relocations(&object, (const void *)jmprel, jmprel_size, jmprel_with_addend);
     if (rela)
         written += patch_relocations(&object, (const void *)rela, rela_size, true);
     if (rel)
         written += patch_relocations(&object, (const void *)rel, rel_size, false);
     if (written)
-        extsan_log(1, "patched %u call slot%s in %s", written, written == 1 ? "" : "s", object.name);
+        extsan_log(1, "patched %u call slot%s in %s", written, written == 1 ? "" : "s",
+                   object.name);
     *(unsigned *)total_written += written;
     return 0;
 }

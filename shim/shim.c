@@ -18,7 +18,7 @@
  */
 #define HOOK(where, ret, name, params)                                                             \
     ret(*real_##name) params;                                                                      \
-    static inline void check_signature_of_##name(void)                                           \
+    static inline void check_signature_of_##name(void)                                             \
     {                                                                                              \
         real_##name = name;                                                                        \
     }

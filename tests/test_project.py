@@ -1,0 +1,47 @@
+"""Checks on the project itself: the README stays true to the code, the C unit tests pass, the
+C sources keep the checked-in format."""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+
+
+def test_readme_options_table_is_the_c_table():
+    generated = subprocess.run([str(BUILD / "extsan-options"), "markdown"], check=True,
+                               stdout=subprocess.PIPE, text=True).stdout.strip()
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- options-table:begin -->\n(.*?)\n<!-- options-table:end -->", readme, re.S)
+    assert match, "README.md lost its options-table markers"
+    assert match.group(1).strip() == generated, "README options table differs from detector/options.def"
+
+
+def test_readme_starts_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands == ["scripts/extsan demo", "scripts/run-tests"]
+    ci = (ROOT / ".ci/run").read_text()
+    assert "scripts/run-tests" in ci
+
+
+def test_c_unit_tests_pass():
+    result = subprocess.run([str(BUILD / "test-stacks")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout
+    assert re.search(r"^\d+ passed, 0 failed$", result.stdout, re.M), result.stdout
+
+
+def test_c_sources_are_formatted():
+    clang_format = shutil.which("clang-format")
+    if clang_format is None:
+        pytest.fail("clang-format is not installed (scripts/install-deps installs it)")
+    sources = sorted(str(p) for d in ["shim", "detector", "tests/unit", "tests/bench", "tests/fixtures"]
+                     for p in (ROOT / d).glob("*") if p.suffix in {".c", ".h", ".cpp"})
+    result = subprocess.run([clang_format, "--dry-run", "-Werror", *sources],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout[:2000]
