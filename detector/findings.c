@@ -2,6 +2,8 @@
 #include "findings.h"
 
 #include "gil.h"
+#include "heap_analysis.h"
+#include "registry.h"
 #include "options.h"
 #include "symbolize.h"
 
@@ -19,6 +21,14 @@ const char *finding_kind_name(enum finding_kind kind)
     switch (kind) {
     case FINDING_CAPSULE_WITHOUT_GIL:
         return "capsule-without-gil";
+    case FINDING_TRAVERSE_MISSING_GC:
+        return "traverse-missing-gc";
+    case FINDING_HIDDEN_REFERENCE:
+        return "hidden-reference";
+    case FINDING_INCOMPLETE_TRAVERSE:
+        return "incomplete-traverse";
+    case FINDING_LEAKED_CYCLE:
+        return "leaked-cycle";
     }
     return "unknown";
 }
@@ -45,6 +55,79 @@ static stack_id capture_caller_stack(void)
     return stack_depot_put(pcs + first, kept);
 }
 
+/* Appends a new finding; findings_lock held. */
+static struct finding *append_finding(enum finding_kind kind, stack_id stack)
+{
+    struct finding *finding = calloc(1, sizeof *finding);
+    if (!finding)
+        return NULL;
+    finding->kind = kind;
+    finding->stack = stack;
+    finding->count = 1;
+    if (last_finding)
+        last_finding->next = finding;
+    else
+        first_finding = finding;
+    last_finding = finding;
+    finding_total++;
+    return finding;
+}
+
+struct finding *findings_record_type(enum finding_kind kind, struct type_record *type)
+{
+    pthread_mutex_lock(&findings_lock);
+    struct finding *finding = first_finding;
+    while (finding && !(finding->kind == kind && finding->type == type))
+        finding = finding->next;
+    if (finding)
+        finding->count++;
+    else if ((finding = append_finding(kind, type->created_at))) {
+        finding->type = type;
+        snprintf(finding->type_name, sizeof finding->type_name, "%s", type->type->tp_name);
+    }
+    pthread_mutex_unlock(&findings_lock);
+    return finding;
+}
+
+struct finding *findings_find_heap(enum finding_kind kind, struct type_record *type)
+{
+    pthread_mutex_lock(&findings_lock);
+    struct finding *finding = first_finding;
+    while (finding && !(finding->kind == kind && finding->type == type && finding->heap))
+        finding = finding->next;
+    pthread_mutex_unlock(&findings_lock);
+    return finding;
+}
+
+static bool same_leaked_cycle(const struct heap_details *a, const struct heap_details *b)
+{
+    return a->example_site == b->example_site && a->objects == b->objects &&
+           (a->chain && b->chain ? !strcmp(a->chain, b->chain) : a->chain == b->chain);
+}
+
+struct finding *findings_record_heap(enum finding_kind kind, struct type_record *type,
+                                     struct heap_details *details)
+{
+    pthread_mutex_lock(&findings_lock);
+    struct finding *finding = first_finding;
+    while (kind == FINDING_LEAKED_CYCLE && finding &&
+           !(finding->kind == kind && finding->type == type &&
+             same_leaked_cycle(finding->heap, details)))
+        finding = finding->next;
+    if (kind == FINDING_LEAKED_CYCLE && finding) {
+        finding->count++;
+        free(details->chain);
+        free(details->dot);
+        free(details);
+    } else if ((finding = append_finding(kind, type->created_at))) {
+        finding->type = type;
+        finding->heap = details;
+        snprintf(finding->type_name, sizeof finding->type_name, "%s", details->type_name);
+    }
+    pthread_mutex_unlock(&findings_lock);
+    return finding;
+}
+
 struct finding *findings_record_capsule(const char *api, const char *capsule_name,
                                         const struct thread_description *thread)
 {
@@ -59,25 +142,16 @@ struct finding *findings_record_capsule(const char *api, const char *capsule_nam
         pthread_mutex_unlock(&findings_lock);
         return finding;
     }
-    finding = calloc(1, sizeof *finding);
+    finding = append_finding(FINDING_CAPSULE_WITHOUT_GIL, stack);
     if (!finding) {
         pthread_mutex_unlock(&findings_lock);
         return NULL;
     }
-    finding->kind = FINDING_CAPSULE_WITHOUT_GIL;
     finding->api = api;
     finding->has_capsule_name = capsule_name != NULL;
     if (capsule_name)
         snprintf(finding->capsule, sizeof finding->capsule, "%s", capsule_name);
     finding->thread = *thread;
-    finding->stack = stack;
-    finding->count = 1;
-    if (last_finding)
-        last_finding->next = finding;
-    else
-        first_finding = finding;
-    last_finding = finding;
-    finding_total++;
     pthread_mutex_unlock(&findings_lock);
     return finding;
 }

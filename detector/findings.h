@@ -12,7 +12,14 @@
 
 enum finding_kind {
     FINDING_CAPSULE_WITHOUT_GIL,
+    FINDING_TRAVERSE_MISSING_GC, /* HAVE_GC without tp_traverse, seen at creation (3.9, 3.10) */
+    FINDING_HIDDEN_REFERENCE,
+    FINDING_INCOMPLETE_TRAVERSE,
+    FINDING_LEAKED_CYCLE,
 };
+
+struct type_record;
+struct heap_details; /* what the heap analysis found, owned by the finding (heap_analysis.h) */
 
 /* The JSON and text name of a kind, e.g. "capsule-without-gil". */
 const char *finding_kind_name(enum finding_kind kind);
@@ -31,6 +38,11 @@ struct finding {
     struct thread_description thread; /* of the first occurrence */
     stack_id stack;
     unsigned long count;
+    /* Findings about a type: the type, its name (copied: the type may be gone by exit time),
+       and for the analysis' kinds what it found. */
+    struct type_record *type;
+    char type_name[256];
+    struct heap_details *heap;
     bool text_written; /* its text block is already on stderr */
     struct finding *next;
 };
@@ -46,6 +58,23 @@ void thread_describe(struct thread_description *out);
  */
 struct finding *findings_record_capsule(const char *api, const char *capsule_name,
                                         const struct thread_description *thread);
+
+/*
+ * Records a finding about a type (once per kind and type; a repeat only counts). The stack is
+ * the type's creation stack. Returns the stored finding, NULL when out of memory.
+ */
+struct finding *findings_record_type(enum finding_kind kind, struct type_record *type);
+
+/* The finding of `kind` about `type` recorded so far by the heap analysis, or NULL. */
+struct finding *findings_find_heap(enum finding_kind kind, struct type_record *type);
+
+/*
+ * Records a heap-analysis finding, taking ownership of details. A leaked cycle of the same
+ * holder type, allocation site and chain as an earlier one only counts (details are freed).
+ * Returns the stored finding, NULL when out of memory (details then stay the caller's).
+ */
+struct finding *findings_record_heap(enum finding_kind kind, struct type_record *type,
+                                     struct heap_details *details);
 
 /* Calls visit for each finding in order of first occurrence, under the findings lock. */
 void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context);

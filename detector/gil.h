@@ -7,16 +7,16 @@
 #include <stdbool.h>
 
 /*
- * True when the calling thread has an attached thread state. Never PyGILState_Check(): that
- * answers 1 for every thread once a subinterpreter has existed. Inline: it is every capsule
- * wrapper's fast path, with no lock and no allocation.
+ * The thread state the calling thread has attached (it holds the GIL), NULL when it has none.
+ * Never PyGILState_Check(): that answers 1 for every thread once a subinterpreter has existed.
+ * Inline: it is every wrapper's fast path, with no lock and no allocation.
  */
-static inline bool gil_held(void)
+static inline PyThreadState *gil_attached_thread_state(void)
 {
     PyThreadState *current = python_api.unchecked_thread_state();
 #if PY_VERSION_HEX >= 0x030C0000
     /* 3.12+: the getter reads this thread's own attached state. */
-    return current != NULL;
+    return current;
 #else
     /*
      * 3.9-3.11: the getter returns the global GIL holder, possibly another thread's state.
@@ -26,11 +26,17 @@ static inline bool gil_held(void)
      * of a few instructions on an already-buggy path (we only get here when it is not ours).
      */
     if (!current)
-        return false;
+        return NULL;
     if (current == python_api.gilstate_this_thread())
-        return true;
-    return current->thread_id == python_api.thread_ident();
+        return current;
+    return current->thread_id == python_api.thread_ident() ? current : NULL;
 #endif
+}
+
+/* True when the calling thread has an attached thread state (holds the GIL). */
+static inline bool gil_held(void)
+{
+    return gil_attached_thread_state() != NULL;
 }
 
 /* True when the calling thread has a Python thread state at all, attached or not. */

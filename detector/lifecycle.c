@@ -3,6 +3,8 @@
 
 #include "capsule_check.h"
 #include "findings.h"
+#include "gil.h"
+#include "heap_analysis.h"
 #include "log.h"
 #include "options.h"
 #include "python_api.h"
@@ -29,6 +31,18 @@ void lifecycle_process_exit(void)
         return;
     reported_pid = pid;
     report_at_exit();
+}
+
+void lifecycle_immediate_exit(void)
+{
+    if (python_api.is_initialized() && gil_held() && python_is_running())
+        heap_analysis_run();
+    lifecycle_process_exit();
+}
+
+void lifecycle_object_loaded(void)
+{
+    heap_analysis_arm();
 }
 
 static void exit_handler(void)

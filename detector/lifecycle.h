@@ -17,4 +17,16 @@ bool lifecycle_start(void);
 /* The process is ending (atexit or _exit): writes its report, once per process. */
 void lifecycle_process_exit(void);
 
+/*
+ * os._exit: the process ends without atexit callbacks. With the GIL held the exit analysis
+ * still runs (a forked multiprocessing child ends this way), then the report is written.
+ */
+void lifecycle_immediate_exit(void);
+
+/*
+ * The runtime loaded a shared object (an extension module, as a rule): the interpreter runs and
+ * the loading thread holds the GIL, the moment to arm the exit analysis.
+ */
+void lifecycle_object_loaded(void);
+
 #endif

@@ -42,10 +42,25 @@ bool python_api_init(const char **why_not)
     python_api.gil_ensure = (PyGILState_STATE(*)(void))lookup("PyGILState_Ensure");
     python_api.gil_release = (void (*)(PyGILState_STATE))lookup("PyGILState_Release");
     python_api.capsule_type = (PyTypeObject *)lookup("PyCapsule_Type");
+    python_api.function_type = (PyTypeObject *)lookup("PyFunction_Type");
+    python_api.cell_type = (PyTypeObject *)lookup("PyCell_Type");
+    python_api.method_type = (PyTypeObject *)lookup("PyMethod_Type");
+    python_api.none = (PyObject *)lookup("_Py_NoneStruct");
+    python_api.base_object_type = (PyTypeObject *)lookup("PyBaseObject_Type");
+    python_api.type_type = (PyTypeObject *)lookup("PyType_Type");
+    python_api.code_type = (PyTypeObject *)lookup("PyCode_Type");
+    python_api.generic_alloc = (allocfunc)lookup("PyType_GenericAlloc");
+    bool calls_found = python_api.function_type && python_api.cell_type && python_api.method_type &&
+                       python_api.none && python_api.base_object_type && python_api.type_type &&
+                       python_api.code_type && python_api.generic_alloc;
+#define LOOKUP_CALL(ret, name, params)                                                             \
+    calls_found &= (python_api.name = (ret(*) params)lookup(#name)) != NULL;
+    PYTHON_API_CALLS(LOOKUP_CALL)
+#undef LOOKUP_CALL
     if (!python_api.is_initialized || !python_api.is_finalizing ||
         !python_api.unchecked_thread_state || !python_api.gilstate_this_thread ||
         !python_api.thread_ident || !python_api.gil_ensure || !python_api.gil_release ||
-        !python_api.capsule_type) {
+        !python_api.capsule_type || !calls_found) {
         *why_not = "a C-API function extsan needs is not exported by this Python";
         return false;
     }

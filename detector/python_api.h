@@ -11,6 +11,35 @@
 #include <Python.h>
 #include <stdbool.h>
 
+/*
+ * The C-API functions extsan calls with the GIL held (the exit analysis, the registry), one line
+ * each: X(return type, name, (parameters)). They become members of struct python_api with the
+ * function's own name, looked up like the rest. None may be a function-like macro in any
+ * supported version (PyCFunction_NewEx is one: use PyCMethod_New).
+ */
+#define PYTHON_API_CALLS(X)                                                                        \
+    X(Py_ssize_t, PyGC_Collect, (void))                                                            \
+    X(PyObject *, PyImport_ImportModule, (const char *name))                                       \
+    X(PyObject *, PyObject_GetAttrString, (PyObject * object, const char *name))                   \
+    X(PyObject *, PyObject_CallFunctionObjArgs, (PyObject * callable, ...))                        \
+    X(PyObject *, PyCMethod_New,                                                                   \
+      (PyMethodDef * method, PyObject * self, PyObject * module, PyTypeObject * cls))              \
+    X(const char *, PyUnicode_AsUTF8, (PyObject * unicode))                                        \
+    X(PyObject *, PyErr_Occurred, (void))                                                          \
+    X(void, PyErr_Clear, (void))                                                                   \
+    X(void, PyErr_Fetch, (PyObject * *type, PyObject * *value, PyObject * *traceback))             \
+    X(void, PyErr_Restore, (PyObject * type, PyObject * value, PyObject * traceback))              \
+    X(void, Py_DecRef, (PyObject * object))                                                        \
+    X(void, Py_IncRef, (PyObject * object))                                                        \
+    X(int, PyDict_Next,                                                                            \
+      (PyObject * dict, Py_ssize_t * position, PyObject * *key, PyObject * *value))                \
+    X(PyObject *, PyObject_CallMethod,                                                             \
+      (PyObject * object, const char *name, const char *format, ...))                              \
+    X(PyObject *, PySys_GetObject, (const char *name))                                             \
+    X(int, PyCode_Addr2Line, (PyCodeObject * code, int byte_offset))                               \
+    X(int, PyFrame_GetLineNumber, (PyFrameObject * frame))                                         \
+    X(PyInterpreterState *, PyInterpreterState_Main, (void))
+
 struct python_api {
     const char *version; /* Py_GetVersion(), e.g. "3.12.1 (main, ...)" */
     int (*is_initialized)(void);
@@ -22,6 +51,15 @@ struct python_api {
     PyGILState_STATE (*gil_ensure)(void);
     void (*gil_release)(PyGILState_STATE);
     PyTypeObject *capsule_type;
+    /* Objects the exit analysis names or returns. */
+    PyTypeObject *function_type, *cell_type, *method_type;
+    PyObject *none;
+    /* What the type and instance registry compares slots and walks the type tree with. */
+    PyTypeObject *base_object_type, *type_type, *code_type;
+    allocfunc generic_alloc; /* PyType_GenericAlloc, the runtime's own */
+#define DECLARE_CALL(ret, name, params) ret(*name) params;
+    PYTHON_API_CALLS(DECLARE_CALL)
+#undef DECLARE_CALL
 };
 
 extern struct python_api python_api;

@@ -3,6 +3,7 @@
 
 #include "log.h"
 #include "options.h"
+#include "heap_analysis.h"
 #include "python_api.h"
 #include "report_frames.h"
 
@@ -94,6 +95,31 @@ static void write_json(bool final)
     }
 }
 
+struct dot_context {
+    unsigned written;
+};
+
+/* Each leaked cycle as its own Graphviz file in dot_dir (written once, at exit). */
+static void write_dot_file(struct finding *finding, void *context)
+{
+    struct dot_context *dot = context;
+    if (finding->kind != FINDING_LEAKED_CYCLE || !finding->heap || !finding->heap->dot)
+        return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/extsan.%d.cycle%u.dot", extsan_options.dot_dir, (int)getpid(),
+             ++dot->written);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!out) {
+        extsan_log(0, "cannot write %s: %s (option dot_dir)", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    fputs(finding->heap->dot, out);
+    fclose(out);
+}
+
 void report_now(void)
 {
     pthread_mutex_lock(&report_lock);
@@ -109,5 +135,9 @@ void report_at_exit(void)
     if (extsan_options.text_report)
         write_text(true);
     write_json(true);
+    if (extsan_options.dot_dir && *extsan_options.dot_dir) {
+        struct dot_context dot = {0};
+        findings_for_each(write_dot_file, &dot);
+    }
     pthread_mutex_unlock(&report_lock);
 }

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "report.h"
 
+#include "fix_hints.h"
+#include "heap_analysis.h"
 #include "report_frames.h"
 
 #include <stdlib.h>
@@ -73,6 +75,77 @@ static void write_frame(const struct frame_info *frame, unsigned index, void *co
     fputc('}', out);
 }
 
+static void write_stack(struct json_context *json, const char *key, stack_id stack)
+{
+    fprintf(json->out, ",\n     \"%s\": [", key);
+    report_for_each_frame(stack, write_frame, json);
+    fputc(']', json->out);
+}
+
+static void write_type_fields(struct json_context *json, const struct finding *finding)
+{
+    FILE *out = json->out;
+    fputs(", \"type\": ", out);
+    write_json_string(out, finding->type_name);
+    fputs(", \"binding\": ", out);
+    write_json_string(out, binding_library_name(finding->type->binding));
+    fputs(", \"fix\": ", out);
+    write_json_string(out, fix_hint(finding->kind, finding->type->binding));
+    write_stack(json, "type_stack", finding->type->created_at);
+}
+
+static void write_heap_fields(struct json_context *json, const struct finding *finding)
+{
+    FILE *out = json->out;
+    const struct heap_details *heap = finding->heap;
+    const struct allocation_site *site = allocation_site_get(heap->example_site);
+    write_stack(json, "stack", site ? site->native : 0);
+    fputs(",\n     \"python_stack\": [", out);
+    for (unsigned i = 0; site && i < site->python_depth; i++) {
+        fputs(i ? ", {\"file\": " : "{\"file\": ", out);
+        write_json_string(out, site->python[i].file);
+        fputs(", \"function\": ", out);
+        write_json_string(out, site->python[i].function);
+        fprintf(out, ", \"line\": %d}", site->python[i].line);
+    }
+    fputc(']', out);
+    if (finding->kind == FINDING_LEAKED_CYCLE) {
+        fprintf(out, ",\n     \"objects\": %u, \"types\": {", heap->objects);
+        for (unsigned i = 0; i < heap->type_count; i++) {
+            fputs(i ? ", " : "", out);
+            write_json_string(out, heap->types[i].name);
+            fprintf(out, ": %u", heap->types[i].count);
+        }
+        fputs("}, \"chain\": ", out);
+        write_json_string_or_null(out, heap->chain ? heap->chain : "");
+        fputs(", \"dot\": ", out);
+        write_json_string_or_null(out, heap->dot ? heap->dot : "");
+        return;
+    }
+    fprintf(out, ",\n     \"instances\": %u, \"referents\": [", heap->instances);
+    for (unsigned i = 0; i < heap->referent_count; i++) {
+        fputs(i ? ", {\"type\": " : "{\"type\": ", out);
+        write_json_string(out, heap->referents[i].type_name);
+        unsigned offset;
+        char rest;
+        if (sscanf(heap->referents[i].path, "+%u%c", &offset, &rest) == 1)
+            fprintf(out, ", \"offset\": %u", offset);
+        fputs(", \"path\": ", out);
+        write_json_string(out, heap->referents[i].path);
+        fprintf(out, ", \"count\": %u}", heap->referents[i].count);
+    }
+    fprintf(out, "], \"missed_type_visit\": %s, \"inherited_traverse\": %s, \"cycle\": ",
+            heap->missed_type_visit ? "true" : "false",
+            heap->inherited_traverse ? "true" : "false");
+    if (heap->chain) {
+        fputs("{\"chain\": ", out);
+        write_json_string(out, heap->chain);
+        fprintf(out, ", \"never_collectable\": %s}", heap->never_collectable ? "true" : "false");
+    } else {
+        fputs("null", out);
+    }
+}
+
 static void write_finding(struct finding *finding, void *context)
 {
     struct json_context *json = context;
@@ -95,11 +168,20 @@ static void write_finding(struct finding *finding, void *context)
         write_json_string(out, finding->thread.name);
         fprintf(out, ", \"python_thread_state\": %s}",
                 finding->thread.has_python_state ? "true" : "false");
+        write_stack(json, "stack", finding->stack);
+        break;
+    case FINDING_TRAVERSE_MISSING_GC:
+        write_type_fields(json, finding);
+        write_stack(json, "stack", finding->stack);
+        break;
+    case FINDING_HIDDEN_REFERENCE:
+    case FINDING_INCOMPLETE_TRAVERSE:
+    case FINDING_LEAKED_CYCLE:
+        write_type_fields(json, finding);
+        write_heap_fields(json, finding);
         break;
     }
-    fputs(",\n     \"stack\": [", out);
-    report_for_each_frame(finding->stack, write_frame, json);
-    fputs("]}", out);
+    fputc('}', out);
 }
 
 static void write_json_report(FILE *out, bool final)

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "report.h"
 
+#include "fix_hints.h"
+#include "heap_analysis.h"
 #include "report_frames.h"
 
 #include <string.h>
@@ -50,6 +52,97 @@ static void write_capsule_finding(const struct finding *finding, struct text_con
                  " PyGILState_Ensure in a foreign thread).\n\n");
 }
 
+static void write_stack(struct text_context *text, const char *title, stack_id stack)
+{
+    if (!stack)
+        return;
+    fprintf(text->out, "  %s:\n", title);
+    report_for_each_frame(stack, write_frame, text);
+}
+
+static void write_allocation_site(struct text_context *text, site_id site)
+{
+    const struct allocation_site *where = allocation_site_get(site);
+    if (!where)
+        return;
+    if (where->python_depth) {
+        fprintf(text->out, "  allocated by Python code:\n");
+        for (unsigned i = 0; i < where->python_depth; i++)
+            fprintf(text->out, "    File \"%s\", line %d, in %s\n", where->python[i].file,
+                    where->python[i].line, where->python[i].function);
+    }
+    write_stack(text, "allocated at", where->native);
+}
+
+static void write_heap_finding(const struct finding *finding, struct text_context *text)
+{
+    FILE *out = text->out;
+    const struct heap_details *heap = finding->heap;
+    const char *binding = binding_library_name(finding->type->binding);
+    switch (finding->kind) {
+    case FINDING_HIDDEN_REFERENCE:
+        fprintf(
+            out,
+            "==%d==extsan: hidden-reference: %s (%s) holds references the cyclic GC cannot see%s\n",
+            text->pid, finding->type_name, binding,
+            heap->inherited_traverse ? ": its tp_traverse is inherited and does not know its fields"
+                                     : ": it has no tp_traverse");
+        break;
+    case FINDING_INCOMPLETE_TRAVERSE:
+        fprintf(out, "==%d==extsan: incomplete-traverse: the tp_traverse of %s (%s) misses %s\n",
+                text->pid, finding->type_name, binding,
+                heap->referent_count ? "references its instances hold" : "the instance's own type");
+        break;
+    case FINDING_LEAKED_CYCLE:
+        fprintf(out,
+                "==%d==extsan: leaked-cycle: %u objects kept alive only by a hidden reference of "
+                "%s (%s)",
+                text->pid, heap->objects, finding->type_name, binding);
+        if (finding->count > 1)
+            fprintf(out, "; %lu such cycles", finding->count);
+        fputc('\n', out);
+        break;
+    default:
+        return;
+    }
+    if (heap->referent_count) {
+        fprintf(out, "==%d==extsan:   %u instance%s; referents:", text->pid, heap->instances,
+                heap->instances == 1 ? "" : "s");
+        for (unsigned i = 0; i < heap->referent_count; i++)
+            fprintf(out, "%s %s at %s (%u)", i ? "," : "", heap->referents[i].type_name,
+                    heap->referents[i].path, heap->referents[i].count);
+        fputc('\n', out);
+    }
+    if (heap->type_count) {
+        fprintf(out, "==%d==extsan:   leaked:", text->pid);
+        for (unsigned i = 0; i < heap->type_count; i++)
+            fprintf(out, "%s %u %s", i ? "," : "", heap->types[i].count, heap->types[i].name);
+        fputc('\n', out);
+    }
+    if (heap->chain)
+        fprintf(out, "==%d==extsan:   cycle: %s\n", text->pid, heap->chain);
+    if (heap->never_collectable)
+        fprintf(out,
+                "==%d==extsan:   this cycle is reachable today and can never be collected, even "
+                "once its outside references go\n",
+                text->pid);
+    write_allocation_site(text, heap->example_site);
+    write_stack(text, "type created at", finding->type->created_at);
+    fprintf(out, "  HINT: %s\n", fix_hint(finding->kind, finding->type->binding));
+    if (heap->missed_type_visit)
+        fprintf(out, "  HINT: %s\n", fix_hint_missing_type_visit());
+    fputc('\n', out);
+}
+
+static void write_type_finding(const struct finding *finding, struct text_context *text)
+{
+    fprintf(text->out,
+            "==%d==extsan: traverse-missing-gc: %s has Py_TPFLAGS_HAVE_GC but no tp_traverse\n",
+            text->pid, finding->type_name);
+    write_stack(text, "type created at", finding->type->created_at);
+    fprintf(text->out, "  HINT: %s\n\n", fix_hint(finding->kind, finding->type->binding));
+}
+
 static void write_finding(struct finding *finding, void *context)
 {
     struct text_context *text = context;
@@ -62,6 +155,14 @@ static void write_finding(struct finding *finding, void *context)
     switch (finding->kind) {
     case FINDING_CAPSULE_WITHOUT_GIL:
         write_capsule_finding(finding, text);
+        break;
+    case FINDING_TRAVERSE_MISSING_GC:
+        write_type_finding(finding, text);
+        break;
+    case FINDING_HIDDEN_REFERENCE:
+    case FINDING_INCOMPLETE_TRAVERSE:
+    case FINDING_LEAKED_CYCLE:
+        write_heap_finding(finding, text);
         break;
     }
 }

@@ -16,6 +16,8 @@
 
 #include "stacks.h"
 
+#include "symbolize.h"
+
 #include <libunwind.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -58,6 +60,19 @@ __attribute__((noinline)) unsigned stack_capture(uintptr_t *pcs, unsigned max_de
     for (unsigned i = 0; i < kept; i++)
         pcs[i] = (uintptr_t)frames[dropped + i];
     return kept;
+}
+
+stack_id stack_capture_caller(unsigned max_depth)
+{
+    uintptr_t pcs[STACK_MAX_DEPTH];
+    unsigned depth = stack_capture(pcs, STACK_MAX_DEPTH, 0);
+    unsigned first = 0;
+    while (first < depth && pc_in_same_object(pcs[first], (const void *)stack_capture_caller))
+        first++;
+    unsigned kept = depth - first;
+    if (kept > max_depth)
+        kept = max_depth;
+    return stack_depot_put(pcs + first, kept);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -19,6 +19,13 @@ typedef uint32_t stack_id;
  */
 unsigned stack_capture(uintptr_t *pcs, unsigned max_depth, unsigned skip);
 
+/*
+ * The stack of whoever called into extsan: captures the calling thread's stack, drops the
+ * innermost frames that lie in extsan's own library (however the compiler inlined them), keeps
+ * up to max_depth of the rest and stores them. 0 when nothing could be captured or stored.
+ */
+stack_id stack_capture_caller(unsigned max_depth);
+
 /* Stores a stack (once per distinct content) and returns its id; 0 if out of memory. */
 stack_id stack_depot_put(const uintptr_t *pcs, unsigned depth);
 

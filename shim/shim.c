@@ -9,6 +9,7 @@
 #include "../detector/capsule_check.h"
 #include "../detector/lifecycle.h"
 #include "../detector/log.h"
+#include "../detector/registry.h"
 
 #include <errno.h>
 
@@ -42,6 +43,7 @@ __attribute__((constructor)) static void extsan_start(void)
             extsan_log(1, "%s is not in this process; it is not intercepted", hooks[i].name);
     }
     capsule_check_install();
+    registry_install(extsan_PyType_GenericAlloc);
     got_patch_loaded_objects();
 }
 
@@ -146,6 +148,107 @@ void *extsan_PyCapsule_Import(const char *name, int no_block)
     return pointer;
 }
 
+/* ---- type creation -------------------------------------------------------------------------
+ * The caller (the wrapper's return address) names the loaded object that creates the type.
+ */
+
+int extsan_PyType_Ready(PyTypeObject *type)
+{
+    int status = real_PyType_Ready(type);
+    if (status == 0)
+        registry_type_created(type, __builtin_return_address(0));
+    return status;
+}
+
+PyObject *extsan_PyType_FromSpec(PyType_Spec *spec)
+{
+    PyObject *type = real_PyType_FromSpec(spec);
+    registry_type_created((PyTypeObject *)type, __builtin_return_address(0));
+    return type;
+}
+
+PyObject *extsan_PyType_FromSpecWithBases(PyType_Spec *spec, PyObject *bases)
+{
+    PyObject *type = real_PyType_FromSpecWithBases(spec, bases);
+    registry_type_created((PyTypeObject *)type, __builtin_return_address(0));
+    return type;
+}
+
+PyObject *extsan_PyType_FromModuleAndSpec(PyObject *module, PyType_Spec *spec, PyObject *bases)
+{
+    PyObject *type = real_PyType_FromModuleAndSpec(module, spec, bases);
+    registry_type_created((PyTypeObject *)type, __builtin_return_address(0));
+    return type;
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+PyObject *extsan_PyType_FromMetaclass(PyTypeObject *metaclass, PyObject *module, PyType_Spec *spec,
+                                      PyObject *bases)
+{
+    PyObject *type = real_PyType_FromMetaclass(metaclass, module, spec, bases);
+    registry_type_created((PyTypeObject *)type, __builtin_return_address(0));
+    return type;
+}
+#endif
+
+/* ---- instance allocation -------------------------------------------------------------------
+ * Each wrapper passes the bytes the real function allocated (registry.h says why PyObject_Init
+ * and PyObject_GC_Track pass 0) and its return address, the cheap half of the site's identity.
+ */
+
+PyObject *extsan_PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t items)
+{
+    PyObject *object = real_PyType_GenericAlloc(type, items);
+    registry_instance_allocated(object, registry_allocation_size(type, items + 1),
+                                __builtin_return_address(0), REGISTER_ALLOCATION);
+    return object;
+}
+
+PyObject *extsan__PyObject_New(PyTypeObject *type)
+{
+    PyObject *object = real__PyObject_New(type);
+    registry_instance_allocated(object, registry_allocation_size(type, -1),
+                                __builtin_return_address(0), REGISTER_ALLOCATION);
+    return object;
+}
+
+PyVarObject *extsan__PyObject_NewVar(PyTypeObject *type, Py_ssize_t items)
+{
+    PyVarObject *object = real__PyObject_NewVar(type, items);
+    registry_instance_allocated((PyObject *)object, registry_allocation_size(type, items),
+                                __builtin_return_address(0), REGISTER_ALLOCATION);
+    return object;
+}
+
+PyObject *extsan_PyObject_Init(PyObject *object, PyTypeObject *type)
+{
+    PyObject *initialized = real_PyObject_Init(object, type);
+    registry_instance_allocated(initialized, 0, __builtin_return_address(0), REGISTER_ALLOCATION);
+    return initialized;
+}
+
+PyObject *extsan__PyObject_GC_New(PyTypeObject *type)
+{
+    PyObject *object = real__PyObject_GC_New(type);
+    registry_instance_allocated(object, registry_allocation_size(type, -1),
+                                __builtin_return_address(0), REGISTER_ALLOCATION);
+    return object;
+}
+
+PyVarObject *extsan__PyObject_GC_NewVar(PyTypeObject *type, Py_ssize_t items)
+{
+    PyVarObject *object = real__PyObject_GC_NewVar(type, items);
+    registry_instance_allocated((PyObject *)object, registry_allocation_size(type, items),
+                                __builtin_return_address(0), REGISTER_ALLOCATION);
+    return object;
+}
+
+void extsan_PyObject_GC_Track(void *object)
+{
+    real_PyObject_GC_Track(object);
+    registry_instance_allocated(object, 0, __builtin_return_address(0), REGISTER_IF_ABSENT);
+}
+
 /* ---- the runtime's own calls --------------------------------------------------------------- */
 
 void *extsan_dlopen(const char *file, int mode)
@@ -154,6 +257,7 @@ void *extsan_dlopen(const char *file, int mode)
     if (handle) {
         int saved_errno = errno;
         got_patch_loaded_objects();
+        lifecycle_object_loaded();
         errno = saved_errno;
     }
     return handle;
@@ -161,7 +265,8 @@ void *extsan_dlopen(const char *file, int mode)
 
 void extsan__exit(int status)
 {
-    lifecycle_process_exit();
+    registry_log_statistics("at os._exit");
+    lifecycle_immediate_exit();
     real__exit(status);
     __builtin_unreachable();
 }

@@ -1,0 +1,48 @@
+/*
+ * Allocation sites: the cache that turns a cheap identity (return address of the allocating
+ * call, innermost Python code object and instruction) into a site id, and the site records.
+ *
+ * The fast path is one probe of an open-addressing table that is only ever added to. A miss
+ * captures the native stack into the stack depot and the Python stack (file, qualified name,
+ * line) into a new record. A code object that names a site is kept alive (one reference held
+ * for the life of the process), so its address can never come back as another code object and
+ * alias the site.
+ */
+#ifndef EXTSAN_ALLOCATION_SITES_H
+#define EXTSAN_ALLOCATION_SITES_H
+
+#include "python_stack.h"
+#include "registry.h"
+
+struct site_key {
+    uintptr_t return_address;
+    struct python_position python;
+};
+
+/*
+ * The site of key, or 0 when it is not cached yet. Called with the registry's lock held (the
+ * table may grow under a concurrent site_add otherwise).
+ */
+site_id site_lookup(const struct site_key *key);
+
+/*
+ * Makes the record of a site missed by site_lookup: captures the stacks of the calling thread,
+ * which holds the GIL (`thread`). Runs Python C-API calls: never with the registry's lock held.
+ * Returns the new site's id, to be published with site_publish, or 0 when out of memory.
+ */
+site_id site_create(const struct site_key *key, PyThreadState *thread);
+
+/*
+ * Enters `site` (from site_create) into the cache under `key`, with the registry's lock held.
+ * When another thread published the same key meanwhile, returns that site instead (the new
+ * record stays unused).
+ */
+site_id site_publish(const struct site_key *key, site_id site);
+
+size_t sites_memory_bytes(void);
+size_t sites_count(void);
+
+/* In a forked child, after the stack depot was reset: stores every site's stack again. */
+void sites_restore_stacks_after_fork(void);
+
+#endif

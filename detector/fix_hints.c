@@ -1,0 +1,56 @@
+#include "fix_hints.h"
+
+static const char nanobind_hint[] =
+    "give the class a tp_traverse/tp_clear pair through nb::type_slots: "
+    "int tp_traverse(PyObject *self, visitproc visit, void *arg) { Py_VISIT(Py_TYPE(self)); "
+    "if (!nb::inst_ready(self)) return 0; T *t = nb::inst_ptr<T>(self); "
+    "Py_VISIT(nb::find(t->member).ptr()); return 0; } and int tp_clear(PyObject *self) that resets "
+    "the member; bind with nb::class_<T>(m, \"T\", nb::type_slots(slots)) where slots = "
+    "{{Py_tp_traverse, (void *) tp_traverse}, {Py_tp_clear, (void *) tp_clear}, {0, nullptr}} "
+    "(nanobind docs: refleaks)";
+
+static const char pybind11_hint[] =
+    "make the class take part in the GC with py::custom_type_setup: "
+    "py::class_<T>(m, \"T\", py::custom_type_setup([](PyHeapTypeObject *heap_type) { auto *type = "
+    "&heap_type->ht_type; type->tp_flags |= Py_TPFLAGS_HAVE_GC; type->tp_traverse = [](PyObject "
+    "*self, visitproc visit, void *arg) { Py_VISIT(Py_TYPE(self)); auto &t = "
+    "py::cast<T &>(py::handle(self)); Py_VISIT(t.member.ptr()); return 0; }; type->tp_clear = "
+    "[](PyObject *self) { py::cast<T &>(py::handle(self)).member = py::none(); return 0; }; }))";
+
+static const char c_api_hint[] =
+    "set Py_TPFLAGS_HAVE_GC, allocate with PyObject_GC_New or tp_alloc, and give the type a "
+    "tp_traverse that Py_VISITs every PyObject * it owns (and Py_TYPE(self) for a heap type) and "
+    "a tp_clear that Py_CLEARs them; call PyObject_GC_UnTrack first in tp_dealloc";
+
+static const char cython_hint[] =
+    "declare the attribute as a Python object (cdef object) so Cython's generated tp_traverse "
+    "and tp_clear cover it; references kept behind C or C++ members are invisible to Cython";
+
+static const char missing_type_visit_hint[] =
+    "since Python 3.9 the traverse of a heap type's instance must Py_VISIT(Py_TYPE(self))";
+
+static const char traverse_missing_gc_hint[] =
+    "a type with Py_TPFLAGS_HAVE_GC needs a tp_traverse (3.11+ refuses it in PyType_Ready; "
+    "on 3.9 and 3.10 the next collection crashes): add one, or drop the flag";
+
+const char *fix_hint(enum finding_kind kind, enum binding_library binding)
+{
+    if (kind == FINDING_TRAVERSE_MISSING_GC)
+        return traverse_missing_gc_hint;
+    switch (binding) {
+    case BINDING_NANOBIND:
+        return nanobind_hint;
+    case BINDING_PYBIND11:
+        return pybind11_hint;
+    case BINDING_CYTHON:
+        return cython_hint;
+    case BINDING_C_API:
+        break;
+    }
+    return c_api_hint;
+}
+
+const char *fix_hint_missing_type_visit(void)
+{
+    return missing_type_visit_hint;
+}

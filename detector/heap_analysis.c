@@ -1,0 +1,1062 @@
+#define _GNU_SOURCE
+#include "heap_analysis.h"
+
+#include "findings.h"
+#include "gil.h"
+#include "log.h"
+#include "memory_map.h"
+#include "options.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- the graph ------------------------------------------------------------------------------ */
+
+#define NO_NODE            UINT32_MAX
+#define MAX_PATH_DEPTH     5
+#define BLOCKS_PER_HOLDER  64     /* heap blocks one holder's scan may visit */
+#define DEFAULT_WINDOW     64     /* bytes read of a heap block whose size is unknown */
+#define MAX_WINDOW         512    /* bytes read of any heap block */
+#define CHAIN_SEARCH_LIMIT 200000 /* nodes a cycle search may visit */
+
+struct node {
+    PyObject *object;
+    Py_ssize_t unexplained; /* refcount not (yet) explained by references from other nodes */
+    struct instance_record *instance; /* a live extension instance, or NULL */
+    uint32_t first_out, out_count;    /* its edges in graph.adjacency, once `reach` built it */
+    uint32_t component;               /* for leaked nodes: which leaked group */
+    bool tracked;                     /* in the collector's lists: its traverse is asked */
+    bool reached;
+    bool visited_own_type;  /* its traverse visited Py_TYPE(object) */
+    bool own_type_reported; /* its missed type visit is in a finding already */
+};
+
+struct edge {
+    uint32_t from, to;
+    int32_t hidden; /* the accepted candidate of a hidden edge; -1 for a visible one */
+};
+
+/* A pointer found in a holder's memory: a hidden reference if `validate` accepts it. */
+struct candidate {
+    uint32_t holder, referent;
+    uint16_t path[MAX_PATH_DEPTH]; /* byte offsets: in the holder, then in each heap block */
+    uint8_t depth;                 /* entries used in path */
+    bool accepted;
+    bool own_type; /* the ob_type reference of a heap type's instance that its traverse skips */
+};
+
+struct graph {
+    struct node *nodes;
+    size_t node_count, node_capacity;
+    /* object address -> node index: open addressing, linear probing, at most half full */
+    uintptr_t *map_keys;
+    uint32_t *map_values;
+    size_t map_mask;
+    struct edge *edges;
+    size_t edge_count, edge_capacity;
+    struct candidate *candidates;
+    size_t candidate_count, candidate_capacity;
+    uint32_t *adjacency; /* edge indexes grouped by source node */
+    struct memory_map *memory;
+    uint32_t current_source; /* the node whose traverse is running */
+    bool out_of_memory;
+};
+
+static bool grow(void **array, size_t *capacity, size_t count, size_t element_size)
+{
+    if (count < *capacity)
+        return true;
+    size_t new_capacity = *capacity ? 2 * *capacity : 4096;
+    void *grown = realloc(*array, new_capacity * element_size);
+    if (!grown)
+        return false;
+    *array = grown;
+    *capacity = new_capacity;
+    return true;
+}
+
+static size_t hash_address(uintptr_t address)
+{
+    return (size_t)((address >> 4) * 0x9E3779B97F4A7C15ull >> 17);
+}
+
+static uint32_t node_lookup(const struct graph *graph, uintptr_t address)
+{
+    for (size_t slot = hash_address(address) & graph->map_mask;;
+         slot = (slot + 1) & graph->map_mask) {
+        if (graph->map_keys[slot] == address)
+            return graph->map_values[slot];
+        if (graph->map_keys[slot] == 0)
+            return NO_NODE;
+    }
+}
+
+static void map_insert(struct graph *graph, uintptr_t address, uint32_t index)
+{
+    size_t slot = hash_address(address) & graph->map_mask;
+    while (graph->map_keys[slot] != 0)
+        slot = (slot + 1) & graph->map_mask;
+    graph->map_keys[slot] = address;
+    graph->map_values[slot] = index;
+}
+
+/* Sizes the map for `entries` (rehashing what it holds); false when out of memory. */
+static bool map_reserve(struct graph *graph, size_t entries)
+{
+    size_t size = 4096;
+    while (size < 2 * entries)
+        size *= 2;
+    if (graph->map_keys && size <= graph->map_mask + 1)
+        return true;
+    uintptr_t *old_keys = graph->map_keys;
+    uint32_t *old_values = graph->map_values;
+    size_t old_size = old_keys ? graph->map_mask + 1 : 0;
+    graph->map_keys = calloc(size, sizeof *graph->map_keys);
+    graph->map_values = malloc(size * sizeof *graph->map_values);
+    if (!graph->map_keys || !graph->map_values)
+        return false;
+    graph->map_mask = size - 1;
+    for (size_t i = 0; i < old_size; i++)
+        if (old_keys[i])
+            map_insert(graph, old_keys[i], old_values[i]);
+    free(old_keys);
+    free(old_values);
+    return true;
+}
+
+static uint32_t add_node(struct graph *graph, PyObject *object, Py_ssize_t unexplained,
+                         bool tracked)
+{
+    if (!grow((void **)&graph->nodes, &graph->node_capacity, graph->node_count,
+              sizeof *graph->nodes) ||
+        !map_reserve(graph, graph->node_count + 1)) {
+        graph->out_of_memory = true;
+        return NO_NODE;
+    }
+    uint32_t index = (uint32_t)graph->node_count++;
+    graph->nodes[index] =
+        (struct node){.object = object, .unexplained = unexplained, .tracked = tracked};
+    map_insert(graph, (uintptr_t)object, index);
+    return index;
+}
+
+static void add_edge(struct graph *graph, uint32_t from, uint32_t to, int32_t hidden)
+{
+    if (!grow((void **)&graph->edges, &graph->edge_capacity, graph->edge_count,
+              sizeof *graph->edges)) {
+        graph->out_of_memory = true;
+        return;
+    }
+    graph->edges[graph->edge_count++] = (struct edge){from, to, hidden};
+}
+
+static void graph_free(struct graph *graph)
+{
+    free(graph->nodes);
+    free(graph->map_keys);
+    free(graph->map_values);
+    free(graph->edges);
+    free(graph->candidates);
+    free(graph->adjacency);
+    memory_map_free(graph->memory);
+}
+
+/* Immortal objects (3.12+) have no meaningful refcount: never nodes, never targets. */
+static bool is_immortal(PyObject *object)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return _Py_IsImmortal(object);
+#else
+    (void)object;
+    return false;
+#endif
+}
+
+/* ---- pass: enumerate -------------------------------------------------------------------------
+ * After it: every object the collector tracks and every live extension instance is a node, with
+ * `unexplained` = its refcount (less the reference gc.get_objects' list holds).
+ */
+
+static void add_instance_node(struct instance_record *instance, void *context)
+{
+    struct graph *graph = context;
+    uint32_t index = node_lookup(graph, (uintptr_t)instance->object);
+    if (index == NO_NODE && !is_immortal(instance->object))
+        index = add_node(graph, instance->object, Py_REFCNT(instance->object), false);
+    if (index != NO_NODE)
+        graph->nodes[index].instance = instance;
+}
+
+static PyObject *call_gc(const char *function)
+{
+    PyObject *gc = python_api.PyImport_ImportModule("gc");
+    PyObject *callable = gc ? python_api.PyObject_GetAttrString(gc, function) : NULL;
+    PyObject *result = callable ? python_api.PyObject_CallFunctionObjArgs(callable, NULL) : NULL;
+    if (callable)
+        python_api.Py_DecRef(callable);
+    if (gc)
+        python_api.Py_DecRef(gc);
+    return result;
+}
+
+static bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
+{
+    Py_ssize_t count = PyList_GET_SIZE(tracked_objects);
+    if (!map_reserve(graph, (size_t)count + registry_instance_count()))
+        return false;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *object = PyList_GET_ITEM(tracked_objects, i);
+        if (!is_immortal(object))
+            add_node(graph, object, Py_REFCNT(object) - 1, true);
+    }
+    registry_for_each_instance(add_instance_node, graph);
+    return !graph->out_of_memory;
+}
+
+/* ---- pass: account ---------------------------------------------------------------------------
+ * After it: each node's `unexplained` is its refcount less the references that the traverse of
+ * some node visits, and every such reference is a visible edge.
+ */
+
+static int visit_and_account(PyObject *target, void *context)
+{
+    struct graph *graph = context;
+    struct node *source = &graph->nodes[graph->current_source];
+    if ((PyObject *)Py_TYPE(source->object) == target)
+        source->visited_own_type = true;
+    if (!target)
+        return 0;
+    uint32_t index = node_lookup(graph, (uintptr_t)target);
+    if (index == NO_NODE)
+        return 0;
+    graph->nodes[index].unexplained--;
+    add_edge(graph, graph->current_source, index, -1);
+    return 0;
+}
+
+static void account_visible_references(struct graph *graph)
+{
+    for (size_t i = 0; i < graph->node_count; i++) {
+        struct node *node = &graph->nodes[i];
+        traverseproc traverse = Py_TYPE(node->object)->tp_traverse;
+        if (!node->tracked || !traverse)
+            continue;
+        graph->current_source = (uint32_t)i;
+        traverse(node->object, visit_and_account, graph);
+    }
+}
+
+/* ---- pass: scan ------------------------------------------------------------------------------
+ * After it: every pointer to a node found in an extension instance's memory, or in heap blocks
+ * reached from it through up to scan_hops pointers, is a candidate. Memory is read only inside
+ * mappings listed readable in /proc/self/maps, so the scan cannot fault.
+ */
+
+struct scan_state {
+    struct graph *graph;
+    uint32_t holder;
+    uintptr_t visited_blocks[BLOCKS_PER_HOLDER];
+    unsigned visited_count;
+    uint16_t path[MAX_PATH_DEPTH];
+};
+
+static void add_candidate(struct scan_state *scan, uint32_t referent, unsigned depth)
+{
+    struct graph *graph = scan->graph;
+    if (!grow((void **)&graph->candidates, &graph->candidate_capacity, graph->candidate_count,
+              sizeof *graph->candidates)) {
+        graph->out_of_memory = true;
+        return;
+    }
+    struct candidate *candidate = &graph->candidates[graph->candidate_count++];
+    *candidate =
+        (struct candidate){.holder = scan->holder, .referent = referent, .depth = (uint8_t)depth};
+    memcpy(candidate->path, scan->path, sizeof candidate->path);
+}
+
+/*
+ * How many bytes of the heap block at `block` to read. A glibc chunk keeps its size in the word
+ * before it; when that word looks like a chunk size, the block is read up to its end, else a
+ * small window. Over-reading only finds stale words, which `validate` weeds out.
+ */
+static size_t heap_block_window(const struct memory_map *memory, uintptr_t block)
+{
+    size_t window = DEFAULT_WINDOW;
+    if (memory_map_readable(memory, block - sizeof(size_t), sizeof(size_t))) {
+        size_t chunk_size = *(const size_t *)(block - sizeof(size_t)) & ~(size_t)7;
+        if (chunk_size >= 32 && chunk_size <= 64 * 1024)
+            window = chunk_size - sizeof(size_t);
+    }
+    if (window > MAX_WINDOW)
+        window = MAX_WINDOW;
+    return memory_map_data_extent(memory, block, window);
+}
+
+static bool already_visited(struct scan_state *scan, uintptr_t block)
+{
+    for (unsigned i = 0; i < scan->visited_count; i++)
+        if (scan->visited_blocks[i] == block)
+            return true;
+    if (scan->visited_count == BLOCKS_PER_HOLDER)
+        return true; /* budget spent: treat as seen */
+    scan->visited_blocks[scan->visited_count++] = block;
+    return false;
+}
+
+static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, unsigned depth)
+{
+    struct graph *graph = scan->graph;
+    PyObject *holder = graph->nodes[scan->holder].object;
+    for (size_t offset = 0; offset + sizeof(uintptr_t) <= length; offset += sizeof(uintptr_t)) {
+        uintptr_t word = *(const uintptr_t *)(start + offset);
+        if (word < 4096 || word % sizeof(void *) != 0)
+            continue;
+        scan->path[depth] = (uint16_t)(depth == 0 ? offset + sizeof(PyObject) : offset);
+        uint32_t referent = node_lookup(graph, word);
+        if (referent != NO_NODE) {
+            PyObject *object = graph->nodes[referent].object;
+            /* Types and the holder itself keep nothing collectable alive through a field. */
+            if (object != holder && !PyType_Check(object))
+                add_candidate(scan, referent, depth + 1);
+            continue;
+        }
+        if (depth + 1 >= (unsigned)extsan_options.scan_hops + 1 || depth + 1 >= MAX_PATH_DEPTH)
+            continue;
+        size_t window = heap_block_window(graph->memory, word);
+        if (window && !already_visited(scan, word))
+            scan_words(scan, word, window, depth + 1);
+    }
+}
+
+/* Bytes of an instance that belong to it, from the header on. */
+static size_t instance_extent(const struct node *node)
+{
+    size_t recorded = node->instance->size;
+    PyTypeObject *type = Py_TYPE(node->object);
+    if (recorded)
+        return recorded;
+    /* Unknown allocation (PyObject_Init on memory extsan did not see allocated): the header and
+       one pointer, what the smallest wrapper (nanobind's for an external C++ object) has. */
+    size_t minimal = sizeof(PyObject) + sizeof(void *);
+    return (size_t)type->tp_basicsize < minimal ? (size_t)type->tp_basicsize : minimal;
+}
+
+/*
+ * The holders whose memory is scanned and whose traverse is judged: instances of the user's
+ * extension types, not of the runtime's, the standard library's or a binding library's own
+ * machinery (nanobind's nb_func, pybind11's pybind11_type: correct, and not the user's to fix).
+ */
+static bool holder_is_checked(const struct node *node)
+{
+    const struct type_record *type = node->instance ? node->instance->type : NULL;
+    return type && !type->binding_machinery && !registry_is_runtime_or_stdlib(type->creator);
+}
+
+/* A checked heap type's own instance whose traverse did not visit Py_TYPE(self) (3.9+ rule). */
+static bool misses_own_type_visit(const struct node *node)
+{
+    PyTypeObject *type = Py_TYPE(node->object);
+    /* Classes made by an extension metaclass are the runtime's type objects underneath. */
+    return holder_is_checked(node) && node->tracked && !node->visited_own_type &&
+           !PyType_Check(node->object) && node->instance->type->type == type &&
+           (type->tp_flags & Py_TPFLAGS_HEAPTYPE) && type->tp_traverse;
+}
+
+static void scan_instances(struct graph *graph)
+{
+    struct scan_state scan = {.graph = graph};
+    for (size_t i = 0; i < graph->node_count; i++) {
+        struct node *node = &graph->nodes[i];
+        if (!holder_is_checked(node))
+            continue;
+        size_t extent = instance_extent(node);
+        uintptr_t body = (uintptr_t)node->object + sizeof(PyObject);
+        if (extent <= sizeof(PyObject) ||
+            !memory_map_readable(graph->memory, (uintptr_t)node->object, extent))
+            continue;
+        scan.holder = (uint32_t)i;
+        scan.visited_count = 0;
+        scan_words(&scan, body, extent - sizeof(PyObject), 0);
+    }
+}
+
+/*
+ * A heap type's instance owns a reference to its type; a traverse that does not visit it hides
+ * that reference (and a cycle through the type, e.g. a class attribute holding an instance).
+ */
+static void add_missed_type_references(struct graph *graph)
+{
+    for (size_t i = 0; i < graph->node_count; i++) {
+        struct node *node = &graph->nodes[i];
+        if (!misses_own_type_visit(node))
+            continue;
+        uint32_t type = node_lookup(graph, (uintptr_t)Py_TYPE(node->object));
+        if (type == NO_NODE)
+            continue;
+        struct scan_state scan = {.graph = graph, .holder = (uint32_t)i};
+        scan.path[0] = offsetof(PyObject, ob_type);
+        add_candidate(&scan, type, 1);
+        if (!graph->out_of_memory)
+            graph->candidates[graph->candidate_count - 1].own_type = true;
+    }
+}
+
+/* ---- pass: validate --------------------------------------------------------------------------
+ * After it: a candidate is accepted, and becomes a hidden edge, when
+ *   - its path recurs in most instances of the holder's type that hold candidates at all (a
+ *     field holds its reference in every instance; a stale word in a heap block's slack does
+ *     not: refcounts cannot tell them apart when the stale word names a root),
+ *   - the holder's traverse does not already visit that referent, and
+ *   - the referent still had an unexplained reference for it (direct pointers are weighed
+ *     before pointers found deeper).
+ * The referent's `unexplained` drops by one per accepted candidate.
+ */
+
+static struct type_record *holder_type(const struct graph *graph, const struct candidate *c)
+{
+    return graph->nodes[c->holder].instance->type;
+}
+
+static int compare_by_type_and_path(const void *left, const void *right, void *context)
+{
+    const struct graph *graph = context;
+    const struct candidate *a = left, *b = right;
+    uintptr_t type_a = (uintptr_t)holder_type(graph, a), type_b = (uintptr_t)holder_type(graph, b);
+    if (type_a != type_b)
+        return (type_a > type_b) - (type_a < type_b);
+    if (a->depth != b->depth)
+        return a->depth - b->depth;
+    int paths = memcmp(a->path, b->path, a->depth * sizeof a->path[0]);
+    if (paths)
+        return paths;
+    return (a->holder > b->holder) - (a->holder < b->holder);
+}
+
+static bool same_path(const struct candidate *a, const struct candidate *b)
+{
+    return a->depth == b->depth && !memcmp(a->path, b->path, a->depth * sizeof a->path[0]);
+}
+
+/* Marks (rejected = true) the candidates whose path is rare among their type's holders. */
+static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
+{
+    qsort_r(graph->candidates, graph->candidate_count, sizeof *graph->candidates,
+            compare_by_type_and_path, graph);
+    for (size_t type_start = 0; type_start < graph->candidate_count;) {
+        struct type_record *type = holder_type(graph, &graph->candidates[type_start]);
+        size_t type_end = type_start;
+        while (type_end < graph->candidate_count &&
+               holder_type(graph, &graph->candidates[type_end]) == type)
+            type_end++;
+        /* Holders of this type with candidates: count distinct holder indexes. */
+        size_t holders = 0;
+        for (size_t i = type_start; i < type_end; i++) {
+            bool seen = false;
+            for (size_t j = type_start; j < i && !seen; j++)
+                seen = graph->candidates[j].holder == graph->candidates[i].holder;
+            holders += !seen;
+            if (holders > 64)
+                break; /* enough to judge by */
+        }
+        for (size_t run = type_start; run < type_end;) {
+            size_t run_end = run, run_holders = 0;
+            uint32_t last_holder = NO_NODE;
+            while (run_end < type_end &&
+                   same_path(&graph->candidates[run], &graph->candidates[run_end])) {
+                run_holders += graph->candidates[run_end].holder != last_holder;
+                last_holder = graph->candidates[run_end].holder;
+                run_end++;
+            }
+            bool consistent = holders <= 1 || 2 * run_holders > (holders > 64 ? 64 : holders);
+            for (size_t i = run; i < run_end; i++)
+                rejected[i] = !consistent;
+            run = run_end;
+        }
+        type_start = type_end;
+    }
+}
+
+static int compare_candidates(const void *left, const void *right)
+{
+    const struct candidate *a = left, *b = right;
+    if (a->depth != b->depth)
+        return a->depth - b->depth;
+    return (a->holder > b->holder) - (a->holder < b->holder);
+}
+
+/* True, consuming it, when the holder's traverse visited the referent once more than used. */
+static bool visible_edge_consumed(struct graph *graph, uint32_t holder, uint32_t referent)
+{
+    for (size_t e = 0; e < graph->edge_count; e++) {
+        struct edge *edge = &graph->edges[e];
+        if (edge->from == holder && edge->to == referent && edge->hidden == -1) {
+            edge->hidden = -2; /* consumed: still a visible edge, matched to one pointer */
+            return true;
+        }
+    }
+    return false;
+}
+
+static void validate_candidates(struct graph *graph)
+{
+    bool *rejected = calloc(graph->candidate_count + 1, sizeof *rejected);
+    if (!rejected) {
+        graph->out_of_memory = true;
+        return;
+    }
+    reject_inconsistent_paths(graph, rejected);
+    size_t kept = 0;
+    for (size_t i = 0; i < graph->candidate_count; i++)
+        if (!rejected[i])
+            graph->candidates[kept++] = graph->candidates[i];
+    graph->candidate_count = kept;
+    free(rejected);
+    qsort(graph->candidates, graph->candidate_count, sizeof *graph->candidates, compare_candidates);
+    size_t visible_edges = graph->edge_count;
+    for (size_t i = 0; i < graph->candidate_count; i++) {
+        struct candidate *candidate = &graph->candidates[i];
+        struct node *holder = &graph->nodes[candidate->holder];
+        struct node *referent = &graph->nodes[candidate->referent];
+        if (holder->tracked && Py_TYPE(holder->object)->tp_traverse &&
+            visible_edge_consumed(graph, candidate->holder, candidate->referent))
+            continue;
+        if (referent->unexplained <= 0)
+            continue;
+        referent->unexplained--;
+        candidate->accepted = true;
+        add_edge(graph, candidate->holder, candidate->referent, (int32_t)i);
+    }
+    for (size_t e = 0; e < visible_edges; e++)
+        if (graph->edges[e].hidden == -2)
+            graph->edges[e].hidden = -1;
+}
+
+/* ---- pass: reach -----------------------------------------------------------------------------
+ * After it: a node is `reached` when a path of visible or hidden edges leads to it from a node
+ * with unexplained references left (a reference from outside the graph: a root). The others are
+ * garbage that only hidden references keep alive.
+ */
+
+static bool build_adjacency(struct graph *graph)
+{
+    graph->adjacency = malloc((graph->edge_count + 1) * sizeof *graph->adjacency);
+    if (!graph->adjacency)
+        return false;
+    for (size_t i = 0; i < graph->node_count; i++)
+        graph->nodes[i].out_count = 0;
+    for (size_t e = 0; e < graph->edge_count; e++)
+        graph->nodes[graph->edges[e].from].out_count++;
+    uint32_t next = 0;
+    for (size_t i = 0; i < graph->node_count; i++) {
+        graph->nodes[i].first_out = next;
+        next += graph->nodes[i].out_count;
+        graph->nodes[i].out_count = 0;
+    }
+    for (size_t e = 0; e < graph->edge_count; e++) {
+        struct node *from = &graph->nodes[graph->edges[e].from];
+        graph->adjacency[from->first_out + from->out_count++] = (uint32_t)e;
+    }
+    return true;
+}
+
+static void reach_from_roots(struct graph *graph)
+{
+    uint32_t *queue = malloc((graph->node_count + 1) * sizeof *queue);
+    if (!queue) {
+        for (size_t i = 0; i < graph->node_count; i++)
+            graph->nodes[i].reached = true; /* cannot tell: claim no leak */
+        return;
+    }
+    size_t head = 0, tail = 0;
+    for (size_t i = 0; i < graph->node_count; i++)
+        if (graph->nodes[i].unexplained > 0) {
+            graph->nodes[i].reached = true;
+            queue[tail++] = (uint32_t)i;
+        }
+    while (head < tail) {
+        struct node *node = &graph->nodes[queue[head++]];
+        for (uint32_t k = 0; k < node->out_count; k++) {
+            uint32_t to = graph->edges[graph->adjacency[node->first_out + k]].to;
+            if (!graph->nodes[to].reached) {
+                graph->nodes[to].reached = true;
+                queue[tail++] = to;
+            }
+        }
+    }
+    free(queue);
+}
+
+/* ---- names and chains ------------------------------------------------------------------------ */
+
+/* The full name of a type, module.Qualname ("function" for builtins). */
+static void type_full_name(PyTypeObject *type, char *out, size_t size)
+{
+    PyObject *error_type, *error_value, *error_traceback;
+    python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
+    PyObject *module = python_api.PyObject_GetAttrString((PyObject *)type, "__module__");
+    PyObject *qualname = python_api.PyObject_GetAttrString((PyObject *)type, "__qualname__");
+    const char *module_text =
+        module && PyUnicode_Check(module) ? python_api.PyUnicode_AsUTF8(module) : NULL;
+    const char *qualname_text =
+        qualname && PyUnicode_Check(qualname) ? python_api.PyUnicode_AsUTF8(qualname) : NULL;
+    if (qualname_text && module_text && strcmp(module_text, "builtins") != 0)
+        snprintf(out, size, "%s.%s", module_text, qualname_text);
+    else if (qualname_text)
+        snprintf(out, size, "%s", qualname_text);
+    else
+        snprintf(out, size, "%s", type->tp_name);
+    if (module)
+        python_api.Py_DecRef(module);
+    if (qualname)
+        python_api.Py_DecRef(qualname);
+    python_api.PyErr_Clear();
+    python_api.PyErr_Restore(error_type, error_value, error_traceback);
+}
+
+/* How `from` refers to `to`, for a visible edge: "[0]", "['key']", "__closure__", or "". */
+static void visible_edge_label(PyObject *from, PyObject *to, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (PyTuple_Check(from) || PyList_Check(from)) {
+        Py_ssize_t length = PyTuple_Check(from) ? PyTuple_GET_SIZE(from) : PyList_GET_SIZE(from);
+        for (Py_ssize_t i = 0; i < length; i++) {
+            PyObject *item =
+                PyTuple_Check(from) ? PyTuple_GET_ITEM(from, i) : PyList_GET_ITEM(from, i);
+            if (item == to) {
+                snprintf(out, size, "[%zd]", i);
+                return;
+            }
+        }
+        return;
+    }
+    if (PyDict_Check(from)) {
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (python_api.PyDict_Next(from, &position, &key, &value)) {
+            if (value == to && PyUnicode_Check(key)) {
+                snprintf(out, size, "['%s']", python_api.PyUnicode_AsUTF8(key));
+                return;
+            }
+        }
+        return;
+    }
+    if (Py_TYPE(from) == python_api.function_type) {
+        PyFunctionObject *function = (PyFunctionObject *)from;
+        if (function->func_closure == to)
+            snprintf(out, size, "__closure__");
+        else if (function->func_globals == to)
+            snprintf(out, size, "__globals__");
+        else if (function->func_defaults == to)
+            snprintf(out, size, "__defaults__");
+        return;
+    }
+    if (Py_TYPE(from) == python_api.cell_type) {
+        snprintf(out, size, "cell_contents");
+        return;
+    }
+    if (Py_TYPE(from) == python_api.method_type) {
+        snprintf(out, size, ((PyMethodObject *)from)->im_self == to ? "__self__" : "__func__");
+        return;
+    }
+    PyObject *error_type, *error_value, *error_traceback;
+    python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
+    PyObject *dict = python_api.PyObject_GetAttrString(from, "__dict__");
+    if (dict == to)
+        snprintf(out, size, "__dict__");
+    if (dict)
+        python_api.Py_DecRef(dict);
+    python_api.PyErr_Clear();
+    python_api.PyErr_Restore(error_type, error_value, error_traceback);
+}
+
+static void format_path(const struct candidate *candidate, char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (unsigned i = 0; i < candidate->depth && used < size; i++)
+        used += snprintf(out + used, size - used, "%s+%u", i ? "->" : "", candidate->path[i]);
+}
+
+/* A growable string for chains and DOT text. */
+struct text {
+    char *data;
+    size_t length, capacity;
+};
+
+static void text_append(struct text *text, const char *format, ...)
+{
+    va_list arguments;
+    va_start(arguments, format);
+    char piece[1024];
+    int length = vsnprintf(piece, sizeof piece, format, arguments);
+    va_end(arguments);
+    if (length < 0)
+        return;
+    if ((size_t)length >= sizeof piece)
+        length = sizeof piece - 1;
+    if (text->length + length + 1 > text->capacity) {
+        size_t capacity = (text->capacity + length + 1) * 2;
+        char *grown = realloc(text->data, capacity);
+        if (!grown)
+            return;
+        text->data = grown;
+        text->capacity = capacity;
+    }
+    memcpy(text->data + text->length, piece, length + 1);
+    text->length += length;
+}
+
+/*
+ * Whether a cycle through a hidden edge may pass through `node`. A leaked cycle stays among the
+ * leaked nodes. A cycle reachable today counts only through objects whose every reference the
+ * graph explains: a path through a root (a module kept in sys.modules, a type, anything with a
+ * reference from outside) links nearly everything to everything, and would outlive the cycle.
+ */
+static bool may_close_cycle(const struct node *node, bool is_holder, bool leaked_only)
+{
+    if (leaked_only)
+        return !node->reached;
+    return is_holder || (node->unexplained <= 0 && !PyType_Check(node->object));
+}
+
+/*
+ * Writes the cycle that hidden edge `hidden_edge` closes: holder --hidden--> referent, then the
+ * shortest path back to the holder (restricted to leaked nodes when `leaked_only`). Returns
+ * false when there is no such path within the search limit.
+ */
+static bool describe_cycle(struct graph *graph, size_t hidden_edge, bool leaked_only,
+                           char **chain_out, char **dot_out)
+{
+    const struct edge *closing = &graph->edges[hidden_edge];
+    uint32_t holder = closing->from, start = closing->to;
+    size_t *parent_edge = malloc(graph->node_count * sizeof *parent_edge);
+    uint32_t *queue = malloc(graph->node_count * sizeof *queue);
+    bool found = false;
+    if (!parent_edge || !queue)
+        goto done;
+    for (size_t i = 0; i < graph->node_count; i++)
+        parent_edge[i] = SIZE_MAX;
+    size_t head = 0, tail = 0;
+    queue[tail++] = start;
+    parent_edge[start] = hidden_edge;
+    while (head < tail && tail < CHAIN_SEARCH_LIMIT && !found) {
+        const struct node *node = &graph->nodes[queue[head++]];
+        for (uint32_t k = 0; k < node->out_count && !found; k++) {
+            size_t e = graph->adjacency[node->first_out + k];
+            uint32_t to = graph->edges[e].to;
+            if (parent_edge[to] != SIZE_MAX ||
+                !may_close_cycle(&graph->nodes[to], to == holder, leaked_only))
+                continue;
+            parent_edge[to] = e;
+            if (to == holder)
+                found = true;
+            else
+                queue[tail++] = to;
+        }
+    }
+    if (!found)
+        goto done;
+    /* Walk back from the holder to list the edges in order. */
+    size_t path[64], length = 0;
+    for (uint32_t at = holder; length < 64;) {
+        size_t e = parent_edge[at];
+        path[length++] = e;
+        if (e == hidden_edge)
+            break;
+        at = graph->edges[e].from;
+    }
+    struct text chain = {0}, dot = {0};
+    char name[256], label[128];
+    text_append(&dot, "digraph extsan_cycle {\n  node [shape=box];\n");
+    type_full_name(Py_TYPE(graph->nodes[holder].object), name, sizeof name);
+    text_append(&chain, "%s", name);
+    for (size_t i = length; i-- > 0;) {
+        const struct edge *edge = &graph->edges[path[i]];
+        if (edge->hidden >= 0)
+            format_path(&graph->candidates[edge->hidden], label, sizeof label);
+        else
+            visible_edge_label(graph->nodes[edge->from].object, graph->nodes[edge->to].object,
+                               label, sizeof label);
+        type_full_name(Py_TYPE(graph->nodes[edge->to].object), name, sizeof name);
+        if (edge->hidden >= 0)
+            text_append(&chain, " --hidden @%s--> %s", label, name);
+        else if (label[0])
+            text_append(&chain, " --%s--> %s", label, name);
+        else
+            text_append(&chain, " --> %s", name);
+        char from_name[256];
+        type_full_name(Py_TYPE(graph->nodes[edge->from].object), from_name, sizeof from_name);
+        text_append(&dot, "  n%u [label=\"%s\"];\n  n%u -> n%u [label=\"%s%s\"%s];\n", edge->from,
+                    from_name, edge->from, edge->to, edge->hidden >= 0 ? "hidden @" : "", label,
+                    edge->hidden >= 0 ? ", color=red, style=bold" : "");
+    }
+    text_append(&dot, "}\n");
+    *chain_out = chain.data;
+    *dot_out = dot.data;
+done:
+    free(parent_edge);
+    free(queue);
+    return found;
+}
+
+/* ---- pass: report ---------------------------------------------------------------------------- */
+
+static void add_referent(struct heap_details *details, const char *type_name, const char *path)
+{
+    for (unsigned i = 0; i < details->referent_count; i++)
+        if (!strcmp(details->referents[i].type_name, type_name) &&
+            !strcmp(details->referents[i].path, path)) {
+            details->referents[i].count++;
+            return;
+        }
+    if (details->referent_count == HEAP_MAX_REFERENTS)
+        return;
+    unsigned i = details->referent_count++;
+    snprintf(details->referents[i].type_name, sizeof details->referents[i].type_name, "%s",
+             type_name);
+    snprintf(details->referents[i].path, sizeof details->referents[i].path, "%s", path);
+    details->referents[i].count = 1;
+}
+
+/* Whether holder type `type` has no traverse that could know about the field at `offset`. */
+static enum finding_kind classify_type(PyTypeObject *type, const struct candidate *candidate,
+                                       bool *inherited)
+{
+    *inherited = false;
+    if (!type->tp_traverse || !(type->tp_flags & Py_TPFLAGS_HAVE_GC))
+        return FINDING_HIDDEN_REFERENCE;
+    PyTypeObject *base = type->tp_base;
+    if (base && base->tp_traverse == type->tp_traverse &&
+        candidate->path[0] >= (size_t)base->tp_basicsize) {
+        *inherited = true;
+        return FINDING_HIDDEN_REFERENCE;
+    }
+    return FINDING_INCOMPLETE_TRAVERSE;
+}
+
+static struct heap_details *new_details(struct type_record *type, const struct node *holder)
+{
+    struct heap_details *details = calloc(1, sizeof *details);
+    if (!details)
+        return NULL;
+    type_full_name(type->type, details->type_name, sizeof details->type_name);
+    details->example_site = holder->instance->allocated_at;
+    return details;
+}
+
+/* hidden-reference and incomplete-traverse: one finding per holder type. */
+static void report_hidden_references(struct graph *graph)
+{
+    for (size_t e = 0; e < graph->edge_count; e++) {
+        const struct edge *edge = &graph->edges[e];
+        if (edge->hidden < 0)
+            continue;
+        const struct candidate *candidate = &graph->candidates[edge->hidden];
+        struct node *holder = &graph->nodes[candidate->holder];
+        struct type_record *type = holder->instance->type;
+        bool inherited = false;
+        enum finding_kind kind = candidate->own_type
+                                     ? FINDING_INCOMPLETE_TRAVERSE
+                                     : classify_type(type->type, candidate, &inherited);
+        struct finding *finding = findings_find_heap(kind, type);
+        bool first_for_holder = true;
+        for (size_t earlier = 0; earlier < e; earlier++)
+            if (graph->edges[earlier].hidden >= 0 && graph->edges[earlier].from == edge->from)
+                first_for_holder = false;
+        if (!finding) {
+            struct heap_details *details = new_details(type, holder);
+            if (!details || !(finding = findings_record_heap(kind, type, details))) {
+                free(details);
+                continue;
+            }
+            details->inherited_traverse = inherited;
+        } else if (first_for_holder) {
+            finding->count++;
+        }
+        struct heap_details *details = finding->heap;
+        if (first_for_holder)
+            details->instances++;
+        if (candidate->own_type) {
+            details->missed_type_visit = true;
+            holder->own_type_reported = true;
+        }
+        char name[128], path[64];
+        type_full_name(Py_TYPE(graph->nodes[candidate->referent].object), name, sizeof name);
+        format_path(candidate, path, sizeof path);
+        add_referent(details, name, path);
+        /* A holder reachable today whose hidden reference leads back to it: never collectable. */
+        if (!details->chain && holder->reached) {
+            char *dot = NULL;
+            if (describe_cycle(graph, e, false, &details->chain, &dot))
+                details->never_collectable = true;
+            free(dot);
+        }
+    }
+}
+
+/* incomplete-traverse for heap types whose traverse does not visit their own type (3.9+). */
+static void report_missed_type_visits(struct graph *graph)
+{
+    for (size_t i = 0; i < graph->node_count; i++) {
+        struct node *node = &graph->nodes[i];
+        if (!misses_own_type_visit(node) || node->own_type_reported)
+            continue;
+        struct finding *finding =
+            findings_find_heap(FINDING_INCOMPLETE_TRAVERSE, node->instance->type);
+        if (!finding) {
+            struct heap_details *details = new_details(node->instance->type, node);
+            if (!details || !(finding = findings_record_heap(FINDING_INCOMPLETE_TRAVERSE,
+                                                             node->instance->type, details))) {
+                free(details);
+                continue;
+            }
+        }
+        finding->heap->instances++;
+        finding->heap->missed_type_visit = true;
+    }
+}
+
+/* leaked-cycle: one finding per group of leaked nodes connected to a hidden edge's holder. */
+static void report_leaked_cycles(struct graph *graph)
+{
+    uint32_t next_component = 1;
+    uint32_t *stack = malloc((graph->node_count + 1) * sizeof *stack);
+    if (!stack)
+        return;
+    for (size_t e = 0; e < graph->edge_count; e++) {
+        const struct edge *edge = &graph->edges[e];
+        struct node *holder = &graph->nodes[edge->from];
+        if (edge->hidden < 0 || holder->reached || holder->component)
+            continue;
+        /* The group: leaked nodes reachable from the holder (it is in a cycle with them). */
+        uint32_t component = next_component++;
+        size_t depth = 0, objects = 0;
+        struct heap_details *details = new_details(holder->instance->type, holder);
+        if (!details)
+            break;
+        holder->component = component;
+        stack[depth++] = edge->from;
+        while (depth) {
+            struct node *node = &graph->nodes[stack[--depth]];
+            objects++;
+            char name[128];
+            type_full_name(Py_TYPE(node->object), name, sizeof name);
+            unsigned t = 0;
+            while (t < details->type_count && strcmp(details->types[t].name, name))
+                t++;
+            if (t < HEAP_MAX_TYPES) {
+                if (t == details->type_count)
+                    snprintf(details->types[details->type_count++].name,
+                             sizeof details->types[0].name, "%s", name);
+                details->types[t].count++;
+            }
+            for (uint32_t k = 0; k < node->out_count; k++) {
+                uint32_t to = graph->edges[graph->adjacency[node->first_out + k]].to;
+                if (!graph->nodes[to].reached && !graph->nodes[to].component) {
+                    graph->nodes[to].component = component;
+                    stack[depth++] = to;
+                }
+            }
+        }
+        details->objects = (unsigned)objects;
+        describe_cycle(graph, e, true, &details->chain, &details->dot);
+        if (!findings_record_heap(FINDING_LEAKED_CYCLE, holder->instance->type, details))
+            free(details);
+    }
+    free(stack);
+}
+
+/* ---- the passes in order --------------------------------------------------------------------- */
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+void heap_analysis_run(void)
+{
+    static bool done;
+    if (done || !extsan_options.check_hidden_references || !gil_held())
+        return;
+    done = true;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    PyObject *error_type, *error_value, *error_traceback;
+    python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
+
+    python_api.PyGC_Collect(); /* collect */
+    registry_walk_types();
+    struct graph graph = {.memory = memory_map_load()};
+    PyObject *tracked_objects = call_gc("get_objects");
+    if (!graph.memory || !tracked_objects || !PyList_Check(tracked_objects)) {
+        extsan_log(0, "the heap analysis could not start (no object list or no memory map)");
+        goto done;
+    }
+    if (!enumerate_nodes(&graph, tracked_objects))
+        goto out_of_memory;
+    account_visible_references(&graph);
+    scan_instances(&graph);
+    add_missed_type_references(&graph);
+    validate_candidates(&graph);
+    if (graph.out_of_memory || !build_adjacency(&graph))
+        goto out_of_memory;
+    reach_from_roots(&graph);
+    report_hidden_references(&graph);
+    report_missed_type_visits(&graph);
+    report_leaked_cycles(&graph);
+    extsan_log(1, "heap analysis: %zu nodes, %zu edges, %zu candidates, %.3f s", graph.node_count,
+               graph.edge_count, graph.candidate_count, seconds_since(&start));
+    goto done;
+out_of_memory:
+    extsan_log(0, "the heap analysis ran out of memory; its findings are incomplete");
+done:
+    graph_free(&graph);
+    if (tracked_objects)
+        python_api.Py_DecRef(tracked_objects);
+    python_api.PyErr_Clear();
+    python_api.PyErr_Restore(error_type, error_value, error_traceback);
+}
+
+/* ---- arming at exit -------------------------------------------------------------------------- */
+
+static PyObject *analyse_at_exit(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    heap_analysis_run();
+    python_api.Py_IncRef(python_api.none);
+    return python_api.none;
+}
+
+static PyMethodDef exit_method = {"extsan_heap_analysis", analyse_at_exit, METH_NOARGS,
+                                  "extsan's exit analysis of references hidden from the GC"};
+
+void heap_analysis_arm(void)
+{
+    static bool armed;
+    if (armed || !extsan_options.check_hidden_references || !gil_held() || !python_is_running())
+        return;
+    armed = true;
+    PyObject *error_type, *error_value, *error_traceback;
+    python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
+    PyObject *atexit = python_api.PyImport_ImportModule("atexit");
+    PyObject *register_function =
+        atexit ? python_api.PyObject_GetAttrString(atexit, "register") : NULL;
+    PyObject *callback = python_api.PyCMethod_New(&exit_method, NULL, NULL, NULL);
+    PyObject *result =
+        register_function && callback
+            ? python_api.PyObject_CallFunctionObjArgs(register_function, callback, NULL)
+            : NULL;
+    if (!result)
+        extsan_log(0, "could not register the exit analysis; hidden references go unchecked");
+    PyObject *owned[] = {atexit, register_function, callback, result};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
+        if (owned[i])
+            python_api.Py_DecRef(owned[i]);
+    python_api.PyErr_Clear();
+    python_api.PyErr_Restore(error_type, error_value, error_traceback);
+}

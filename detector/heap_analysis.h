@@ -1,0 +1,60 @@
+/*
+ * The exit analysis of references hidden from the cyclic GC. Runs once per process from a Python
+ * atexit callback (GIL held, every object still alive), as named passes:
+ *
+ *   collect    a full collection, so what is left is alive or hidden from the collector
+ *   enumerate  every tracked object and every live extension instance becomes a node
+ *   account    each node's refcount minus the references tp_traverse shows ("unexplained")
+ *   scan       extension instances' memory (and heap blocks it points to) for pointers to nodes
+ *   validate   a pointer counts as a hidden reference only while its referent has unexplained
+ *              references left, and never when the holder's traverse already visits it
+ *   reach      the collector's reachability from nodes still unexplained, over visible and
+ *              hidden edges: what it does not reach is garbage kept alive by hidden references
+ *   report     hidden-reference / incomplete-traverse per type, leaked-cycle per cycle
+ */
+#ifndef EXTSAN_HEAP_ANALYSIS_H
+#define EXTSAN_HEAP_ANALYSIS_H
+
+#include "registry.h"
+
+#include <stdbool.h>
+
+#define HEAP_MAX_REFERENTS 8
+#define HEAP_MAX_TYPES     8
+
+/* What the analysis attaches to a finding (finding->heap). */
+struct heap_details {
+    char type_name[256];  /* the holder type, module.Qualname */
+    site_id example_site; /* allocation site of an example holder */
+    /* hidden-reference and incomplete-traverse */
+    unsigned instances; /* holders with at least one hidden reference */
+    struct {
+        char type_name[128];
+        char path[64]; /* "+16", or "+24->+8" through a heap block */
+        unsigned count;
+    } referents[HEAP_MAX_REFERENTS];
+    unsigned referent_count;
+    bool missed_type_visit;  /* a heap type whose traverse does not visit Py_TYPE(self) */
+    bool inherited_traverse; /* the traverse was inherited from a base that cannot know */
+    char *chain;             /* a cycle through a hidden reference, written out; or NULL */
+    bool never_collectable;  /* that cycle is reachable today and can never be collected */
+    /* leaked-cycle */
+    unsigned objects;
+    struct {
+        char name[128];
+        unsigned count;
+    } types[HEAP_MAX_TYPES];
+    unsigned type_count;
+    char *dot; /* the cycle as a Graphviz digraph, or NULL */
+};
+
+/*
+ * Arranges for the analysis to run at interpreter exit: registers the atexit callback, once per
+ * process. Call with the GIL held, once the interpreter is initialized.
+ */
+void heap_analysis_arm(void);
+
+/* Runs the passes now (GIL held) and records the findings. */
+void heap_analysis_run(void);
+
+#endif

@@ -1,0 +1,27 @@
+/*
+ * The process's readable memory, from /proc/self/maps, so that a conservative scan reads only
+ * memory known to be mapped and can never fault.
+ */
+#ifndef EXTSAN_MEMORY_MAP_H
+#define EXTSAN_MEMORY_MAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct memory_map;
+
+/* A snapshot of the readable mappings now; NULL when /proc/self/maps cannot be read. */
+struct memory_map *memory_map_load(void);
+void memory_map_free(struct memory_map *map);
+
+/* True when [address, address + length) lies inside one readable mapping. */
+bool memory_map_readable(const struct memory_map *map, uintptr_t address, size_t length);
+
+/*
+ * The number of bytes readable from address up to at most `wanted`, within its writable mapping
+ * (heap and anonymous data, where objects live); 0 when address is not in one.
+ */
+size_t memory_map_data_extent(const struct memory_map *map, uintptr_t address, size_t wanted);
+
+#endif

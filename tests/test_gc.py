@@ -1,0 +1,544 @@
+"""References hidden from the cyclic GC: every planted defect is reported, every fixed twin and
+every ordinary program is silent.
+
+Each scenario runs in its own process, `python tests/fixtures/gc_workloads.py SCENARIO VARIANT
+defect|fixed` (see that file), under `scripts/extsan run --json` on every Python of the matrix,
+with the fixture extensions gc_defects (C API), nb_gc (nanobind, 3.10+) and pb_gc (pybind11).
+The report is analysed when the process exits; the findings checked here:
+
+- hidden-reference: an instance of a type without tp_traverse holds a reference to an object
+  the collector tracks (gc_defects.Holder, Indirect; nb_gc.Container; pb_gc.Container), or of a
+  subtype whose inherited traverse cannot know its own fields (gc_defects.Derived).
+- incomplete-traverse: the type's own tp_traverse misses it (gc_defects.Pair; and NoTypeVisit,
+  whose only miss is Py_TYPE(self): missed_type_visit).
+- leaked-cycle: garbage kept alive by such a reference (the `garbage` variants).
+- traverse-missing-gc: Py_TPFLAGS_HAVE_GC without tp_traverse, at PyType_Ready (3.9/3.10; from
+  3.11 on PyType_Ready raises SystemError and extsan says nothing).
+
+The `*_without_extsan` tests prove the fixtures are what they claim, with no extsan at all: the
+defect's edge is invisible to gc.get_referents and its garbage survives gc.collect() (live
+instance counters kept by the types themselves), the fixed twin's is visible and collected.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+from typing import NamedTuple, Optional, Tuple
+
+import pytest
+
+from conftest import (
+    FIXTURES_SRC,
+    NANOBIND_IDS,
+    RUN_TIMEOUT,
+    base_env,
+    check_stack,
+    extension_path,
+    names_function,
+    run_extsan,
+    stderr_finding_lines,
+)
+
+WORKLOADS = FIXTURES_SRC / "gc_workloads.py"
+_spec = importlib.util.spec_from_file_location("gc_workloads", WORKLOADS)
+workloads = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(workloads)
+
+HIDDEN = "hidden-reference"
+INCOMPLETE = "incomplete-traverse"
+LEAKED = "leaked-cycle"
+MISSING = "traverse-missing-gc"
+
+BINDINGS = {"gc_defects": "C API", "nb_gc": "nanobind", "pb_gc": "pybind11"}
+# Words the fix hint must contain, per binding library (and kind, for the C API).
+FIX_WORDS = {
+    ("C API", HIDDEN): ("Py_TPFLAGS_HAVE_GC", "tp_traverse", "tp_clear"),
+    ("C API", INCOMPLETE): ("tp_traverse",),
+    ("nanobind", HIDDEN): ("nb::type_slots", "tp_traverse", "nb::inst_ready"),
+    ("pybind11", HIDDEN): ("py::custom_type_setup",),
+}
+
+# The defect's finding kind per scenario.
+DEFECT_KIND = {
+    "holder": HIDDEN,
+    "indirect": HIDDEN,
+    "pair": INCOMPLETE,
+    "derived": HIDDEN,
+    "type-visit": INCOMPLETE,
+    "nanobind": HIDDEN,
+    "pybind11": HIDDEN,
+}
+# Where the hidden pointer sits in the holder: gc_defects.OFFSETS keys, one for an offset in the
+# instance, two for a pointer followed to a separate block ("+16->+8"). Not checked for the
+# binding libraries (their layout is theirs).
+LOCATION = {
+    "holder": ("Holder.callback",),
+    "indirect": ("Indirect.side", "side.obj"),
+    "pair": ("Pair.second",),
+    "derived": ("Derived.extra",),
+    "type-visit": ("ob_type",),
+}
+# The referent's type, per variant.
+REFERENT = {"global": "function", "acyclic": "functools.partial", "instances": "type"}
+# The function of gc_workloads.py that creates the (example) instance, per variant.
+CREATOR = {
+    "global": "global_cycle",
+    "acyclic": "acyclic_holder",
+    "instances": "type_visit_instance",
+    "garbage": "garbage_cycle",
+}
+CREATED = {
+    "global": 1,
+    "acyclic": workloads.ACYCLIC_INSTANCES,
+    "instances": workloads.TYPE_VISIT_INSTANCES,
+    "garbage": workloads.GARBAGE_CYCLES,
+}
+
+
+class Case(NamedTuple):
+    scenario: str
+    variant: str
+
+    @property
+    def id(self):
+        return "%s-%s" % (self.scenario, self.variant)
+
+    @property
+    def module(self):
+        return workloads.SCENARIOS[self.scenario][0]
+
+    def type_name(self, which="defect"):
+        _, defect, fixed, _ = workloads.SCENARIOS[self.scenario]
+        return "%s.%s" % (self.module, defect if which == "defect" else fixed)
+
+    @property
+    def binding(self):
+        return BINDINGS[self.module]
+
+    @property
+    def kind(self):
+        return DEFECT_KIND[self.scenario]
+
+    @property
+    def creator(self):
+        if self.scenario == "type-visit" and self.variant == "garbage":
+            return "garbage_type_cycle"
+        return CREATOR[self.variant]
+
+    @property
+    def leaked_types(self):
+        """Types a leaked cycle of this case must contain (garbage variants)."""
+        if self.scenario == "type-visit":
+            return (self.type_name(), "type")
+        return (self.type_name(), "function", "cell")
+
+
+def cases(*scenarios):
+    return [Case(s, v) for s in scenarios for v in workloads.SCENARIOS[s][3]]
+
+
+C_CASES = cases("holder", "indirect", "pair", "derived", "type-visit")
+PB_CASES = cases("pybind11")
+NB_CASES = cases("nanobind")
+
+
+# ---- running the workloads ----------------------------------------------------------------------
+
+
+class Output(NamedTuple):
+    pid: int
+    info: dict
+    probe: Optional[dict]
+    lines: Tuple[str, ...]
+
+
+def parse_output(stdout, describe):
+    lines = stdout.splitlines()
+    assert lines and lines[0].startswith("pid "), "the workload did not start:\n" + describe
+    assert lines[-1] == "workload ok", "the workload did not finish:\n" + describe
+    info = [json.loads(line[5:]) for line in lines if line.startswith("info ")]
+    probe = [json.loads(line[6:]) for line in lines if line.startswith("probe ")]
+    assert len(info) == 1, describe
+    return Output(int(lines[0].split()[1]), info[0], probe[0] if probe else None, tuple(lines))
+
+
+def run_workload(run, *args):
+    """The workload under extsan: (Run, Output)."""
+    result = run(script=WORKLOADS, args=list(args))
+    assert result.returncode == 0, result.describe()
+    return result, parse_output(result.stdout, result.describe())
+
+
+def run_plain(python, fixtures, tmp_path, *args):
+    """The workload without extsan: (CompletedProcess, Output, description)."""
+    out = subprocess.run([str(python.path), str(WORKLOADS)] + list(args), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=base_env(fixtures),
+                         cwd=str(tmp_path), timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+    describe = "status %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
+        out.returncode, out.stdout[-6000:], out.stderr[-6000:])
+    assert out.returncode == 0, describe
+    return out, parse_output(out.stdout, describe), describe
+
+
+def all_findings(result):
+    if result.report is None:
+        pytest.fail("no JSON report was written\n" + result.describe(), pytrace=False)
+    return result.report["findings"]
+
+
+# ---- checking findings ----------------------------------------------------------------------------
+
+_CREATES = {}
+
+
+def creation_line(function):
+    """The line of gc_workloads.py, inside `function`, that ends with `# creates`."""
+    if not _CREATES:
+        current = None
+        for number, line in enumerate(WORKLOADS.read_text().splitlines(), 1):
+            m = re.match(r"def (\w+)\(", line)
+            if m:
+                current = m.group(1)
+            elif line.rstrip().endswith("# creates"):
+                assert current not in _CREATES, "two `# creates` lines in %s" % current
+                _CREATES[current] = number
+    assert function in _CREATES, "no `# creates` line in gc_workloads.%s" % function
+    return _CREATES[function]
+
+
+def same_type(name, expected):
+    """A type name as the report writes it: `function` may also be spelled `builtins.function`."""
+    return name == expected or name == "builtins." + expected
+
+
+def in_module(frame, module):
+    return os.path.basename(frame.get("module") or "").startswith(module + ".")
+
+
+def check_python_stack(finding, function, where):
+    stack = finding.get("python_stack")
+    assert isinstance(stack, list) and stack, "no python_stack:\n" + where
+    top = stack[0]
+    assert os.path.basename(top.get("file") or "") == "gc_workloads.py", \
+        "the innermost Python frame is not the workload's:\n" + where
+    assert top.get("function") == function, \
+        "the innermost Python frame is not %s:\n%s" % (function, where)
+    assert top.get("line") == creation_line(function), \
+        "the innermost Python frame does not name the line that created the instance (%d):\n%s" \
+        % (creation_line(function), where)
+
+
+def check_native_stack(finding, module, where, key="stack", function=None):
+    """A non-empty native stack with a frame in the extension `module` (or naming `function`)."""
+    stack = finding.get(key)
+    assert isinstance(stack, list) and stack, "no %s:\n%s" % (key, where)
+    for frame in stack:
+        assert {"function", "module", "offset"} <= set(frame), "a frame of %s: %s" % (key, where)
+    if function is not None:
+        names = (function,) if isinstance(function, str) else function
+        assert any(name in (f.get("function") or "") for f in stack for name in names), \
+            "no frame of %s names %s:\n%s" % (key, " or ".join(names), where)
+    else:
+        assert any(in_module(f, module) for f in stack), \
+            "no frame of %s is in the extension %s:\n%s" % (key, module, where)
+
+
+def check_location(referent, case, offsets, where):
+    """The pointer's place in the holder: `offset` for a pointer in the instance, a `path` like
+    "+16->+8" for one found through another pointer."""
+    keys = LOCATION.get(case.scenario)
+    if keys is None:
+        assert "offset" in referent or "path" in referent, where
+        return
+    if len(keys) == 1:
+        expected = offsets[keys[0]]
+        assert referent.get("offset") in (expected, "+%d" % expected), \
+            "the referent is not at offset %d:\n%s" % (expected, where)
+    else:
+        expected = "->".join("+%d" % offsets[k] for k in keys)
+        assert referent.get("path", referent.get("offset")) == expected, \
+            "the referent's path is not %s:\n%s" % (expected, where)
+
+
+def check_cycle(finding, type_name, where):
+    cycle = finding.get("cycle")
+    assert isinstance(cycle, dict), "no cycle reported:\n" + where
+    assert cycle.get("never_collectable") is True, where
+    chain = cycle.get("chain") or ""
+    assert chain.startswith(type_name) and chain.rstrip().endswith(type_name), \
+        "the chain does not run from %s back to it:\n%s" % (type_name, where)
+    assert "hidden" in chain and "function" in chain, where
+
+
+def check_holder_finding(finding, case, output):
+    """A hidden-reference / incomplete-traverse finding of a non-garbage variant."""
+    where = json.dumps(finding, indent=1)
+    type_name = case.type_name()
+    assert finding["kind"] == case.kind, where
+    assert finding["type"] == type_name, where
+    assert finding["pid"] == output.pid, where
+    assert finding.get("binding") == case.binding, where
+    fix = finding.get("fix") or ""
+    words = FIX_WORDS[(case.binding, case.kind)]
+    if case.scenario == "type-visit":
+        words = ("Py_TYPE(self)",)  # the one thing to add
+    for word in words:
+        assert word in fix, "the fix does not mention %s:\n%s" % (word, where)
+    created = CREATED[case.variant]
+    assert finding.get("instances") == created, where
+    # Each planted holder has exactly one hidden pointer (nothing else: not its ob_type).
+    referents = finding.get("referents") or []
+    assert len(referents) == 1 and same_type(referents[0].get("type"), REFERENT[case.variant]), \
+        "not exactly one referent, of type %s:\n%s" % (REFERENT[case.variant], where)
+    (referent,) = referents
+    assert referent.get("count") == created, where
+    check_location(referent, case, output.info.get("offsets"), where)
+    check_native_stack(finding, case.module, where)
+    # The module's initialisation made the type: PyInit_<module> for single-phase init, the
+    # exec slot otherwise (nanobind's <module>_exec, pybind11's pybind11_exec_<module>).
+    check_native_stack(finding, case.module, where, key="type_stack",
+                       function=("PyInit_" + case.module, case.module + "_exec",
+                                 "exec_" + case.module))  # substrings
+    check_python_stack(finding, case.creator, where)
+    if case.variant == "global":
+        check_cycle(finding, type_name, where)
+    else:
+        assert finding.get("cycle") is None, "a cycle where there is none:\n" + where
+    if case.kind == INCOMPLETE:
+        assert finding.get("missed_type_visit") is (case.scenario == "type-visit"), where
+
+
+def check_leaked_cycles(findings, case, output, describe):
+    type_name = case.type_name()
+    leaked = [f for f in findings if f["kind"] == LEAKED]
+    assert leaked, "no leaked-cycle finding:\n" + describe
+    assert sum(f["count"] for f in leaked) == workloads.GARBAGE_CYCLES, describe
+    for finding in leaked:
+        where = json.dumps(finding, indent=1)
+        assert finding["type"] == type_name, where
+        assert finding["pid"] == output.pid, where
+        types = finding.get("types") or {}
+        for expected in case.leaked_types:
+            assert any(same_type(name, expected) and count >= 1 for name, count in types.items()), \
+                "the cycle's types do not include %s:\n%s" % (expected, where)
+        assert finding.get("objects", 0) >= len(case.leaked_types), where
+        chain = finding.get("chain") or ""
+        assert chain.startswith(type_name) and "hidden" in chain, where
+        check_native_stack(finding, case.module, where)
+        check_python_stack(finding, case.creator, where)
+
+
+def check_defect(result, output, case):
+    findings = all_findings(result)
+    describe = result.describe()
+    # Nothing about any other type: no false positive anywhere in the process.
+    assert findings, "no finding:\n" + describe
+    assert all(f.get("type") == case.type_name() for f in findings), describe
+    if case.variant == "garbage":
+        assert {f["kind"] for f in findings} <= {LEAKED, case.kind}, describe
+        check_leaked_cycles(findings, case, output, describe)
+    else:
+        assert len(findings) == 1, describe
+        check_holder_finding(findings[0], case, output)
+
+
+def check_silent(result):
+    assert result.returncode == 0, result.describe()
+    assert all_findings(result) == [], result.describe()
+    assert stderr_finding_lines(result.stderr) == [], result.describe()
+
+
+# ---- each planted defect and its fixed twin, under extsan -----------------------------------------
+
+
+@pytest.mark.parametrize("case", C_CASES + PB_CASES, ids=lambda c: c.id)
+def test_defect_is_reported(run, fixtures, case):
+    extension_path(fixtures, case.module)
+    result, output = run_workload(run, case.scenario, case.variant, "defect")
+    check_defect(result, output, case)
+
+
+@pytest.mark.parametrize("case", C_CASES + PB_CASES, ids=lambda c: c.id)
+def test_fixed_twin_is_silent(run, fixtures, case):
+    extension_path(fixtures, case.module)
+    result, _ = run_workload(run, case.scenario, case.variant, "fixed")
+    check_silent(result)
+
+
+@pytest.mark.pythons(*NANOBIND_IDS)
+@pytest.mark.parametrize("case", NB_CASES, ids=lambda c: c.id)
+def test_nanobind_defect_is_reported(run, fixtures, case):
+    """The reported case: Container holding a std::function whose Python callable refers back
+    to the instance (through the module's globals, or garbage through a closure)."""
+    extension_path(fixtures, case.module)
+    result, output = run_workload(run, case.scenario, case.variant, "defect")
+    check_defect(result, output, case)
+
+
+@pytest.mark.pythons(*NANOBIND_IDS)
+@pytest.mark.parametrize("case", NB_CASES, ids=lambda c: c.id)
+def test_nanobind_fixed_twin_is_silent(run, fixtures, case):
+    """nb::type_slots with nanobind's documented tp_traverse / tp_clear."""
+    extension_path(fixtures, case.module)
+    result, _ = run_workload(run, case.scenario, case.variant, "fixed")
+    check_silent(result)
+
+
+def check_text_report(result, output, case, kind):
+    lines = stderr_finding_lines(result.stderr, output.pid)
+    text = "\n".join(lines)
+    assert kind in text and case.type_name() in text, result.describe()
+
+
+def test_text_report(run, fixtures):
+    """The text report on stderr names the kind and the holder type."""
+    case = Case("holder", "global")
+    result, output = run_workload(run, case.scenario, case.variant, "defect")
+    check_text_report(result, output, case, HIDDEN)
+
+
+@pytest.mark.pythons(*NANOBIND_IDS)
+def test_nanobind_text_report(run, fixtures):
+    case = Case("nanobind", "garbage")
+    extension_path(fixtures, case.module)
+    result, output = run_workload(run, case.scenario, case.variant, "defect")
+    check_text_report(result, output, case, LEAKED)
+
+
+# ---- Py_TPFLAGS_HAVE_GC without tp_traverse -------------------------------------------------------
+
+SYSTEM_ERROR = ("SystemError: type gc_defects.GcWithoutTraverse has the Py_TPFLAGS_HAVE_GC flag "
+                "but has no traverse function")
+
+
+@pytest.mark.pythons("3.9", "3.10")
+def test_gc_without_traverse_is_reported_at_creation(run, fixtures):
+    """3.9/3.10 accept the type: reported with the stack of its PyType_Ready. The type never
+    gets an instance (a collection meeting one would crash), so the process exits normally."""
+    result, output = run_workload(run, "gc-without-traverse", "ready")
+    assert "created gc_defects.GcWithoutTraverse" in output.lines, result.describe()
+    findings = all_findings(result)
+    assert [f["kind"] for f in findings] == [MISSING], result.describe()
+    (finding,) = findings
+    assert finding["type"] == "gc_defects.GcWithoutTraverse", result.describe()
+    assert finding["pid"] == output.pid, result.describe()
+    check_stack(finding, "ready_gc_without_traverse", api=MISSING, module="gc_defects")
+
+
+@pytest.mark.pythons("3.11", "3.12", "3.13", "debian3.11")
+def test_gc_without_traverse_systemerror_is_silent(run, fixtures):
+    """3.11+ refuse the type: the SystemError reaches Python, extsan says nothing."""
+    result, output = run_workload(run, "gc-without-traverse", "ready")
+    assert SYSTEM_ERROR in output.lines, result.describe()
+    check_silent(result)
+
+
+# ---- programs that must stay silent ---------------------------------------------------------------
+
+
+def test_python_pass_is_silent(python, tmp_path):
+    result = run_extsan(python, None, tmp_path, code="pass")
+    check_silent(result)
+    assert result.stdout == "", result.describe()
+
+
+@pytest.mark.parametrize("scenario", ["stdlib", "import"])
+def test_program_is_silent(run, fixtures, scenario):
+    """stdlib: json, sqlite3 (with a Python function), decimal, pickle, re, asyncio, threads,
+    lru_cache, OrderedDict/deque cycles, _random, ... with reachable cycles kept to the end and
+    garbage collected. import: the fixture modules imported, their types made, no instance."""
+    result, _ = run_workload(run, scenario, "all")
+    check_silent(result)
+
+
+@pytest.mark.parametrize("variant", ["static", "heap"])
+def test_raw_memory_is_silent(run, fixtures, variant):
+    """(f) non-GC types holding raw memory only (a heap type's instances still own their type)."""
+    result, _ = run_workload(run, "raw", variant)
+    check_silent(result)
+
+
+# ---- the fixtures are what they claim (no extsan) -------------------------------------------------
+
+
+def check_fixture(python, fixtures, tmp_path, case, which):
+    out, output, describe = run_plain(python, fixtures, tmp_path, case.scenario, case.variant,
+                                      which, "--probe")
+    probe = output.probe
+    assert probe is not None, describe
+    created = CREATED[case.variant]
+    assert probe["created"] == created, describe
+    # The collector sees the edge (gc.get_referents, i.e. tp_traverse) only in the fixed twin.
+    assert probe["visible"] == [which == "fixed"] * created, describe
+    if case.variant == "garbage":
+        # The defect's garbage survives gc.collect(); the fixed twin's is freed.
+        assert probe["live_after_collect"] == (created if which == "defect" else 0), describe
+        if case.scenario == "type-visit":
+            assert probe["types_alive"] == (created if which == "defect" else 0), describe
+    else:
+        # No garbage: reference counting frees them once the script drops them.
+        assert probe["live_before"] == created, describe
+        assert probe["live_after_collect"] == 0, describe
+    return out
+
+
+@pytest.mark.parametrize("which", ["defect", "fixed"])
+@pytest.mark.parametrize("case", C_CASES + PB_CASES, ids=lambda c: c.id)
+def test_fixture_without_extsan(python, fixtures, tmp_path, case, which):
+    extension_path(fixtures, case.module)
+    check_fixture(python, fixtures, tmp_path, case, which)
+
+
+@pytest.mark.pythons(*NANOBIND_IDS)
+@pytest.mark.parametrize("which", ["defect", "fixed"])
+@pytest.mark.parametrize("case", NB_CASES, ids=lambda c: c.id)
+def test_nanobind_fixture_without_extsan(python, fixtures, tmp_path, case, which):
+    """Also nanobind's own leak check: at exit it names the leaked instances of the garbage
+    variant (no cause, no stack), and nothing for the fixed twin."""
+    extension_path(fixtures, case.module)
+    out = check_fixture(python, fixtures, tmp_path, case, which)
+    if case.variant == "garbage" and which == "defect":
+        assert "nanobind: leaked %d instances!" % workloads.GARBAGE_CYCLES in out.stderr, out.stderr
+        assert out.stderr.count('of type "nb_gc.Container"') == workloads.GARBAGE_CYCLES, out.stderr
+    else:
+        assert "nanobind: leaked" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("variant", ["static", "heap"])
+def test_raw_fixture_without_extsan(python, fixtures, tmp_path, variant):
+    _, output, describe = run_plain(python, fixtures, tmp_path, "raw", variant, "--probe")
+    assert output.probe["live_before"] == 3 and output.probe["live_after_collect"] == 0, describe
+
+
+def test_gc_without_traverse_fixture_without_extsan(python, fixtures, tmp_path):
+    """3.9/3.10: the type is made and a collection (with no instance) survives; 3.11+: the
+    SystemError reaches Python."""
+    _, output, describe = run_plain(python, fixtures, tmp_path, "gc-without-traverse", "ready")
+    if python.minor <= 10:
+        assert output.lines[-3:] == ("created gc_defects.GcWithoutTraverse", "collected",
+                                     "workload ok"), describe
+    else:
+        assert SYSTEM_ERROR in output.lines, describe
+
+
+def _no_core_dump():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@pytest.mark.pythons("3.9", "3.10")
+def test_gc_without_traverse_instance_crashes_collection(python, fixtures, tmp_path):
+    """Why the finding matters (and why the workload never makes an instance): on 3.9/3.10 the
+    first collection that meets an instance calls the NULL tp_traverse."""
+    code = ("import gc, gc_defects as m\nm.ready_gc_without_traverse()\n"
+            "x = m.new_gc_without_traverse()\nprint('instance', flush=True)\ngc.collect()\n"
+            "print('survived', flush=True)\n")
+    out = subprocess.run([str(python.path), "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=base_env(fixtures),
+                         cwd=str(tmp_path), timeout=RUN_TIMEOUT, preexec_fn=_no_core_dump)
+    assert out.stdout == "instance\n", out
+    assert out.returncode == -signal.SIGSEGV, out
