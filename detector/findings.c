@@ -101,25 +101,33 @@ struct finding *findings_find_heap(enum finding_kind kind, struct type_record *t
 
 static bool same_leaked_cycle(const struct heap_details *a, const struct heap_details *b)
 {
-    return a->example_site == b->example_site && a->objects == b->objects &&
-           (a->chain && b->chain ? !strcmp(a->chain, b->chain) : a->chain == b->chain);
+    if (a->example_site != b->example_site || a->objects != b->objects ||
+        a->type_count != b->type_count)
+        return false;
+    for (unsigned i = 0; i < a->type_count; i++)
+        if (a->types[i].count != b->types[i].count || strcmp(a->types[i].name, b->types[i].name))
+            return false;
+    return true;
+}
+
+struct finding *findings_find_leaked_cycle(struct type_record *type,
+                                           const struct heap_details *details)
+{
+    pthread_mutex_lock(&findings_lock);
+    struct finding *finding = first_finding;
+    while (finding && !(finding->kind == FINDING_LEAKED_CYCLE && finding->type == type &&
+                        same_leaked_cycle(finding->heap, details)))
+        finding = finding->next;
+    pthread_mutex_unlock(&findings_lock);
+    return finding;
 }
 
 struct finding *findings_record_heap(enum finding_kind kind, struct type_record *type,
                                      struct heap_details *details)
 {
     pthread_mutex_lock(&findings_lock);
-    struct finding *finding = first_finding;
-    while (kind == FINDING_LEAKED_CYCLE && finding &&
-           !(finding->kind == kind && finding->type == type &&
-             same_leaked_cycle(finding->heap, details)))
-        finding = finding->next;
-    if (kind == FINDING_LEAKED_CYCLE && finding) {
-        finding->count++;
-        free(details->chain);
-        free(details->dot);
-        free(details);
-    } else if ((finding = append_finding(kind, type->created_at))) {
+    struct finding *finding = append_finding(kind, type->created_at);
+    if (finding) {
         finding->type = type;
         finding->heap = details;
         snprintf(finding->type_name, sizeof finding->type_name, "%s", details->type_name);

@@ -69,9 +69,15 @@ struct finding *findings_record_type(enum finding_kind kind, struct type_record 
 struct finding *findings_find_heap(enum finding_kind kind, struct type_record *type);
 
 /*
- * Records a heap-analysis finding, taking ownership of details. A leaked cycle of the same
- * holder type, allocation site and chain as an earlier one only counts (details are freed).
- * Returns the stored finding, NULL when out of memory (details then stay the caller's).
+ * A leaked-cycle finding like `details` (same holder type, allocation site, object count and
+ * types) recorded so far, or NULL.
+ */
+struct finding *findings_find_leaked_cycle(struct type_record *type,
+                                           const struct heap_details *details);
+
+/*
+ * Records a heap-analysis finding, taking ownership of details. Returns the stored finding,
+ * NULL when out of memory (details then stay the caller's).
  */
 struct finding *findings_record_heap(enum finding_kind kind, struct type_record *type,
                                      struct heap_details *details);

@@ -8,6 +8,7 @@
 #include "options.h"
 
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,17 +21,19 @@
 #define DEFAULT_WINDOW     64     /* bytes read of a heap block whose size is unknown */
 #define MAX_WINDOW         512    /* bytes read of any heap block */
 #define CHAIN_SEARCH_LIMIT 200000 /* nodes a cycle search may visit */
+#define MAX_CYCLE_SEARCHES 8      /* holders per type searched for a cycle back to them */
 
 struct node {
     PyObject *object;
-    Py_ssize_t unexplained; /* refcount not (yet) explained by references from other nodes */
+    int32_t unexplained; /* refcount not (yet) explained by references from other nodes */
     struct instance_record *instance; /* a live extension instance, or NULL */
     uint32_t first_out, out_count;    /* its edges in graph.adjacency, once `reach` built it */
     uint32_t component;               /* for leaked nodes: which leaked group */
-    bool tracked;                     /* in the collector's lists: its traverse is asked */
-    bool reached;
-    bool visited_own_type;  /* its traverse visited Py_TYPE(object) */
-    bool own_type_reported; /* its missed type visit is in a finding already */
+    bool tracked : 1;                 /* in the collector's lists: its traverse is asked */
+    bool reached : 1;
+    bool visited_own_type : 1;  /* its traverse visited Py_TYPE(object) */
+    bool own_type_reported : 1; /* its missed type visit is in a finding already */
+    bool holder_counted : 1;    /* counted among its type's holders of hidden references */
 };
 
 struct edge {
@@ -47,12 +50,17 @@ struct candidate {
     bool own_type; /* the ob_type reference of a heap type's instance that its traverse skips */
 };
 
+struct map_entry {
+    uintptr_t key; /* 0: empty */
+    uint32_t value;
+};
+
 struct graph {
     struct node *nodes;
     size_t node_count, node_capacity;
-    /* object address -> node index: open addressing, linear probing, at most half full */
-    uintptr_t *map_keys;
-    uint32_t *map_values;
+    /* object address -> node index: open addressing, linear probing, at most half full; key
+       and index side by side, so that a probe costs one cache miss */
+    struct map_entry *map;
     size_t map_mask;
     struct edge *edges;
     size_t edge_count, edge_capacity;
@@ -61,15 +69,43 @@ struct graph {
     uint32_t *adjacency; /* edge indexes grouped by source node */
     struct memory_map *memory;
     uint32_t current_source; /* the node whose traverse is running */
+    /* Whether objects of a type can be nodes at all (collected, or extension instances),
+       cached by type address: most visited objects are not, and the answer spares a probe. */
+    struct {
+        PyTypeObject *type;
+        bool may_be_node;
+    } type_cache[256];
     bool out_of_memory;
 };
+
+/*
+ * The graph's arrays come straight from mmap, asking for transparent huge pages: at a million
+ * nodes they span a hundred megabytes, and faulting that in 4 KiB pages costs as much as the
+ * passes themselves. Growth uses mremap, which moves pages instead of copying them.
+ */
+static void *big_resize(void *array, size_t old_bytes, size_t new_bytes)
+{
+    void *resized =
+        array ? mremap(array, old_bytes, new_bytes, MREMAP_MAYMOVE)
+              : mmap(NULL, new_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (resized == MAP_FAILED)
+        return NULL;
+    madvise(resized, new_bytes, MADV_HUGEPAGE); /* a hint: failure only costs speed */
+    return resized;
+}
+
+static void big_free(void *array, size_t bytes)
+{
+    if (array)
+        munmap(array, bytes);
+}
 
 static bool grow(void **array, size_t *capacity, size_t count, size_t element_size)
 {
     if (count < *capacity)
         return true;
     size_t new_capacity = *capacity ? 2 * *capacity : 4096;
-    void *grown = realloc(*array, new_capacity * element_size);
+    void *grown = big_resize(*array, *capacity * element_size, new_capacity * element_size);
     if (!grown)
         return false;
     *array = grown;
@@ -86,9 +122,9 @@ static uint32_t node_lookup(const struct graph *graph, uintptr_t address)
 {
     for (size_t slot = hash_address(address) & graph->map_mask;;
          slot = (slot + 1) & graph->map_mask) {
-        if (graph->map_keys[slot] == address)
-            return graph->map_values[slot];
-        if (graph->map_keys[slot] == 0)
+        if (graph->map[slot].key == address)
+            return graph->map[slot].value;
+        if (graph->map[slot].key == 0)
             return NO_NODE;
     }
 }
@@ -96,42 +132,48 @@ static uint32_t node_lookup(const struct graph *graph, uintptr_t address)
 static void map_insert(struct graph *graph, uintptr_t address, uint32_t index)
 {
     size_t slot = hash_address(address) & graph->map_mask;
-    while (graph->map_keys[slot] != 0)
+    while (graph->map[slot].key != 0)
         slot = (slot + 1) & graph->map_mask;
-    graph->map_keys[slot] = address;
-    graph->map_values[slot] = index;
+    graph->map[slot] = (struct map_entry){address, index};
 }
 
-/* Sizes the map for `entries` (rehashing what it holds); false when out of memory. */
-static bool map_reserve(struct graph *graph, size_t entries)
+/*
+ * Sizes the node array and the map for `entries` nodes, rehashing what the map holds. Called
+ * once with the expected count, so the common case never rehashes; false when out of memory.
+ */
+static bool reserve_nodes(struct graph *graph, size_t entries)
 {
+    if (entries > graph->node_capacity) {
+        struct node *grown =
+            big_resize(graph->nodes, graph->node_capacity * sizeof *grown, entries * sizeof *grown);
+        if (!grown)
+            return false;
+        graph->nodes = grown;
+        graph->node_capacity = entries;
+    }
+    /* At most about two thirds full: short probe runs, and half the memory of half full. */
     size_t size = 4096;
-    while (size < 2 * entries)
+    while (2 * size < 3 * entries)
         size *= 2;
-    if (graph->map_keys && size <= graph->map_mask + 1)
+    if (graph->map && size <= graph->map_mask + 1)
         return true;
-    uintptr_t *old_keys = graph->map_keys;
-    uint32_t *old_values = graph->map_values;
-    size_t old_size = old_keys ? graph->map_mask + 1 : 0;
-    graph->map_keys = calloc(size, sizeof *graph->map_keys);
-    graph->map_values = malloc(size * sizeof *graph->map_values);
-    if (!graph->map_keys || !graph->map_values)
+    struct map_entry *old = graph->map;
+    size_t old_size = old ? graph->map_mask + 1 : 0;
+    graph->map = big_resize(NULL, 0, size * sizeof *graph->map); /* mmap: zero-filled */
+    if (!graph->map)
         return false;
     graph->map_mask = size - 1;
     for (size_t i = 0; i < old_size; i++)
-        if (old_keys[i])
-            map_insert(graph, old_keys[i], old_values[i]);
-    free(old_keys);
-    free(old_values);
+        if (old[i].key)
+            map_insert(graph, old[i].key, old[i].value);
+    big_free(old, old_size * sizeof *old);
     return true;
 }
 
-static uint32_t add_node(struct graph *graph, PyObject *object, Py_ssize_t unexplained,
-                         bool tracked)
+static uint32_t add_node(struct graph *graph, PyObject *object, int32_t unexplained, bool tracked)
 {
-    if (!grow((void **)&graph->nodes, &graph->node_capacity, graph->node_count,
-              sizeof *graph->nodes) ||
-        !map_reserve(graph, graph->node_count + 1)) {
+    if (graph->node_count == graph->node_capacity &&
+        !reserve_nodes(graph, 2 * graph->node_capacity + 1024)) {
         graph->out_of_memory = true;
         return NO_NODE;
     }
@@ -154,11 +196,10 @@ static void add_edge(struct graph *graph, uint32_t from, uint32_t to, int32_t hi
 
 static void graph_free(struct graph *graph)
 {
-    free(graph->nodes);
-    free(graph->map_keys);
-    free(graph->map_values);
-    free(graph->edges);
-    free(graph->candidates);
+    big_free(graph->nodes, graph->node_capacity * sizeof *graph->nodes);
+    big_free(graph->map, graph->map ? (graph->map_mask + 1) * sizeof *graph->map : 0);
+    big_free(graph->edges, graph->edge_capacity * sizeof *graph->edges);
+    big_free(graph->candidates, graph->candidate_capacity * sizeof *graph->candidates);
     free(graph->adjacency);
     memory_map_free(graph->memory);
 }
@@ -174,6 +215,13 @@ static bool is_immortal(PyObject *object)
 #endif
 }
 
+/* A refcount as the graph keeps it: 32 bits, plenty for anything not immortal. */
+static int32_t refcount_of(PyObject *object)
+{
+    Py_ssize_t count = Py_REFCNT(object);
+    return count > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)count;
+}
+
 /* ---- pass: enumerate -------------------------------------------------------------------------
  * After it: every object the collector tracks and every live extension instance is a node, with
  * `unexplained` = its refcount (less the reference gc.get_objects' list holds).
@@ -184,7 +232,7 @@ static void add_instance_node(struct instance_record *instance, void *context)
     struct graph *graph = context;
     uint32_t index = node_lookup(graph, (uintptr_t)instance->object);
     if (index == NO_NODE && !is_immortal(instance->object))
-        index = add_node(graph, instance->object, Py_REFCNT(instance->object), false);
+        index = add_node(graph, instance->object, refcount_of(instance->object), false);
     if (index != NO_NODE)
         graph->nodes[index].instance = instance;
 }
@@ -204,12 +252,19 @@ static PyObject *call_gc(const char *function)
 static bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
 {
     Py_ssize_t count = PyList_GET_SIZE(tracked_objects);
-    if (!map_reserve(graph, (size_t)count + registry_instance_count()))
+    if (!reserve_nodes(graph, (size_t)count + registry_instance_count() + 1024))
         return false;
+    /* Memory latency is the cost here: fetch the objects and map slots a few steps ahead. */
+    const Py_ssize_t ahead = 16;
     for (Py_ssize_t i = 0; i < count; i++) {
+        if (i + ahead < count) {
+            PyObject *later = PyList_GET_ITEM(tracked_objects, i + ahead);
+            __builtin_prefetch(later);
+            __builtin_prefetch(&graph->map[hash_address((uintptr_t)later) & graph->map_mask], 1);
+        }
         PyObject *object = PyList_GET_ITEM(tracked_objects, i);
         if (!is_immortal(object))
-            add_node(graph, object, Py_REFCNT(object) - 1, true);
+            add_node(graph, object, refcount_of(object) - 1, true);
     }
     registry_for_each_instance(add_instance_node, graph);
     return !graph->out_of_memory;
@@ -220,13 +275,24 @@ static bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
  * some node visits, and every such reference is a visible edge.
  */
 
+static bool may_be_node(struct graph *graph, PyTypeObject *type)
+{
+    size_t slot = ((uintptr_t)type >> 4) % 256;
+    if (graph->type_cache[slot].type != type) {
+        graph->type_cache[slot].type = type;
+        graph->type_cache[slot].may_be_node =
+            (type->tp_flags & Py_TPFLAGS_HAVE_GC) || registry_find_type_or_ancestor(type);
+    }
+    return graph->type_cache[slot].may_be_node;
+}
+
 static int visit_and_account(PyObject *target, void *context)
 {
     struct graph *graph = context;
     struct node *source = &graph->nodes[graph->current_source];
     if ((PyObject *)Py_TYPE(source->object) == target)
         source->visited_own_type = true;
-    if (!target)
+    if (!target || is_immortal(target) || !may_be_node(graph, Py_TYPE(target)))
         return 0;
     uint32_t index = node_lookup(graph, (uintptr_t)target);
     if (index == NO_NODE)
@@ -486,12 +552,24 @@ static int compare_candidates(const void *left, const void *right)
     return (a->holder > b->holder) - (a->holder < b->holder);
 }
 
-/* True, consuming it, when the holder's traverse visited the referent once more than used. */
-static bool visible_edge_consumed(struct graph *graph, uint32_t holder, uint32_t referent)
+/*
+ * True, consuming it, when the holder's traverse visited the referent once more than used.
+ * `account` appended the visible edges grouped by source, in node order: binary search.
+ */
+static bool visible_edge_consumed(struct graph *graph, size_t visible_edges, uint32_t holder,
+                                  uint32_t referent)
 {
-    for (size_t e = 0; e < graph->edge_count; e++) {
+    size_t low = 0, high = visible_edges;
+    while (low < high) {
+        size_t middle = low + (high - low) / 2;
+        if (graph->edges[middle].from < holder)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    for (size_t e = low; e < visible_edges && graph->edges[e].from == holder; e++) {
         struct edge *edge = &graph->edges[e];
-        if (edge->from == holder && edge->to == referent && edge->hidden == -1) {
+        if (edge->to == referent && edge->hidden == -1) {
             edge->hidden = -2; /* consumed: still a visible edge, matched to one pointer */
             return true;
         }
@@ -520,7 +598,7 @@ static void validate_candidates(struct graph *graph)
         struct node *holder = &graph->nodes[candidate->holder];
         struct node *referent = &graph->nodes[candidate->referent];
         if (holder->tracked && Py_TYPE(holder->object)->tp_traverse &&
-            visible_edge_consumed(graph, candidate->holder, candidate->referent))
+            visible_edge_consumed(graph, visible_edges, candidate->holder, candidate->referent))
             continue;
         if (referent->unexplained <= 0)
             continue;
@@ -861,10 +939,8 @@ static void report_hidden_references(struct graph *graph)
                                      ? FINDING_INCOMPLETE_TRAVERSE
                                      : classify_type(type->type, candidate, &inherited);
         struct finding *finding = findings_find_heap(kind, type);
-        bool first_for_holder = true;
-        for (size_t earlier = 0; earlier < e; earlier++)
-            if (graph->edges[earlier].hidden >= 0 && graph->edges[earlier].from == edge->from)
-                first_for_holder = false;
+        bool first_for_holder = !holder->holder_counted;
+        holder->holder_counted = true;
         if (!finding) {
             struct heap_details *details = new_details(type, holder);
             if (!details || !(finding = findings_record_heap(kind, type, details))) {
@@ -886,8 +962,10 @@ static void report_hidden_references(struct graph *graph)
         type_full_name(Py_TYPE(graph->nodes[candidate->referent].object), name, sizeof name);
         format_path(candidate, path, sizeof path);
         add_referent(details, name, path);
-        /* A holder reachable today whose hidden reference leads back to it: never collectable. */
-        if (!details->chain && holder->reached) {
+        /* A holder reachable today whose hidden reference leads back to it: never collectable.
+           A few holders per type tell; searching from every one would cost a pass each. */
+        if (!details->chain && holder->reached && details->cycle_searches < MAX_CYCLE_SEARCHES) {
+            details->cycle_searches++;
             char *dot = NULL;
             if (describe_cycle(graph, e, false, &details->chain, &dot))
                 details->never_collectable = true;
@@ -961,6 +1039,13 @@ static void report_leaked_cycles(struct graph *graph)
             }
         }
         details->objects = (unsigned)objects;
+        /* Cycles like one reported already only count: their chain would be the same. */
+        struct finding *same = findings_find_leaked_cycle(holder->instance->type, details);
+        if (same) {
+            same->count++;
+            free(details);
+            continue;
+        }
         describe_cycle(graph, e, true, &details->chain, &details->dot);
         if (!findings_record_heap(FINDING_LEAKED_CYCLE, holder->instance->type, details))
             free(details);
@@ -989,6 +1074,7 @@ void heap_analysis_run(void)
     python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
 
     python_api.PyGC_Collect(); /* collect */
+    double collect_seconds = seconds_since(&start);
     registry_walk_types();
     struct graph graph = {.memory = memory_map_load()};
     PyObject *tracked_objects = call_gc("get_objects");
@@ -996,20 +1082,28 @@ void heap_analysis_run(void)
         extsan_log(0, "the heap analysis could not start (no object list or no memory map)");
         goto done;
     }
+    extsan_log(2, "heap analysis: walk and list %.3f s", seconds_since(&start));
     if (!enumerate_nodes(&graph, tracked_objects))
         goto out_of_memory;
+    extsan_log(2, "heap analysis: enumerate %.3f s", seconds_since(&start));
     account_visible_references(&graph);
+    extsan_log(2, "heap analysis: account %.3f s", seconds_since(&start));
     scan_instances(&graph);
     add_missed_type_references(&graph);
+    extsan_log(2, "heap analysis: scan %.3f s", seconds_since(&start));
     validate_candidates(&graph);
     if (graph.out_of_memory || !build_adjacency(&graph))
         goto out_of_memory;
+    extsan_log(2, "heap analysis: validate %.3f s", seconds_since(&start));
     reach_from_roots(&graph);
+    extsan_log(2, "heap analysis: reach %.3f s", seconds_since(&start));
     report_hidden_references(&graph);
     report_missed_type_visits(&graph);
     report_leaked_cycles(&graph);
-    extsan_log(1, "heap analysis: %zu nodes, %zu edges, %zu candidates, %.3f s", graph.node_count,
-               graph.edge_count, graph.candidate_count, seconds_since(&start));
+    extsan_log(
+        1, "heap analysis: %zu nodes, %zu edges, %zu candidates, %.3f s (its collection %.3f s)",
+        graph.node_count, graph.edge_count, graph.candidate_count, seconds_since(&start),
+        collect_seconds);
     goto done;
 out_of_memory:
     extsan_log(0, "the heap analysis ran out of memory; its findings are incomplete");

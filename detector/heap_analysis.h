@@ -38,6 +38,7 @@ struct heap_details {
     bool inherited_traverse; /* the traverse was inherited from a base that cannot know */
     char *chain;             /* a cycle through a hidden reference, written out; or NULL */
     bool never_collectable;  /* that cycle is reachable today and can never be collected */
+    unsigned cycle_searches; /* holders searched for such a cycle so far */
     /* leaked-cycle */
     unsigned objects;
     struct {
