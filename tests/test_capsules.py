@@ -508,6 +508,12 @@ def test_demo(python, tmp_path, fixtures):
     pid = int(re.search(r"pid (\d+)", result.stdout).group(1))
     expects = one("PyCapsule_New", "new_without_gil") + one("PyCapsule_GetPointer", "get_pointer_without_gil")
     check_findings(result, expects, pid)
+    # The demo's second half: a Holder whose callback refers back to it, leaked.
+    assert "1 Holder still alive" in result.stdout, result.describe()
+    for kind in ("hidden-reference", "leaked-cycle"):
+        (finding,) = result.findings(kind)
+        assert finding["type"] == "gc_defects.Holder", result.describe()
+    assert "--hidden @+16--> function" in result.findings("leaked-cycle")[0]["chain"], result.describe()
 
 
 # ---- binding libraries ----------------------------------------------------------------------------
