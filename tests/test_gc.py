@@ -400,6 +400,28 @@ def test_text_report(run, fixtures):
     check_text_report(result, output, case, HIDDEN)
 
 
+def test_leaked_cycle_as_graphviz_files(run, fixtures, tmp_path):
+    """dot_dir: each distinct leaked cycle becomes a Graphviz file naming its nodes and the
+    hidden edge; a clean run writes none."""
+    dot_dir = tmp_path / "dots"
+    dot_dir.mkdir()
+    result = run(script=WORKLOADS, args=["holder", "garbage", "defect"],
+                 extsan_args=["--dot-dir", str(dot_dir)])
+    assert result.returncode == 0, result.describe()
+    files = sorted(dot_dir.glob("extsan.*.cycle*.dot"))
+    leaked = [f for f in all_findings(result) if f["kind"] == "leaked-cycle"]
+    assert len(files) == len(leaked) >= 1, result.describe()
+    text = files[0].read_text()
+    assert text.startswith("digraph") and "gc_defects.Holder" in text, text
+    assert "hidden @+16" in text and "color=red" in text, text
+    assert text == leaked[0]["dot"], text
+    clean_dir = tmp_path / "clean-dots"
+    clean_dir.mkdir()
+    result = run(script=WORKLOADS, args=["holder", "garbage", "fixed"],
+                 extsan_args=["--dot-dir", str(clean_dir)])
+    assert result.returncode == 0 and not list(clean_dir.iterdir()), result.describe()
+
+
 @pytest.mark.pythons(*NANOBIND_IDS)
 def test_nanobind_text_report(run, fixtures):
     case = Case("nanobind", "garbage")
