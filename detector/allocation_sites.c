@@ -19,6 +19,10 @@
 #define SITE_MAX_CHUNKS  1024u /* 4M sites */
 #define MAX_PYTHON_DEPTH 64
 
+_Static_assert((SITE_MAX_CHUNKS * SITE_CHUNK_SIZE) < (1u << 30),
+               "a site id must fit instance_record.allocated_at");
+_Static_assert(sizeof(struct instance_record) == 24, "instance records are 24 bytes (registry.h)");
+
 struct site_record {
     struct allocation_site site;
     /* The native stack's frames in the depot's memory, to store them again after a fork. */
@@ -138,6 +142,7 @@ site_id site_create(const struct site_key *key, PyThreadState *thread)
     if (!record)
         return 0;
     record->site.native = native;
+    record->site.context = key->context;
     record->native_frames = stack_depot_get(native, &record->native_depth);
     record->site.python = record->python;
 
@@ -201,6 +206,7 @@ static size_t hash_key(const struct site_key *key)
     uint64_t hash = (uint64_t)key->return_address * 0x9E3779B97F4A7C15ull;
     hash ^= (uint64_t)(uintptr_t)key->python.code * 0xC2B2AE3D27D4EB4Full;
     hash ^= (uint64_t)(uintptr_t)key->python.instruction * 0x165667B19E3779F9ull;
+    hash ^= (uint64_t)(uintptr_t)key->context * 0x27D4EB2F165667C5ull;
     hash ^= hash >> 29;
     return (size_t)hash;
 }
@@ -208,7 +214,7 @@ static size_t hash_key(const struct site_key *key)
 static bool same_key(const struct site_key *a, const struct site_key *b)
 {
     return a->return_address == b->return_address && a->python.code == b->python.code &&
-           a->python.instruction == b->python.instruction;
+           a->python.instruction == b->python.instruction && a->context == b->context;
 }
 
 /* The last site found: a loop allocating from one place finds it without hashing. */

@@ -17,6 +17,7 @@
 struct site_key {
     uintptr_t return_address;
     struct python_position python;
+    const char *context; /* context_current() (interned: compared by address) */
 };
 
 /*

@@ -53,7 +53,8 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
     struct finding *finding = findings_record_capsule(api, capsule_name(capsule, name), &thread);
     extsan_log(2, "%s without the GIL on thread %d%s", api, (int)gettid(),
                protected ? "; the GIL is held for the call" : "");
-    if (extsan_options.halt_on_error) {
+    /* A suppressed finding is no reason to stop. */
+    if (extsan_options.halt_on_error && !(finding && report_is_suppressed(finding))) {
         report_now();
         halt();
     }

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "findings.h"
 
+#include "context.h"
 #include "gil.h"
 #include "heap_analysis.h"
 #include "registry.h"
@@ -41,20 +42,6 @@ void thread_describe(struct thread_description *out)
     out->has_python_state = thread_has_python_state();
 }
 
-/* The caller's stack without extsan's own frames, however the compiler inlined them. */
-static stack_id capture_caller_stack(void)
-{
-    uintptr_t pcs[STACK_MAX_DEPTH];
-    unsigned depth = stack_capture(pcs, STACK_MAX_DEPTH, 0);
-    unsigned first = 0;
-    while (first < depth && pc_in_same_object(pcs[first], (const void *)capture_caller_stack))
-        first++;
-    unsigned kept = depth - first;
-    if (kept > (unsigned)extsan_options.stack_depth)
-        kept = extsan_options.stack_depth;
-    return stack_depot_put(pcs + first, kept);
-}
-
 /* Appends a new finding; findings_lock held. */
 static struct finding *append_finding(enum finding_kind kind, stack_id stack)
 {
@@ -64,6 +51,7 @@ static struct finding *append_finding(enum finding_kind kind, stack_id stack)
     finding->kind = kind;
     finding->stack = stack;
     finding->count = 1;
+    finding->context = context_current();
     if (last_finding)
         last_finding->next = finding;
     else
@@ -131,6 +119,10 @@ struct finding *findings_record_heap(enum finding_kind kind, struct type_record 
         finding->type = type;
         finding->heap = details;
         snprintf(finding->type_name, sizeof finding->type_name, "%s", details->type_name);
+        /* The test that allocated the example holder, not the one running the analysis. */
+        const struct allocation_site *site = allocation_site_get(details->example_site);
+        if (site)
+            finding->context = site->context;
     }
     pthread_mutex_unlock(&findings_lock);
     return finding;
@@ -139,7 +131,7 @@ struct finding *findings_record_heap(enum finding_kind kind, struct type_record 
 struct finding *findings_record_capsule(const char *api, const char *capsule_name,
                                         const struct thread_description *thread)
 {
-    stack_id stack = capture_caller_stack();
+    stack_id stack = stack_capture_caller((unsigned)extsan_options.stack_depth);
     pthread_mutex_lock(&findings_lock);
     struct finding *finding = first_finding;
     while (finding && !(finding->kind == FINDING_CAPSULE_WITHOUT_GIL &&

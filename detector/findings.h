@@ -20,6 +20,7 @@ enum finding_kind {
 
 struct type_record;
 struct heap_details; /* what the heap analysis found, owned by the finding (heap_analysis.h) */
+struct suppression_rule;
 
 /* The JSON and text name of a kind, e.g. "capsule-without-gil". */
 const char *finding_kind_name(enum finding_kind kind);
@@ -43,7 +44,13 @@ struct finding {
     struct type_record *type;
     char type_name[256];
     struct heap_details *heap;
+    /* The test (context.h) current at the first occurrence; for the heap analysis' kinds, the
+       one the example holder was allocated in. NULL when none was set. */
+    const char *context;
     bool text_written; /* its text block is already on stderr */
+    /* The suppressions rule that matched (suppressions.h); decided once, at report time. */
+    const struct suppression_rule *suppressed_by;
+    bool suppression_decided;
     struct finding *next;
 };
 

@@ -933,6 +933,8 @@ static void report_hidden_references(struct graph *graph)
             continue;
         const struct candidate *candidate = &graph->candidates[edge->hidden];
         struct node *holder = &graph->nodes[candidate->holder];
+        if (holder->instance->counted_hidden && !holder->holder_counted)
+            continue; /* counted by an earlier analysis */
         struct type_record *type = holder->instance->type;
         bool inherited = false;
         enum finding_kind kind = candidate->own_type
@@ -941,6 +943,7 @@ static void report_hidden_references(struct graph *graph)
         struct finding *finding = findings_find_heap(kind, type);
         bool first_for_holder = !holder->holder_counted;
         holder->holder_counted = true;
+        holder->instance->counted_hidden = true;
         if (!finding) {
             struct heap_details *details = new_details(type, holder);
             if (!details || !(finding = findings_record_heap(kind, type, details))) {
@@ -954,6 +957,14 @@ static void report_hidden_references(struct graph *graph)
         struct heap_details *details = finding->heap;
         if (first_for_holder)
             details->instances++;
+        /* The example is the holder from the oldest site (ids grow as sites are made): the same
+           whatever the graph's order, and the first test that made such a holder. */
+        site_id site = holder->instance->allocated_at;
+        if (first_for_holder && site && (!details->example_site || site < details->example_site)) {
+            details->example_site = site;
+            const struct allocation_site *where = allocation_site_get(site);
+            finding->context = where ? where->context : NULL;
+        }
         if (candidate->own_type) {
             details->missed_type_visit = true;
             holder->own_type_reported = true;
@@ -979,8 +990,11 @@ static void report_missed_type_visits(struct graph *graph)
 {
     for (size_t i = 0; i < graph->node_count; i++) {
         struct node *node = &graph->nodes[i];
-        if (!misses_own_type_visit(node) || node->own_type_reported)
+        if (!misses_own_type_visit(node) || node->own_type_reported ||
+            (node->instance->counted_hidden && !node->holder_counted))
             continue;
+        node->holder_counted = true;
+        node->instance->counted_hidden = true;
         struct finding *finding =
             findings_find_heap(FINDING_INCOMPLETE_TRAVERSE, node->instance->type);
         if (!finding) {
@@ -1008,7 +1022,10 @@ static void report_leaked_cycles(struct graph *graph)
         struct node *holder = &graph->nodes[edge->from];
         if (edge->hidden < 0 || holder->reached || holder->component)
             continue;
-        /* The group: leaked nodes reachable from the holder (it is in a cycle with them). */
+        /* The group: leaked nodes reachable from the holder (it is in a cycle with them). A
+           group whose holder an earlier analysis reported is walked (its nodes are marked) but
+           not reported again. */
+        bool reported_before = holder->instance->counted_leaked;
         uint32_t component = next_component++;
         size_t depth = 0, objects = 0;
         struct heap_details *details = new_details(holder->instance->type, holder);
@@ -1019,6 +1036,8 @@ static void report_leaked_cycles(struct graph *graph)
         while (depth) {
             struct node *node = &graph->nodes[stack[--depth]];
             objects++;
+            if (node->instance)
+                node->instance->counted_leaked = true;
             char name[128];
             type_full_name(Py_TYPE(node->object), name, sizeof name);
             unsigned t = 0;
@@ -1039,6 +1058,10 @@ static void report_leaked_cycles(struct graph *graph)
             }
         }
         details->objects = (unsigned)objects;
+        if (reported_before) {
+            free(details);
+            continue;
+        }
         /* Cycles like one reported already only count: their chain would be the same. */
         struct finding *same = findings_find_leaked_cycle(holder->instance->type, details);
         if (same) {
@@ -1062,12 +1085,8 @@ static double seconds_since(const struct timespec *start)
     return (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
-void heap_analysis_run(void)
+static void analyse(void)
 {
-    static bool done;
-    if (done || !extsan_options.check_hidden_references || !gil_held())
-        return;
-    done = true;
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     PyObject *error_type, *error_value, *error_traceback;
@@ -1113,6 +1132,27 @@ done:
         python_api.Py_DecRef(tracked_objects);
     python_api.PyErr_Clear();
     python_api.PyErr_Restore(error_type, error_value, error_traceback);
+}
+
+/* The exit analysis ran: the last one of the process. */
+static bool exit_analysis_done;
+
+void heap_analysis_run(void)
+{
+    if (exit_analysis_done || !extsan_options.check_hidden_references || !gil_held())
+        return;
+    exit_analysis_done = true;
+    analyse();
+}
+
+unsigned heap_analysis_check_now(void)
+{
+    if (exit_analysis_done || !extsan_options.check_hidden_references || !gil_held() ||
+        !python_is_running())
+        return 0;
+    unsigned before = findings_count();
+    analyse();
+    return findings_count() - before;
 }
 
 /* ---- arming at exit -------------------------------------------------------------------------- */

@@ -1,6 +1,7 @@
 /*
  * The exit analysis of references hidden from the cyclic GC. Runs once per process from a Python
- * atexit callback (GIL held, every object still alive), as named passes:
+ * atexit callback (GIL held, every object still alive), and also on demand before that
+ * (heap_analysis_check_now), as named passes:
  *
  *   collect    a full collection, so what is left is alive or hidden from the collector
  *   enumerate  every tracked object and every live extension instance becomes a node
@@ -25,7 +26,7 @@
 /* What the analysis attaches to a finding (finding->heap). */
 struct heap_details {
     char type_name[256];  /* the holder type, module.Qualname */
-    site_id example_site; /* allocation site of an example holder */
+    site_id example_site; /* allocation site of an example holder (hidden-reference: the oldest) */
     /* hidden-reference and incomplete-traverse */
     unsigned instances; /* holders with at least one hidden reference */
     struct {
@@ -55,7 +56,15 @@ struct heap_details {
  */
 void heap_analysis_arm(void);
 
-/* Runs the passes now (GIL held) and records the findings. */
+/* The exit analysis: runs the passes now (GIL held) and records the findings; once. */
 void heap_analysis_run(void);
+
+/*
+ * An analysis before the exit one (the pytest plugin's check after each test; GIL held): what
+ * it finds is recorded, and no later analysis counts the same holders again (the marks of
+ * struct instance_record). Returns the number of findings it added; 0 once the exit analysis
+ * ran.
+ */
+unsigned heap_analysis_check_now(void);
 
 #endif

@@ -10,6 +10,7 @@
 #include "python_api.h"
 #include "report.h"
 #include "report_frames.h"
+#include "suppressions.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ static void forget_parent_records(void)
 {
     findings_reset_after_fork();
     stack_depot_reset_after_fork();
+    suppressions_reset_after_fork();
 }
 
 void lifecycle_process_exit(void)
@@ -56,6 +58,12 @@ bool lifecycle_start(void)
     char error[512];
     if (!options_parse(&extsan_options, getenv("EXTSAN_OPTIONS"), error, sizeof error)) {
         extsan_log(0, "EXTSAN_OPTIONS: %s", error);
+        _exit(EXTSAN_EXIT_BAD_OPTIONS);
+    }
+    /* A suppressions file that cannot be used is a bad option too: the run would report wrong. */
+    if (*extsan_options.suppressions &&
+        !suppressions_load(extsan_options.suppressions, error, sizeof error)) {
+        extsan_log(0, "%s", error);
         _exit(EXTSAN_EXIT_BAD_OPTIONS);
     }
     if (extsan_options.help)

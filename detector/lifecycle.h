@@ -8,9 +8,10 @@
 #define EXTSAN_EXIT_BAD_OPTIONS 125
 
 /*
- * Reads EXTSAN_OPTIONS (a malformed one stops the process with one line and
- * EXTSAN_EXIT_BAD_OPTIONS), finds the Python runtime, and arranges the exit report, also for
- * forked children. Returns false when extsan stays dormant in this process.
+ * Reads EXTSAN_OPTIONS and the suppressions file it names (a malformed one, or a file that
+ * cannot be read, stops the process with one line and EXTSAN_EXIT_BAD_OPTIONS), finds the
+ * Python runtime, and arranges the exit report, also for forked children. Returns false when
+ * extsan stays dormant in this process.
  */
 bool lifecycle_start(void);
 

@@ -1,10 +1,28 @@
 /*
  * extsan-options: the options table for the `extsan` command and the README, so that the C
- * table is the only definition. Usage: extsan-options list|markdown|help|check TEXT
+ * table is the only definition, and the runtime's own validation of options and suppressions
+ * files, so that the command can refuse them before CMD starts.
+ *
+ *   extsan-options list|markdown|help
+ *   extsan-options check TEXT                  EXTSAN_OPTIONS text, and the suppressions file
+ *                                              it names, if any
+ *   extsan-options check-suppressions FILE     a suppressions file
+ *
+ * check and check-suppressions exit 0, or 1 with one line on stderr naming what is wrong.
  */
 #include "options.h"
+#include "suppressions.h"
 
 #include <string.h>
+
+static int check_suppressions(const char *path)
+{
+    char error[1024];
+    if (suppressions_load(path, error, sizeof error))
+        return 0;
+    fprintf(stderr, "extsan: %s\n", error);
+    return 1;
+}
 
 int main(int argc, char **argv)
 {
@@ -18,11 +36,15 @@ int main(int argc, char **argv)
         struct extsan_options opts;
         char error[512];
         options_set_defaults(&opts);
-        if (options_parse(&opts, argv[2], error, sizeof error))
-            return 0;
-        fprintf(stderr, "extsan: EXTSAN_OPTIONS: %s\n", error);
-        return 1;
+        if (!options_parse(&opts, argv[2], error, sizeof error)) {
+            fprintf(stderr, "extsan: EXTSAN_OPTIONS: %s\n", error);
+            return 1;
+        }
+        return opts.suppressions && *opts.suppressions ? check_suppressions(opts.suppressions) : 0;
     }
-    fprintf(stderr, "usage: extsan-options list|markdown|help|check TEXT\n");
+    if (argc == 3 && !strcmp(argv[1], "check-suppressions"))
+        return check_suppressions(argv[2]);
+    fprintf(stderr,
+            "usage: extsan-options list|markdown|help|check TEXT|check-suppressions FILE\n");
     return 2;
 }

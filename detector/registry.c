@@ -17,6 +17,7 @@
 #include "registry.h"
 
 #include "allocation_sites.h"
+#include "context.h"
 #include "findings.h"
 #include "gil.h"
 #include "instance_map.h"
@@ -765,7 +766,7 @@ static void register_instance(PyObject *object, struct type_record *type, uint32
     if (PyType_Check(object))
         size = 0;
     struct instance_record instance = {.object = object, .type = type, .size = size};
-    struct site_key key = {.return_address = (uintptr_t)caller};
+    struct site_key key = {.return_address = (uintptr_t)caller, .context = context_current()};
     python_position_now(thread, &key.python);
 
     bool locked;
@@ -920,6 +921,44 @@ static const void *type_origin(PyTypeObject *type)
     return origin;
 }
 
+/*
+ * Gives a type the walk visits the slot wrappers the hooks would have given it, so that the
+ * deaths of its instances are seen. It matters when the walk runs long before the interpreter
+ * ends (an analysis after each test, or extsan activated in a live interpreter): an instance
+ * registered while its death goes unseen would stay in the registry, its record pointing at
+ * freed memory for the next analysis to read. Visited after its bases (the walk goes down from
+ * object), a type without a record of its own finds theirs instrumented already:
+ * - a slot holding a copy of an instrumented ancestor's original (slots are inherited by copy
+ *   when a type is readied) gets the wrapper and no original of its own, as if the type had
+ *   been readied after its ancestor was instrumented: the wrapper finds that original by
+ *   walking up from the object's type. Recording the copy as the type's own original would
+ *   run it twice when it calls its base's slot;
+ * - the other slots of a registered extension type (found by the walk now or before) are
+ *   instrumented like a created type's;
+ * - a class made by type.__new__ before extsan was there is instrumented like a new one.
+ */
+static void instrument_found_type(PyTypeObject *type)
+{
+    struct type_record *record = lookup_record(type);
+    if (record && (record->dead || record->python_class || record->hooked))
+        return;
+    if (!record && (type->tp_flags & Py_TPFLAGS_HEAPTYPE) &&
+        type->tp_alloc == python_api.generic_alloc && is_subtype_dealloc(type)) {
+        python_class_created(type);
+        return;
+    }
+    pthread_mutex_lock(&types_lock);
+    struct type_record *owner = dealloc_owner(type->tp_base);
+    if (owner && type->tp_dealloc && type->tp_dealloc == owner->original_dealloc)
+        type->tp_dealloc = slot_dealloc;
+    owner = alloc_owner(type->tp_base);
+    if (owner && type->tp_alloc && type->tp_alloc == owner->original_alloc)
+        type->tp_alloc = slot_alloc;
+    if (record)
+        instrument_slots(record);
+    pthread_mutex_unlock(&types_lock);
+}
+
 struct type_queue {
     PyTypeObject **items;
     size_t head, count, capacity;
@@ -994,6 +1033,8 @@ void registry_walk_types(void)
                 extsan_log(2, "type walk: registered %s", type->tp_name);
             }
         }
+        if (extsan_options.track_instances)
+            instrument_found_type(type);
         /* type.__subclasses__(type): unbound, so that a metaclass's own method is not taken. */
         PyObject *subclasses = python_api.PyObject_CallMethod(
             (PyObject *)python_api.type_type, "__subclasses__", "O", (PyObject *)type);

@@ -19,9 +19,9 @@
  *   that recycles it, memory released by hand, a deallocation without the GIL) stays registered
  *   until a new instance is registered at the same address, which replaces the record.
  * - An object resurrected by its finalizer from inside tp_dealloc was already forgotten.
- * - A class statement that ran before extsan was loaded (never: it loads first) or a class made
- *   without type.__new__ is not instrumented: its instances are seen only when an extension
- *   allocates them through a hooked function.
+ * - A class made without type.__new__ is not instrumented: its instances are seen only when an
+ *   extension allocates them through a hooked function. (Classes made before extsan was loaded,
+ *   when it is activated in a running interpreter, are instrumented by the type walk.)
  */
 #ifndef EXTSAN_REGISTRY_H
 #define EXTSAN_REGISTRY_H
@@ -94,14 +94,21 @@ struct python_frame {
 
 /*
  * A site is identified cheaply (the return address of the allocating call plus the innermost
- * Python frame's code object and instruction); its stacks are captured once, at the first
- * allocation from it. The frames deeper than that identity (native callers of the allocating
- * function, outer Python frames) are therefore those of the first allocation from the site.
+ * Python frame's code object and instruction, and the current context: context.h); its stacks
+ * are captured once, at the first allocation from it. The frames deeper than that identity
+ * (native callers of the allocating function, outer Python frames) are therefore those of the
+ * first allocation from the site.
+ *
+ * The context is in the identity so that every instance knows the test that allocated it
+ * without a field of its own: instance records stay 24 bytes, and a test run pays one more
+ * site (two stack captures) per allocating code location and test, only when a test runner
+ * sets contexts at all.
  */
 struct allocation_site {
     stack_id native;
     unsigned python_depth; /* innermost first */
     const struct python_frame *python;
+    const char *context; /* the test its instances were allocated in (interned), or NULL */
 };
 
 /* NULL for 0 or an unknown id. Lock-free: any thread, any time. */
@@ -109,8 +116,15 @@ const struct allocation_site *allocation_site_get(site_id site);
 
 struct instance_record {
     PyObject *object;
-    struct type_record *type; /* the registered type: Py_TYPE(object) or an ancestor of it */
-    site_id allocated_at;
+    struct type_record *type;  /* the registered type: Py_TYPE(object) or an ancestor of it */
+    site_id allocated_at : 30; /* sites are far fewer than 2^30 (allocation_sites.c) */
+    /*
+     * Already in a finding of an earlier heap analysis (the pytest plugin runs one after each
+     * test): a later analysis does not count this holder again. A new object at the address
+     * replaces the record, and with it these marks.
+     */
+    uint32_t counted_hidden : 1; /* among its type's holders of hidden references */
+    uint32_t counted_leaked : 1; /* in a leaked-cycle finding */
     /*
      * Bytes from `object` known to belong to its allocation, so safe to scan; 0 if unknown.
      * tp_alloc and PyType_GenericAlloc: _PyObject_VAR_SIZE(type, nitems + 1), what CPython
@@ -148,7 +162,9 @@ size_t registry_memory_bytes(void);
 /*
  * Finds extension types that escaped the hooks: walks every type reachable through
  * type.__subclasses__() from object and registers those whose slots point into an extension
- * module (not the runtime, not extsan). Called by the analysis before it starts.
+ * module (not the runtime, not extsan), and gives the types it visits the slot wrappers the
+ * hooks would have (see instrument_found_type). Called by the analysis before it starts, and
+ * when extsan is activated in a running interpreter.
  */
 void registry_walk_types(void);
 

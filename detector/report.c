@@ -6,6 +6,7 @@
 #include "heap_analysis.h"
 #include "python_api.h"
 #include "report_frames.h"
+#include "suppressions.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +44,90 @@ const char *report_python_version(void)
     return version;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Suppressions: each finding is decided once, when it is first reported, because matching needs
+ * its frames symbolised. report_lock held.
+ */
+
+struct suppression_offer {
+    struct suppression_match match;
+    bool done; /* no further name can change the outcome */
+};
+
+static void offer_name(struct suppression_offer *offer, const char *name)
+{
+    if (!offer->done && name && *name)
+        offer->done = suppression_match_offer(&offer->match, name);
+}
+
+/* A path, then its base name. */
+static void offer_path(struct suppression_offer *offer, const char *path)
+{
+    offer_name(offer, path);
+    const char *slash = path ? strrchr(path, '/') : NULL;
+    if (slash)
+        offer_name(offer, slash + 1);
+}
+
+/* Every frame's function, module and source file, symbolised whatever the symbolize option. */
+static void offer_stack(struct suppression_offer *offer, stack_id stack)
+{
+    unsigned depth;
+    const uintptr_t *pcs = stack_depot_get(stack, &depth);
+    static struct frame_info frame; /* large; used only under report_lock */
+    for (unsigned i = 0; pcs && i < depth && !offer->done; i++) {
+        if (!symbolize_pc(pcs[i], true, &frame))
+            continue;
+        offer_name(offer, frame.function);
+        offer_path(offer, frame.module);
+        offer_path(offer, frame.file);
+    }
+}
+
+static void decide_suppression(struct finding *finding, void *context)
+{
+    (void)context;
+    if (finding->suppression_decided)
+        return;
+    finding->suppression_decided = true;
+    struct suppression_offer offer;
+    offer.done = !suppression_match_begin(&offer.match, finding->kind);
+    offer_name(&offer, finding->type_name);
+    offer_name(&offer, finding->api);
+    if (finding->has_capsule_name)
+        offer_name(&offer, finding->capsule);
+    offer_stack(&offer, finding->stack);
+    if (finding->type && finding->type->created_at != finding->stack)
+        offer_stack(&offer, finding->type->created_at);
+    const struct allocation_site *site =
+        finding->heap ? allocation_site_get(finding->heap->example_site) : NULL;
+    if (site) {
+        offer_stack(&offer, site->native);
+        for (unsigned i = 0; i < site->python_depth; i++) {
+            offer_path(&offer, site->python[i].file);
+            offer_name(&offer, site->python[i].function);
+        }
+    }
+    finding->suppressed_by = suppression_match_end(&offer.match);
+}
+
+static void decide_suppressions(void)
+{
+    if (suppressions_in_force())
+        findings_for_each(decide_suppression, NULL);
+}
+
+bool report_is_suppressed(struct finding *finding)
+{
+    if (!suppressions_in_force())
+        return false;
+    pthread_mutex_lock(&report_lock);
+    decide_suppression(finding, NULL);
+    bool suppressed = finding->suppressed_by != NULL;
+    pthread_mutex_unlock(&report_lock);
+    return suppressed;
+}
+
 /* The text report goes out in one write(2), so it is never interleaved with other output. */
 static void write_text(bool final)
 {
@@ -65,34 +150,53 @@ static void write_text(bool final)
 }
 
 /*
- * Replaces log_dir/extsan.<pid>.json atomically: a reader sees the old report or the new one,
- * never a torn file. The temporary file is created exclusively and without following links,
- * so a link planted in a shared directory is never written through.
+ * Replaces `path` atomically: a reader sees the old file or the new one, never a torn file.
+ * The temporary file is created exclusively and without following links, so a link planted in
+ * a shared directory is never written through. `option` names the option that chose the path.
  */
+static void write_file_atomically(const char *path, const char *option,
+                                  void (*write_content)(FILE *out, const void *context),
+                                  const void *context)
+{
+    char temporary[PATH_MAX];
+    snprintf(temporary, sizeof temporary, "%s.%d.tmp", path, (int)getpid());
+    unlink(temporary); /* a leftover of an earlier write by this pid that was cut short */
+    int fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!out) {
+        extsan_log(0, "cannot write %s: %s (option %s)", path, strerror(errno), option);
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    write_content(out, context);
+    bool failed = fflush(out) != 0 || ferror(out);
+    failed |= fclose(out) != 0;
+    if (failed || rename(temporary, path) != 0) {
+        extsan_log(0, "cannot write %s: %s (option %s)", path, strerror(errno), option);
+        unlink(temporary);
+    }
+}
+
+static void write_json_content(FILE *out, const void *final)
+{
+    json_report_writer.write(out, *(const bool *) final);
+}
+
+/* log_dir/extsan.<pid>.json, replaced whole each time it is written. */
 static void write_json(bool final)
 {
     const char *dir = extsan_options.log_dir;
     if (!dir || !*dir)
         return;
-    char path[PATH_MAX], temporary[PATH_MAX];
+    char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/extsan.%d.json", dir, (int)getpid());
-    snprintf(temporary, sizeof temporary, "%s/.extsan.%d.json.tmp", dir, (int)getpid());
-    unlink(temporary); /* a leftover of an earlier write by this pid that was cut short */
-    int fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!out) {
-        extsan_log(0, "cannot write report %s: %s (option log_dir)", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    json_report_writer.write(out, final);
-    bool failed = fflush(out) != 0 || ferror(out);
-    failed |= fclose(out) != 0;
-    if (failed || rename(temporary, path) != 0) {
-        extsan_log(0, "cannot write report %s: %s (option log_dir)", path, strerror(errno));
-        unlink(temporary);
-    }
+    write_file_atomically(path, "log_dir", write_json_content, &final);
+}
+
+static void write_text_content(FILE *out, const void *text)
+{
+    fputs(text, out);
 }
 
 struct dot_context {
@@ -108,21 +212,13 @@ static void write_dot_file(struct finding *finding, void *context)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/extsan.%d.cycle%u.dot", extsan_options.dot_dir, (int)getpid(),
              ++dot->written);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!out) {
-        extsan_log(0, "cannot write %s: %s (option dot_dir)", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    fputs(finding->heap->dot, out);
-    fclose(out);
+    write_file_atomically(path, "dot_dir", write_text_content, finding->heap->dot);
 }
 
 void report_now(void)
 {
     pthread_mutex_lock(&report_lock);
+    decide_suppressions();
     if (extsan_options.text_report)
         write_text(false);
     write_json(false);
@@ -132,6 +228,7 @@ void report_now(void)
 void report_at_exit(void)
 {
     pthread_mutex_lock(&report_lock);
+    decide_suppressions();
     if (extsan_options.text_report)
         write_text(true);
     write_json(true);
@@ -139,5 +236,13 @@ void report_at_exit(void)
         struct dot_context dot = {0};
         findings_for_each(write_dot_file, &dot);
     }
+    pthread_mutex_unlock(&report_lock);
+}
+
+void report_text_since(FILE *out, unsigned first)
+{
+    pthread_mutex_lock(&report_lock);
+    decide_suppressions();
+    text_report_write_since(out, first);
     pthread_mutex_unlock(&report_lock);
 }

@@ -28,4 +28,19 @@ void report_now(void);
 /* At process exit (atexit, _exit): the rest of the text report with its summary, and JSON. */
 void report_at_exit(void);
 
+/*
+ * The text blocks of the findings from the first-th on (in order of first occurrence), written
+ * already or not, suppressed ones left out, without marking them written: what a test runner
+ * shows for the findings of one test (shim/activate.c). No summary line.
+ */
+void report_text_since(FILE *out, unsigned first);
+void text_report_write_since(FILE *out, unsigned first); /* report_text.c; report_lock held */
+
+/*
+ * Whether a rule of the suppressions file matches the finding (decided once, at the first
+ * report or at this call, with its frames symbolised). Writers skip or mark such a finding;
+ * halt_on_error does not stop the process for it.
+ */
+bool report_is_suppressed(struct finding *finding);
+
 #endif

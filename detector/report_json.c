@@ -5,6 +5,7 @@
 #include "fix_hints.h"
 #include "heap_analysis.h"
 #include "report_frames.h"
+#include "suppressions.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,14 @@ static void write_finding(struct finding *finding, void *context)
     fputs("\"kind\": ", out);
     write_json_string(out, finding_kind_name(finding->kind));
     fprintf(out, ", \"count\": %lu", finding->count);
+    if (finding->context) {
+        fputs(", \"test\": ", out);
+        write_json_string(out, finding->context);
+    }
+    if (finding->suppressed_by) {
+        fputs(", \"suppressed\": ", out);
+        write_json_string(out, finding->suppressed_by->text);
+    }
     switch (finding->kind) {
     case FINDING_CAPSULE_WITHOUT_GIL:
         fputs(", \"api\": ", out);
@@ -184,6 +193,23 @@ static void write_finding(struct finding *finding, void *context)
     fputc('}', out);
 }
 
+/* With a suppressions file in force: its rules and how many findings each suppressed. */
+static void write_suppressions(FILE *out)
+{
+    if (!suppressions_in_force())
+        return;
+    fputs(",\n \"suppressions\": [", out);
+    for (unsigned i = 0; i < suppressions_rule_count(); i++) {
+        const struct suppression_rule *rule = suppressions_rule(i);
+        fputs(i ? ",\n    {\"rule\": " : "\n    {\"rule\": ", out);
+        write_json_string(out, rule->text);
+        fputs(", \"file\": ", out);
+        write_json_string(out, suppressions_path());
+        fprintf(out, ", \"line\": %u, \"used\": %lu}", rule->line, rule->used);
+    }
+    fputc(']', out);
+}
+
 static void write_json_report(FILE *out, bool final)
 {
     fprintf(out, "{\"extsan\": 1, \"pid\": %d, \"ppid\": %d, \"complete\": %s, \"python\": ",
@@ -194,7 +220,9 @@ static void write_json_report(FILE *out, bool final)
     fputs(",\n \"findings\": [", out);
     struct json_context json = {.out = out, .first = true};
     findings_for_each(write_finding, &json);
-    fputs("]}\n", out);
+    fputc(']', out);
+    write_suppressions(out);
+    fputs("}\n", out);
 }
 
 const struct report_writer json_report_writer = {.write = write_json_report};

@@ -4,7 +4,9 @@
 
 #include "fix_hints.h"
 #include "heap_analysis.h"
+#include "options.h"
 #include "report_frames.h"
+#include "suppressions.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -33,6 +35,13 @@ static void write_frame(const struct frame_info *frame, unsigned index, void *co
     fputc('\n', out);
 }
 
+/* The test that made the call or allocated the example holder (context.h), when known. */
+static void write_context(const struct finding *finding, struct text_context *text)
+{
+    if (finding->context)
+        fprintf(text->out, "==%d==extsan:   in test %s\n", text->pid, finding->context);
+}
+
 static void write_capsule_finding(const struct finding *finding, struct text_context *text)
 {
     FILE *out = text->out;
@@ -46,6 +55,7 @@ static void write_capsule_finding(const struct finding *finding, struct text_con
             finding->thread.has_python_state ? "which had released the GIL"
                                              : "which has no Python thread state",
             finding->count, finding->count == 1 ? "" : "s");
+    write_context(finding, text);
     report_for_each_frame(finding->stack, write_frame, text);
     fprintf(out, "  HINT: capsule calls need the GIL; from 3.12 on they crash without it. Hold it"
                  " (end the Py_BEGIN_ALLOW_THREADS / gil_scoped_release scope first, or"
@@ -105,6 +115,7 @@ static void write_heap_finding(const struct finding *finding, struct text_contex
     default:
         return;
     }
+    write_context(finding, text);
     if (heap->referent_count) {
         fprintf(out, "==%d==extsan:   %u instance%s; referents:", text->pid, heap->instances,
                 heap->instances == 1 ? "" : "s");
@@ -146,6 +157,8 @@ static void write_type_finding(const struct finding *finding, struct text_contex
 static void write_finding(struct finding *finding, void *context)
 {
     struct text_context *text = context;
+    if (finding->suppressed_by)
+        return; /* counted in the suppressions block */
     text->findings++;
     text->occurrences += finding->count;
     if (finding->text_written)
@@ -167,15 +180,74 @@ static void write_finding(struct finding *finding, void *context)
     }
 }
 
+/*
+ * The rules of the suppressions file that matched, with the findings each suppressed, in one
+ * line; at verbosity 1, a warning per rule that matched nothing in this process (it may match in
+ * another process of the run: the JSON reports let a run-wide tool tell).
+ */
+static void write_suppressions(struct text_context *text)
+{
+    unsigned long total = suppressions_used_total();
+    if (total) {
+        fprintf(text->out, "==%d==extsan: suppressed %lu finding%s:", text->pid, total,
+                total == 1 ? "" : "s");
+        const char *separator = " ";
+        for (unsigned i = 0; i < suppressions_rule_count(); i++) {
+            const struct suppression_rule *rule = suppressions_rule(i);
+            if (rule->used) {
+                fprintf(text->out, "%s%s (%lu)", separator, rule->text, rule->used);
+                separator = ", ";
+            }
+        }
+        fputc('\n', text->out);
+    }
+    for (unsigned i = 0; extsan_options.verbosity >= 1 && i < suppressions_rule_count(); i++) {
+        const struct suppression_rule *rule = suppressions_rule(i);
+        if (!rule->used)
+            fprintf(text->out,
+                    "==%d==extsan: warning: suppression %s (%s:%u) matched nothing in this "
+                    "process\n",
+                    text->pid, rule->text, suppressions_path(), rule->line);
+    }
+}
+
 static void write_text_report(FILE *out, bool final)
 {
     struct text_context text = {.out = out, .pid = getpid()};
     findings_for_each(write_finding, &text);
-    /* A clean process prints nothing: extsan must not change what a passing test run shows. */
+    /*
+     * A clean process prints nothing: extsan must not change what a passing test run shows. One
+     * whose findings are all suppressed counts as clean; its suppressions block shows at
+     * verbosity 1.
+     */
     if (final && text.findings)
         fprintf(out, "==%d==extsan: SUMMARY: %u finding%s (%u occurrence%s) in %s\n", text.pid,
                 text.findings, text.findings == 1 ? "" : "s", text.occurrences,
                 text.occurrences == 1 ? "" : "s", "this process");
+    if (final && suppressions_in_force() && (text.findings || extsan_options.verbosity >= 1))
+        write_suppressions(&text);
 }
 
 const struct report_writer text_report_writer = {.write = write_text_report};
+
+struct since_context {
+    struct text_context text; /* first: write_finding takes it */
+    unsigned index, first;
+};
+
+static void write_finding_since(struct finding *finding, void *context)
+{
+    struct since_context *since = context;
+    if (since->index++ < since->first)
+        return;
+    bool written = finding->text_written;
+    finding->text_written = false;
+    write_finding(finding, &since->text);
+    finding->text_written = written;
+}
+
+void text_report_write_since(FILE *out, unsigned first)
+{
+    struct since_context since = {.text = {.out = out, .pid = getpid()}, .first = first};
+    findings_for_each(write_finding_since, &since);
+}

@@ -3,6 +3,7 @@
  * and calls the real function, which it always does, whatever the detector decides.
  */
 #define _GNU_SOURCE
+#include "activate.h"
 #include "got_patch.h"
 #include "hooks.h"
 
@@ -45,6 +46,7 @@ __attribute__((constructor)) static void extsan_start(void)
     capsule_check_install();
     registry_install(extsan_PyType_GenericAlloc);
     got_patch_loaded_objects();
+    activate_after_start();
 }
 
 /* ---- capsule calls ------------------------------------------------------------------------- */

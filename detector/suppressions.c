@@ -1,0 +1,273 @@
+/* Suppressions: the file format, the rules in force, glob matching and use counts. */
+#define _GNU_SOURCE
+#include "suppressions.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * The kinds a rule may name, by enum value. The same names as finding_kind_name() (findings.c),
+ * which this file cannot call: the options tool links this file without the runtime.
+ */
+static const char *const kind_names[] = {
+    [FINDING_CAPSULE_WITHOUT_GIL] = "capsule-without-gil",
+    [FINDING_TRAVERSE_MISSING_GC] = "traverse-missing-gc",
+    [FINDING_HIDDEN_REFERENCE] = "hidden-reference",
+    [FINDING_INCOMPLETE_TRAVERSE] = "incomplete-traverse",
+    [FINDING_LEAKED_CYCLE] = "leaked-cycle",
+};
+#define KIND_COUNT   (sizeof kind_names / sizeof kind_names[0])
+#define UNKNOWN_KIND (-2)
+#define KIND_LIST                                                                                  \
+    "capsule-without-gil, hidden-reference, incomplete-traverse, leaked-cycle, "                   \
+    "traverse-missing-gc or *"
+
+/* The rules in force: set once at start-up (lifecycle_start), before any finding exists. */
+static struct suppression_rule *rules;
+static unsigned rule_count;
+static char *rules_path;
+
+/* ---------------------------------------------------------------------------------------------
+ * Parsing
+ */
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+/* text[0..*length) without leading and trailing white space. */
+static const char *trim(const char *text, size_t *length)
+{
+    while (*length && is_blank(*text))
+        text++, (*length)--;
+    while (*length && is_blank(text[*length - 1]))
+        (*length)--;
+    return text;
+}
+
+static int kind_by_name(const char *name, size_t length)
+{
+    if (length == 1 && *name == '*')
+        return SUPPRESSION_ANY_KIND;
+    for (size_t i = 0; i < KIND_COUNT; i++)
+        if (strlen(kind_names[i]) == length && !memcmp(kind_names[i], name, length))
+            return (int)i;
+    return UNKNOWN_KIND;
+}
+
+/*
+ * Parses one line into *rule. Returns false with the error for a malformed line; a blank or
+ * comment line gives true and rule->text == NULL.
+ */
+static bool parse_line(const char *path, unsigned number, char *line, struct suppression_rule *rule,
+                       char *error, size_t error_size)
+{
+    /* A comment runs from a '#' that starts the line or follows white space. */
+    for (char *c = line; *c; c++)
+        if (*c == '#' && (c == line || is_blank(c[-1]))) {
+            *c = '\0';
+            break;
+        }
+    size_t length = strlen(line);
+    const char *text = trim(line, &length);
+    rule->text = NULL;
+    if (!length)
+        return true;
+    const char *colon = memchr(text, ':', length);
+    if (!colon) {
+        snprintf(error, error_size, "%s:%u: '%.*s' is not kind:pattern (no ':')", path, number,
+                 length > 80 ? 80 : (int)length, text);
+        return false;
+    }
+    size_t kind_length = colon - text, pattern_length = length - kind_length - 1;
+    const char *kind = trim(text, &kind_length);
+    const char *pattern = trim(colon + 1, &pattern_length);
+    if (!kind_length) {
+        snprintf(error, error_size, "%s:%u: no kind before ':' (%s)", path, number, KIND_LIST);
+        return false;
+    }
+    rule->kind = kind_by_name(kind, kind_length);
+    if (rule->kind == UNKNOWN_KIND) {
+        snprintf(error, error_size, "%s:%u: unknown kind '%.*s' (%s)", path, number,
+                 kind_length > 80 ? 80 : (int)kind_length, kind, KIND_LIST);
+        return false;
+    }
+    if (!pattern_length) {
+        snprintf(error, error_size, "%s:%u: empty pattern after '%.*s:'", path, number,
+                 (int)kind_length, kind);
+        return false;
+    }
+    char *stored = malloc(kind_length + 1 + pattern_length + 1);
+    if (!stored) {
+        snprintf(error, error_size, "%s:%u: out of memory", path, number);
+        return false;
+    }
+    memcpy(stored, kind, kind_length);
+    stored[kind_length] = ':';
+    memcpy(stored + kind_length + 1, pattern, pattern_length);
+    stored[kind_length + 1 + pattern_length] = '\0';
+    rule->text = stored;
+    rule->pattern = stored + kind_length + 1;
+    rule->line = number;
+    rule->used = 0;
+    return true;
+}
+
+static void free_rules(struct suppression_rule *list, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++)
+        free((char *)list[i].text);
+    free(list);
+}
+
+bool suppressions_load(const char *path, char *error, size_t error_size)
+{
+    free_rules(rules, rule_count);
+    free(rules_path);
+    rules = NULL, rule_count = 0, rules_path = NULL;
+
+    FILE *file = fopen(path, "re");
+    if (!file) {
+        snprintf(error, error_size, "%s: cannot read it: %s", path, strerror(errno));
+        return false;
+    }
+    struct suppression_rule *list = NULL;
+    unsigned count = 0, capacity = 0, number = 0;
+    char *line = NULL;
+    size_t line_size = 0;
+    bool ok = true;
+    errno = 0;
+    while (ok && getline(&line, &line_size, file) >= 0) {
+        struct suppression_rule rule;
+        if (!(ok = parse_line(path, ++number, line, &rule, error, error_size)) || !rule.text)
+            continue;
+        if (count == capacity) {
+            unsigned grown = capacity ? 2 * capacity : 16;
+            struct suppression_rule *bigger = realloc(list, grown * sizeof *list);
+            if (!bigger) {
+                free((char *)rule.text);
+                snprintf(error, error_size, "%s:%u: out of memory", path, number);
+                ok = false;
+                continue;
+            }
+            list = bigger, capacity = grown;
+        }
+        list[count++] = rule;
+    }
+    if (ok && ferror(file)) { /* a directory, an I/O error */
+        snprintf(error, error_size, "%s: cannot read it: %s", path, strerror(errno ? errno : EIO));
+        ok = false;
+    }
+    free(line);
+    fclose(file);
+    if (ok && !(rules_path = strdup(path))) {
+        snprintf(error, error_size, "%s: out of memory", path);
+        ok = false;
+    }
+    if (!ok) {
+        free_rules(list, count);
+        return false;
+    }
+    rules = list, rule_count = count;
+    return true;
+}
+
+bool suppressions_in_force(void)
+{
+    return rules_path != NULL;
+}
+
+const char *suppressions_path(void)
+{
+    return rules_path;
+}
+
+unsigned suppressions_rule_count(void)
+{
+    return rule_count;
+}
+
+const struct suppression_rule *suppressions_rule(unsigned index)
+{
+    return index < rule_count ? &rules[index] : NULL;
+}
+
+unsigned long suppressions_used_total(void)
+{
+    unsigned long total = 0;
+    for (unsigned i = 0; i < rule_count; i++)
+        total += rules[i].used;
+    return total;
+}
+
+void suppressions_reset_after_fork(void)
+{
+    for (unsigned i = 0; i < rule_count; i++)
+        rules[i].used = 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Matching
+ */
+
+bool suppression_glob_match(const char *pattern, const char *name)
+{
+    /* Greedy, with one backtrack point (the last '*'): never exponential. */
+    const char *star = NULL, *resume = NULL;
+    while (*name) {
+        if (*pattern == '*') {
+            star = pattern++;
+            resume = name;
+        } else if (*pattern == '?' || *pattern == *name) {
+            pattern++, name++;
+        } else if (star) {
+            pattern = star + 1;
+            name = ++resume;
+        } else {
+            return false;
+        }
+    }
+    while (*pattern == '*')
+        pattern++;
+    return !*pattern;
+}
+
+static bool fits(const struct suppression_rule *rule, int kind)
+{
+    return rule->kind == SUPPRESSION_ANY_KIND || rule->kind == kind;
+}
+
+bool suppression_match_begin(struct suppression_match *match, enum finding_kind kind)
+{
+    match->kind = kind;
+    match->found = 0;
+    match->first_candidate = 0;
+    while (match->first_candidate < rule_count && !fits(&rules[match->first_candidate], kind))
+        match->first_candidate++;
+    return match->first_candidate < rule_count;
+}
+
+bool suppression_match_offer(struct suppression_match *match, const char *name)
+{
+    /* Only a rule before the one found so far can improve on it. */
+    unsigned end = match->found ? match->found - 1 : rule_count;
+    for (unsigned i = match->first_candidate; *name && i < end; i++)
+        if (fits(&rules[i], match->kind) && suppression_glob_match(rules[i].pattern, name)) {
+            match->found = i + 1;
+            break;
+        }
+    return match->first_candidate == rule_count ||
+           (match->found && match->found - 1 == match->first_candidate);
+}
+
+const struct suppression_rule *suppression_match_end(struct suppression_match *match)
+{
+    if (!match->found)
+        return NULL;
+    struct suppression_rule *rule = &rules[match->found - 1];
+    rule->used++;
+    return rule;
+}

@@ -1,0 +1,252 @@
+"""extsan's pytest plugin: names the test behind each finding, and can fail the test that leaks.
+
+Enable it with scripts/ on PYTHONPATH and
+
+    pytest -p extsan_pytest ...                  # or, in the project's pytest configuration:
+    addopts = -p extsan_pytest
+
+Loading the plugin turns extsan on for the run (ini option `extsan = false` turns that off, so
+that `pytest --extsan` turns it on per run; `--no-extsan` turns it off per run). What it does:
+
+- When the process was not started under extsan's preload (`extsan run`), it loads the core
+  built for this Python (build/libextsan-py3.X.so, built first if missing) into the running
+  interpreter with ctypes.PyDLL, which patches the extensions loaded so far, arms the exit
+  analysis and finds the extension types created so far. It also puts build/libextsan.so in
+  LD_PRELOAD for the processes the run starts (pytest-xdist workers, subprocesses,
+  multiprocessing), which are then checked from their start, as under `extsan run`. A
+  malformed EXTSAN_OPTIONS is a usage error of pytest (status 4) rather than the core's 125.
+- Around each test it tells the core which test runs (extsan_set_context(nodeid)): every finding
+  names the test that made the GIL-less call, or that allocated the instance holding the hidden
+  reference, in the text report ("in test ...") and in the JSON report ("test").
+- With --extsan-check-each-test (or ini `extsan_check_each_test = true`), after each test's
+  teardown it runs the heap analysis (extsan_check_now) and makes the test ERROR at teardown
+  when findings appeared during it, with their text report as the message, so the failing test
+  is the one that leaked (and the session's exit status says so). A finding fails only the first
+  test that produces it; later occurrences are counted in the exit report.
+
+The core's C API (shim/activate.h): extsan_activate, extsan_set_context, extsan_check_now,
+extsan_findings_count, extsan_findings_text. Standard library and pytest only.
+"""
+
+import ctypes
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+EXTSAN = os.path.join(ROOT, "scripts", "extsan")
+CORE_NAME = "libextsan-py%d.%d.so" % sys.version_info[:2]
+
+
+def build_dir():
+    """Where the shim and the cores are: $EXTSAN_BUILD_DIR, else build/ of this checkout."""
+    return os.environ.get("EXTSAN_BUILD_DIR") or os.path.join(ROOT, "build")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("extsan", "extsan (sanitizer for extension modules)")
+    group.addoption("--extsan", action="store_true", dest="extsan", default=None,
+                    help="check this run with extsan (the default once the plugin is loaded, "
+                         "unless ini extsan = false)")
+    group.addoption("--no-extsan", action="store_false", dest="extsan",
+                    help="do not check this run with extsan, although the plugin is loaded")
+    group.addoption("--extsan-check-each-test", action="store_true", default=None,
+                    dest="extsan_check_each_test",
+                    help="after each test, look for leaked cycles and make the test error at "
+                         "teardown when it produced findings")
+    parser.addini("extsan", type="bool", default=True,
+                  help="whether loading extsan_pytest checks the run (default true)")
+    parser.addini("extsan_check_each_test", type="bool", default=False,
+                  help="the default of --extsan-check-each-test")
+
+
+# ---- the core --------------------------------------------------------------------------------
+
+
+def loaded_core():
+    """The path of the extsan core already in this process (preloaded), or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(None, 5)  # address perms offset dev inode [path]
+                if len(fields) == 6 and os.path.basename(fields[5].strip()) == CORE_NAME:
+                    return fields[5].strip()
+    except OSError:
+        pass
+    return None
+
+
+def ensure_core():
+    """build/libextsan-py3.X.so for this Python, running `extsan build` when it is missing."""
+    core = os.path.join(build_dir(), CORE_NAME)
+    if os.path.exists(core):
+        return core
+    if os.path.realpath(build_dir()) != os.path.realpath(os.path.join(ROOT, "build")):
+        raise pytest.UsageError("extsan: no core for Python %d.%d in %s (EXTSAN_BUILD_DIR)"
+                                % (sys.version_info[:2] + (build_dir(),)))
+    command = [EXTSAN, "build"]
+    sys.stderr.write("extsan: building the shim for Python %d.%d (first use)...\n" % sys.version_info[:2])
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not os.path.exists(core):
+        raise pytest.UsageError("extsan: no core for Python %d.%d: `%s` %s\n%s\n"
+                                "HINT: scripts/extsan build --python %s"
+                                % (sys.version_info[:2] + (" ".join(command),
+                                   "failed" if result.returncode else "did not build it",
+                                   result.stdout[-2000:], sys.executable)))
+    return core
+
+
+def check_options():
+    """A malformed EXTSAN_OPTIONS would stop the process at the core's start (status 125):
+    check it first with the options tool, and make it a usage error of pytest instead."""
+    text = os.environ.get("EXTSAN_OPTIONS", "")
+    tool = os.path.join(build_dir(), "extsan-options")
+    if not text or not os.access(tool, os.X_OK):
+        return
+    result = subprocess.run([tool, "check", text], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        complaint = re.sub(r"^(extsan: )?(EXTSAN_OPTIONS: )?", "", lines[0] if lines else "rejected")
+        raise pytest.UsageError("extsan: invalid EXTSAN_OPTIONS %r: %s" % (text, complaint))
+
+
+class Core:
+    """The core reached with ctypes: PyDLL, so that the GIL stays held around every call."""
+
+    def __init__(self, path):
+        self.path = path
+        lib = ctypes.PyDLL(path)
+        lib.extsan_activate.restype = ctypes.c_int
+        lib.extsan_activate.argtypes = []
+        lib.extsan_set_context.restype = None
+        lib.extsan_set_context.argtypes = [ctypes.c_char_p]
+        lib.extsan_check_now.restype = ctypes.c_uint
+        lib.extsan_check_now.argtypes = []
+        lib.extsan_findings_count.restype = ctypes.c_uint
+        lib.extsan_findings_count.argtypes = []
+        lib.extsan_findings_text.restype = ctypes.c_size_t
+        lib.extsan_findings_text.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_size_t]
+        self.lib = lib
+
+    def activate(self):
+        return bool(self.lib.extsan_activate())
+
+    def set_context(self, name):
+        self.lib.extsan_set_context(name.encode("utf-8", "surrogateescape") if name else None)
+
+    def findings_count(self):
+        return self.lib.extsan_findings_count()
+
+    def check_now(self):
+        return self.lib.extsan_check_now()
+
+    def findings_text(self, first):
+        size = self.lib.extsan_findings_text(first, None, 0)
+        if not size:
+            return ""
+        buffer = ctypes.create_string_buffer(size + 1)
+        self.lib.extsan_findings_text(first, buffer, size + 1)
+        return buffer.value.decode("utf-8", "replace")
+
+
+def preload_children():
+    """Puts the shim in LD_PRELOAD for the processes this one starts from now on."""
+    shim = os.path.join(build_dir(), "libextsan.so")
+    if not os.path.exists(shim) or re.search(r"[\s:]", shim):
+        return
+    entries = [e for e in re.split(r"[\s:]+", os.environ.get("LD_PRELOAD", "")) if e and e != shim]
+    os.environ["LD_PRELOAD"] = ":".join([shim] + entries)
+
+
+# ---- the plugin ------------------------------------------------------------------------------
+
+
+class ExtsanPlugin:
+    """Per process: the core, how it got here, and the findings count when each test began."""
+
+    def __init__(self, core, mode, check_each_test):
+        self.core = core
+        self.mode = mode  # "preloaded" or "in-process"
+        self.check_each_test = check_each_test
+        self.first = {}  # nodeid -> findings count before the test
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.core.set_context(item.nodeid)
+        self.first[item.nodeid] = self.core.findings_count()
+        try:
+            return (yield)
+        finally:
+            self.first.pop(item.nodeid, None)
+            self.core.set_context(None)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        result = yield
+        first = self.first.get(item.nodeid)
+        if self.check_each_test and first is not None:
+            if self.core.check_now() > first:
+                text = self.core.findings_text(first)
+                if text.strip():
+                    pytest.fail("extsan: findings during %s (--extsan-check-each-test):\n\n%s"
+                                % (item.nodeid, text.rstrip()), pytrace=False)
+        return result
+
+    def pytest_report_header(self, config):
+        if config.option.verbose > 0:
+            return "extsan: %s (%s)%s" % (self.mode, self.core.path,
+                                          ", checking after each test" if self.check_each_test else "")
+        return None
+
+
+def option(config, name):
+    """An option's value, also before the command line is fully parsed (initial conftests)."""
+    early = getattr(config, "known_args_namespace", None)
+    value = getattr(early, name, None) if early is not None else None
+    return value if value is not None else config.getoption(name, None)
+
+
+def wanted(config):
+    value = option(config, "extsan")
+    return value if value is not None else config.getini("extsan")
+
+
+def start(config):
+    """Activates extsan in this process once (the first hook that can), per `wanted`."""
+    if config.pluginmanager.has_plugin("extsan-session") or not wanted(config):
+        return
+    core_path = loaded_core()
+    mode = "preloaded" if core_path else "in-process"
+    if core_path is None:
+        core_path = ensure_core()
+        check_options()
+    try:
+        core = Core(core_path)
+    except OSError as e:
+        raise pytest.UsageError("extsan: cannot load %s: %s" % (core_path, e))
+    if not core.activate():
+        raise pytest.UsageError("extsan: the core %s stays dormant in this process (run with "
+                                "EXTSAN_OPTIONS=verbosity=1 to see why)" % core_path)
+    if mode == "in-process":
+        preload_children()
+    check = option(config, "extsan_check_each_test")
+    if check is None:
+        check = config.getini("extsan_check_each_test")
+    config.pluginmanager.register(ExtsanPlugin(core, mode, bool(check)), "extsan-session")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    # Before the conftest files are imported: the extensions they import are patched when
+    # they load rather than after.
+    start(early_config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # The plugin was registered too late for pytest_load_initial_conftests (pytest_plugins).
+    start(config)

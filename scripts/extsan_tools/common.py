@@ -1,0 +1,32 @@
+"""What every module of extsan_tools and the CLI share: the failure convention and message helpers."""
+
+import os
+
+EXIT_FAILURE = 125  # extsan's own failure, never CMD's
+
+
+class Failure(Exception):
+    """A failure of extsan itself: the CLI prints 'extsan: <message>' and exits 125."""
+
+
+def rel(path):
+    """path relative to the current directory when that is shorter, for messages."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return relative if len(relative) < len(path) else path
+
+
+def first_line(text):
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def plural(count, singular, plural_form=None):
+    """'1 new finding', '2 new findings'."""
+    if count == 1:
+        return "%d %s" % (count, singular)
+    return "%d %s" % (count, plural_form or singular + "s")

@@ -1,0 +1,206 @@
+"""What a finding is about, told once for every output: its kind's rule, its subject, its
+one-line headline, its stacks, which of its frames are the extension's own, and where a frame's
+source file is on this machine."""
+
+import os
+import re
+from typing import NamedTuple
+
+
+class Kind(NamedTuple):
+    rule_id: str  # stable SARIF rule id: never reused, never renumbered
+    name: str
+    short: str
+    full: str
+    help: str
+
+
+KINDS = {kind.name: kind for kind in (
+    Kind("EXT001", "capsule-without-gil",
+         "PyCapsule call without the GIL",
+         "A PyCapsule_* function was called, or a capsule destroyed, by a thread that does not hold "
+         "the GIL (inside Py_BEGIN_ALLOW_THREADS, nb::gil_scoped_release, py::gil_scoped_release, "
+         "or on a thread with no Python thread state). A silent race up to Python 3.11, a crash "
+         "on 3.12 and 3.13.",
+         "Hold the GIL around capsule calls: end the Py_BEGIN_ALLOW_THREADS / gil_scoped_release "
+         "scope first, or take it with PyGILState_Ensure in a foreign thread."),
+    Kind("EXT002", "hidden-reference",
+         "Extension type hides references from the cyclic GC",
+         "Instances of an extension type hold references to objects the cyclic garbage collector "
+         "tracks, but the type has no tp_traverse (or inherits one that does not know its "
+         "fields): cycles through these instances can never be collected.",
+         "Make the type take part in the GC: Py_TPFLAGS_HAVE_GC, a tp_traverse that visits every "
+         "reference the instance owns (and Py_TYPE(self) for a heap type), and a tp_clear. The "
+         "finding's \"fix\" field gives the recipe for its binding library."),
+    Kind("EXT003", "incomplete-traverse",
+         "tp_traverse misses references",
+         "The type's tp_traverse does not visit every reference its instances hold (or, for a "
+         "heap type, the instance's own type): the collector cannot see those edges.",
+         "Py_VISIT every PyObject * the instance owns in tp_traverse, and Py_TYPE(self) for a "
+         "heap type (required since Python 3.9)."),
+    Kind("EXT004", "leaked-cycle",
+         "Garbage cycle kept alive by a hidden reference",
+         "Objects that no code can reach any more form a cycle whose only link the collector "
+         "cannot see (a reference hidden by an extension type): the cycle is never freed.",
+         "Fix the hidden reference of the extension type named in the finding (see its "
+         "hidden-reference or incomplete-traverse finding); the leaked cycle then gets collected."),
+    Kind("EXT005", "traverse-missing-gc",
+         "Py_TPFLAGS_HAVE_GC without tp_traverse",
+         "A type has Py_TPFLAGS_HAVE_GC but no tp_traverse: Python 3.11+ refuses it in "
+         "PyType_Ready; on 3.9 and 3.10 the next collection that meets an instance crashes.",
+         "Give the type a tp_traverse, or drop Py_TPFLAGS_HAVE_GC."),
+)}
+
+
+def kind_rule_id(kind):
+    """The stable rule id of a kind; a kind this version does not know keeps its own name."""
+    known = KINDS.get(kind)
+    return known.rule_id if known else "extsan/" + str(kind)
+
+
+# ---- subject and headline ------------------------------------------------------------------------
+
+
+def finding_subject(finding):
+    """What the finding is about: the type's name, or the capsule API and the capsule's name."""
+    if finding.get("type"):
+        return finding["type"]
+    if finding.get("api"):
+        return "%s %s" % (finding["api"], finding.get("capsule") or "(unnamed capsule)")
+    return ""
+
+
+def finding_headline(finding):
+    """One line saying what is wrong, as the runtime's text report says it."""
+    kind = finding.get("kind")
+    type_name = finding.get("type") or "?"
+    binding = " (%s)" % finding["binding"] if finding.get("binding") else ""
+    if kind == "capsule-without-gil":
+        api = finding.get("api") or "?"
+        what = "happened" if " " in api else "was called"
+        capsule = ' (capsule "%s")' % finding["capsule"] if finding.get("capsule") else ""
+        return "%s %s without the GIL%s" % (api, what, capsule)
+    if kind == "hidden-reference":
+        why = ("its tp_traverse is inherited and does not know its fields"
+               if finding.get("inherited_traverse") else "it has no tp_traverse")
+        return "%s%s holds references the cyclic GC cannot see: %s" % (type_name, binding, why)
+    if kind == "incomplete-traverse":
+        what = "references its instances hold" if finding.get("referents") else "the instance's own type"
+        return "the tp_traverse of %s%s misses %s" % (type_name, binding, what)
+    if kind == "leaked-cycle":
+        cycles = "; %d such cycles" % finding["count"] if finding.get("count", 1) > 1 else ""
+        return "%s objects kept alive only by a hidden reference of %s%s%s" % (
+            finding.get("objects", "?"), type_name, binding, cycles)
+    if kind == "traverse-missing-gc":
+        return "%s has Py_TPFLAGS_HAVE_GC but no tp_traverse" % type_name
+    return "%s %s" % (kind, finding_subject(finding))
+
+
+def finding_chain(finding):
+    """The reference chain of the finding ("A --label--> B ..."), or None."""
+    if finding.get("chain"):
+        return finding["chain"]
+    cycle = finding.get("cycle")
+    if isinstance(cycle, dict) and cycle.get("chain"):
+        return cycle["chain"]
+    return None
+
+
+def group_findings(findings):
+    """[[finding, ...]] with one group per (fingerprint, status), in first-seen order."""
+    groups = {}
+    for finding in findings:
+        groups.setdefault((finding.get("fingerprint"), finding.get("status")), []).append(finding)
+    return list(groups.values())
+
+
+# ---- stacks and frames ---------------------------------------------------------------------------
+
+
+class Stack(NamedTuple):
+    key: str  # the finding's field: stack, type_stack or python_stack
+    title: str
+    frames: list
+
+    @property
+    def is_python(self):
+        """Python frames have function, file and line only."""
+        return self.key == "python_stack"
+
+
+def finding_stacks(finding):
+    """[Stack]: the finding's native and Python stacks that are not empty, innermost frame
+    first."""
+    kind = finding.get("kind")
+    if kind == "capsule-without-gil":
+        titles = [("stack", "called at")]
+    elif kind == "traverse-missing-gc":
+        titles = [("type_stack", "type created at"), ("stack", "reported at")]
+    else:
+        titles = [("python_stack", "allocated by Python code"), ("stack", "allocated at"),
+                  ("type_stack", "type created at")]
+    found, seen = [], []
+    for key, title in titles:
+        frames = finding.get(key)
+        if isinstance(frames, list) and frames and frames not in seen:
+            seen.append(frames)
+            found.append(Stack(key, title, frames))
+    return found
+
+
+def fingerprint_stack(finding):
+    """The stack a fingerprint is made from. A finding about a type is one per type, but its
+    "stack" is where one example instance was allocated, which changes with the order tests
+    run in (and with which xdist worker got them): where the type was created does not."""
+    if finding.get("type") and finding.get("type_stack"):
+        return finding["type_stack"]
+    return finding.get("stack") or []
+
+
+# Modules whose frames are never the extension's own: the Python runtime (libpython, or the
+# python executable itself for a statically linked build), the C and C++ runtimes, the dynamic
+# loader, the unwinding and symbolising libraries, and extsan.
+NOT_EXTENSION = re.compile(
+    r"^(libpython|python[0-9.]*[a-z]*$|libc\.so|libm\.so|libpthread|libdl\.|librt\.|libutil\.|"
+    r"ld-linux|ld\.so|ld64\.so|libstdc\+\+|libgcc_s|libunwind|libdw|libelf|libextsan|"
+    r"linux-vdso|\[vdso\])")
+
+
+def is_extension_frame(frame):
+    """True for a native frame of a module that is neither the Python runtime nor a system
+    library (nor a frame whose module is unknown)."""
+    module = frame.get("module")
+    if not module:
+        return False
+    return not NOT_EXTENSION.match(os.path.basename(module))
+
+
+def first_extension_frame(frames, with_line=False):
+    """The innermost frame of the extension (having file:line, when with_line), or None."""
+    for frame in frames:
+        if is_extension_frame(frame) and (not with_line or (frame.get("file") and frame.get("line"))):
+            return frame
+    return None
+
+
+def resolve_source(frame):
+    """The absolute path of the frame's source file when it exists here, else None.
+
+    Debug info names a file relative to the directory it was compiled in, which is not
+    recorded in the report: try the module's directory (Meson and most builds compile in the
+    directory that receives the extension), then the current directory.
+    """
+    name = frame.get("file")
+    if not name:
+        return None
+    if os.path.isabs(name):
+        candidates = [name]
+    else:
+        candidates = []
+        if frame.get("module"):
+            candidates.append(os.path.join(os.path.dirname(frame["module"]), name))
+        candidates.append(os.path.abspath(name))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return os.path.normpath(candidate)
+    return None

@@ -1,0 +1,116 @@
+"""extsan gate: a run's findings against the project's suppressions and baseline, as a CI step.
+
+Each finding of the merged report gets "fingerprint" and "status": "suppressed" (a rule of the
+suppression file matches it), "baselined" (its fingerprint is in the baseline) or "new". The
+gate's exit status: CMD's own when CMD failed (never hidden), else EXIT_NEW_FINDINGS when a
+finding is new, else 0; 125 when extsan itself fails.
+"""
+
+import sys
+from typing import NamedTuple
+
+from . import junit, sarif
+from .atomic import check_writable, write_atomically, write_json_atomically
+from .baseline import load_baseline, write_baseline
+from .common import EXIT_FAILURE, Failure, plural
+from .fingerprint import add_fingerprints
+from .suppressions import matching_rule, parse_suppressions, suppression_usage, warn_unused
+
+EXIT_NEW_FINDINGS = 3
+STATUSES = ("new", "suppressed", "baselined")
+
+# The files the gate writes, by flag: (argparse dest, flag).
+OUTPUT_FLAGS = (("json", "--json"), ("sarif", "--sarif"), ("junit", "--junit"),
+                ("update_baseline", "--update-baseline"))
+
+
+class GateInputs(NamedTuple):
+    rules: list  # suppression rules, [] without a suppression file
+    match_in_python: bool  # False when the runtime applies the rules itself
+    accepted: dict  # {fingerprint: baseline entry}
+
+
+def read_gate_inputs(args, suppressions_path, runtime_applies_suppressions):
+    """Everything the gate reads or will write, checked before CMD starts: a malformed file or
+    an unwritable output is a Failure then, not after a long test run."""
+    rules = parse_suppressions(suppressions_path) if suppressions_path else []
+    accepted = load_baseline(args.baseline) if args.baseline else {}
+    for dest, flag in OUTPUT_FLAGS:
+        if getattr(args, dest, None):
+            check_writable(flag, getattr(args, dest))
+    return GateInputs(rules, not runtime_applies_suppressions, accepted)
+
+
+def classify(document, inputs, update_baseline=None):
+    """Adds "fingerprint" and "status" (and "suppressed" for what Python matched) to every
+    finding; with update_baseline, first records the findings no rule suppresses there, so
+    they count as baselined. Returns {rule text: uses} of the rules matched here."""
+    add_fingerprints(document)
+    used = {}
+    for finding in document["findings"]:
+        if finding.get("suppressed") or not inputs.match_in_python:
+            continue
+        rule = matching_rule(inputs.rules, finding)
+        if rule is not None:
+            finding["suppressed"] = rule.text
+            used[rule.text] = used.get(rule.text, 0) + 1
+    accepted = set(inputs.accepted)
+    if update_baseline:
+        kept = [f for f in document["findings"] if not f.get("suppressed")]
+        write_baseline(update_baseline, kept)
+        accepted.update(f["fingerprint"] for f in kept)
+    for finding in document["findings"]:
+        if finding.get("suppressed"):
+            finding["status"] = "suppressed"
+        elif finding["fingerprint"] in accepted:
+            finding["status"] = "baselined"
+        else:
+            finding["status"] = "new"
+    return used
+
+
+def count_by_status(findings):
+    """{status: number of distinct fingerprints}: a defect met by several processes (xdist
+    workers, multiprocessing children) is one finding to fix."""
+    return {status: len({f["fingerprint"] for f in findings if f["status"] == status}) for status in STATUSES}
+
+
+def summary_line(counts, command_status):
+    line = "extsan: %s, %d suppressed, %d baselined" % (
+        plural(counts["new"], "new finding"), counts["suppressed"], counts["baselined"])
+    if command_status:
+        line += " (the command failed with status %d)" % command_status
+    return line
+
+
+def write_outputs(args, document):
+    if args.json:
+        write_json_atomically(args.json, document)
+    if args.sarif:
+        write_json_atomically(args.sarif, sarif.sarif_log(document, bool(args.baseline or args.update_baseline)))
+    if args.junit:
+        write_atomically(args.junit, junit.junit_xml(document))
+
+
+def run_gate(args, inputs, run):
+    """The gate once its inputs passed their checks (read_gate_inputs). run() runs CMD and
+    returns (status, merged document or None, Failure or None)."""
+    status, document, failure = run()
+    if failure is not None or document is None:
+        # CMD's failure is never hidden behind extsan's: report ours, exit with CMD's.
+        print("extsan: %s" % (failure or "no merged report"), file=sys.stderr)
+        return status or EXIT_FAILURE
+    try:
+        used = classify(document, inputs, args.update_baseline)
+        if inputs.rules or any(p.get("suppressions") for p in document["processes"]):
+            document["suppressions"] = suppression_usage(inputs.rules, used, document["processes"])
+        write_outputs(args, document)
+    except Failure as e:
+        print("extsan: %s" % e, file=sys.stderr)
+        return status or EXIT_FAILURE
+    warn_unused(document.get("suppressions", ()))
+    counts = count_by_status(document["findings"])
+    print(summary_line(counts, status), file=sys.stderr)
+    if status:
+        return status
+    return EXIT_NEW_FINDINGS if counts["new"] else 0

@@ -1,0 +1,101 @@
+/*
+ * The C API a test runner reaches with ctypes (activate.h), and the late start of a core loaded
+ * into a running interpreter.
+ */
+#define _GNU_SOURCE
+#include "activate.h"
+
+#include "../detector/context.h"
+#include "../detector/findings.h"
+#include "../detector/gil.h"
+#include "../detector/heap_analysis.h"
+#include "../detector/log.h"
+#include "../detector/options.h"
+#include "../detector/registry.h"
+#include "../detector/report.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXTSAN_API __attribute__((visibility("default")))
+
+static bool started;           /* lifecycle_start succeeded: not dormant */
+static bool caught_up;         /* the late start ran (or was not needed) */
+static bool preloaded_in_time; /* started before the interpreter was initialized */
+
+/*
+ * Loaded into a running interpreter (ctypes), extsan missed everything before this moment. The
+ * GOT patching, the capsule type's dealloc wrapper and the type slots were done by the
+ * constructor like at any start; what preloading does later, at the first extension's dlopen,
+ * is done here: the exit analysis is armed (its Python atexit callback registered), and the
+ * types created so far are found and instrumented now rather than at exit, so that the
+ * instances they get from now on are registered and forgotten like any others.
+ */
+static void catch_up(void)
+{
+    if (caught_up || preloaded_in_time || !python_is_running() || !gil_held())
+        return;
+    caught_up = true;
+    heap_analysis_arm();
+    if (extsan_options.track_instances)
+        registry_walk_types();
+    extsan_log(1, "activated in a running interpreter: extension types made so far are found by "
+                  "the type walk; objects made so far are not registered");
+}
+
+void activate_after_start(void)
+{
+    started = true;
+    preloaded_in_time = !python_api.is_initialized();
+    catch_up();
+}
+
+EXTSAN_API int extsan_activate(void)
+{
+    if (!started)
+        return 0;
+    catch_up();
+    return 1;
+}
+
+EXTSAN_API void extsan_set_context(const char *test_id)
+{
+    if (started)
+        context_set(test_id);
+}
+
+EXTSAN_API unsigned extsan_findings_count(void)
+{
+    return started ? findings_count() : 0;
+}
+
+EXTSAN_API unsigned extsan_check_now(void)
+{
+    if (!started)
+        return 0;
+    heap_analysis_check_now();
+    return findings_count();
+}
+
+EXTSAN_API size_t extsan_findings_text(unsigned first, char *buffer, size_t size)
+{
+    if (buffer && size)
+        buffer[0] = '\0';
+    if (!started)
+        return 0;
+    char *text = NULL;
+    size_t length = 0;
+    FILE *out = open_memstream(&text, &length);
+    if (!out)
+        return 0;
+    report_text_since(out, first);
+    fclose(out);
+    if (buffer && size) {
+        size_t copied = length < size - 1 ? length : size - 1;
+        memcpy(buffer, text, copied);
+        buffer[copied] = '\0';
+    }
+    free(text);
+    return length;
+}

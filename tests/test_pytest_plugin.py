@@ -1,0 +1,303 @@
+"""The pytest plugin (scripts/extsan_pytest.py): findings name the test that made them, an
+option checks for leaks after each test and fails the test that leaked, and the plugin works
+without LD_PRELOAD by loading the core into the running interpreter.
+
+Each test writes a small pytest project (tests/pytest_projects.py) and runs it with an
+interpreter of the matrix, under `scripts/extsan run` or on its own.
+"""
+
+import json
+import re
+
+import pytest
+
+from conftest import DEBIAN_ID, KIND
+from pytest_projects import PYTEST_IDS, one, run_pytest, write_project
+
+LEAK = "leaked-cycle"
+HIDDEN = "hidden-reference"
+HOLDER = "gc_defects.Holder"
+
+# Tests in file order: a GIL-less capsule call, a holder kept reachable (hidden reference), a
+# holder left in a garbage cycle (leaked cycle), a clean test.
+DEFECTS = """\
+import capsule_defects as m
+import gc_defects
+
+from record import record
+
+KEEP = []
+
+
+def test_capsule():
+    record("test_defects.py::test_capsule")
+    m.new_without_gil()
+
+
+def test_keep():
+    record("test_defects.py::test_keep")
+    h = gc_defects.Holder()
+    h.set_callback(lambda: h.touch())
+    KEEP.append(h)
+
+
+def test_leak():
+    record("test_defects.py::test_leak")
+    c = gc_defects.Holder()
+    c.set_callback(lambda: c.touch())
+
+
+def test_clean():
+    record("test_defects.py::test_clean")
+    m.get_pointer_with_gil(m.new_with_gil())
+"""
+
+# A test that starts a Python child making a GIL-less call of its own.
+CHILD = """\
+import subprocess
+import sys
+
+from record import record
+
+
+def test_child():
+    code = ("from record import record; record('child'); import capsule_defects as m; "
+            "m.is_valid_without_gil(m.new_with_gil())")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+"""
+
+# Imports the extensions before pytest (and so before the plugin activates extsan), then runs
+# pytest: their types are found by the type walk, their calls are seen through the GOT patch.
+RUN_AFTER_IMPORTS = """\
+import sys
+
+import capsule_defects
+import gc_defects
+import pytest
+
+sys.exit(pytest.main(sys.argv[1:]))
+"""
+
+
+def describe(findings):
+    return json.dumps([{k: f.get(k) for k in ("kind", "pid", "api", "type", "count", "test")}
+                       for f in findings], indent=1)
+
+
+def check_named(result, pid_of_main=None):
+    """The defects of DEFECTS are each reported once, by the pytest process, naming their test."""
+    pids = result.pids()
+    pid = pid_of_main or pids["test_defects.py::test_capsule"]
+    capsule = one(result.findings(KIND, pid=pid), describe(result.report["findings"]))
+    assert (capsule["api"], capsule["test"]) == ("PyCapsule_New", "test_defects.py::test_capsule"), \
+        describe([capsule])
+    leak = one(result.findings(LEAK, pid=pid), describe(result.report["findings"]))
+    assert (leak["type"], leak["test"], leak["count"]) == (HOLDER, "test_defects.py::test_leak", 1), \
+        describe([leak])
+    # One finding per type: its example holder is the oldest, test_keep's.
+    hidden = one(result.findings(HIDDEN, pid=pid), describe(result.report["findings"]))
+    assert (hidden["type"], hidden["test"], hidden["instances"]) == \
+        (HOLDER, "test_defects.py::test_keep", 2), describe([hidden])
+    for finding in result.findings(pid=pid):
+        assert finding["test"] != "test_defects.py::test_clean", describe([finding])
+
+
+# ---- attribution --------------------------------------------------------------------------------
+
+
+@pytest.mark.pythons("3.12", DEBIAN_ID)
+def test_findings_name_their_test_under_extsan_run(python, fixtures, tmp_path):
+    """Under `extsan run` with -p extsan_pytest: "test" in the JSON report and an "in test"
+    line in the text report; the findings do not change pytest's outcome."""
+    project = write_project(tmp_path / "project", {"test_defects.py": DEFECTS})
+    result = run_pytest(python, fixtures, project, ["-v", "-p", "extsan_pytest"])
+    assert result.returncode == 0, result.describe()
+    assert "extsan: preloaded (" in result.stdout, result.describe()
+    check_named(result)
+    pid = result.pids()["test_defects.py::test_capsule"]
+    for test in ("test_capsule", "test_keep", "test_leak"):
+        assert "==%d==extsan:   in test test_defects.py::%s\n" % (pid, test) in result.stderr, \
+            result.describe()
+
+
+@pytest.mark.pythons("3.12")
+def test_without_the_plugin_no_test_is_named(python, fixtures, tmp_path):
+    project = write_project(tmp_path / "project", {"test_defects.py": DEFECTS})
+    result = run_pytest(python, fixtures, project, ["-q"])
+    assert result.returncode == 0, result.describe()
+    assert result.findings(KIND) and result.findings(LEAK), result.describe()
+    assert all("test" not in f for f in result.report["findings"]), result.describe()
+    assert "extsan:   in test" not in result.stderr, result.describe()
+
+
+# ---- checking after each test -------------------------------------------------------------------
+
+CHECK_EACH = """\
+import capsule_defects as m
+import gc_defects
+
+from record import record
+
+KEEP = []
+
+
+def make_garbage_cycle():
+    c = gc_defects.Holder()
+    c.set_callback(lambda: c.touch())
+
+
+def test_1_clean():
+    record("main")
+
+
+def test_2_leak():
+    make_garbage_cycle()
+
+
+def test_3_clean_after_a_leak():
+    pass
+
+
+def test_4_capsule():
+    m.new_without_gil()
+
+
+def test_5_leak_again():
+    make_garbage_cycle()
+
+
+def test_6_capsule_again_same_call():
+    test_4_capsule()
+"""
+
+ERROR_LINE = re.compile(r"^ERROR (test_check\.py::\S+)", re.M)
+
+
+@pytest.mark.parametrize("how", ["under-extsan-run", "in-process"])
+@pytest.mark.pythons("3.12", DEBIAN_ID)
+def test_check_each_test_fails_the_test_that_leaked(python, fixtures, tmp_path, how):
+    """--extsan-check-each-test: the tests that leaked a cycle or made a GIL-less call error at
+    teardown with extsan's text; the others pass; nothing is reported twice (a leak of a later
+    test is its own finding, a repeat of the same call only counts)."""
+    project = write_project(tmp_path / "project", {"test_check.py": CHECK_EACH})
+    result = run_pytest(python, fixtures, project,
+                        ["-p", "extsan_pytest", "--extsan-check-each-test", "-rE"],
+                        under_extsan=how == "under-extsan-run")
+    assert result.returncode == 1, result.describe()
+    errors = ERROR_LINE.findall(result.stdout)
+    assert errors == ["test_check.py::test_2_leak", "test_check.py::test_4_capsule",
+                      "test_check.py::test_5_leak_again"], result.describe()
+    assert re.search(r"\b6 passed, 3 errors\b", result.stdout), result.describe()
+    blocks = result.stdout.split("ERROR at teardown of ")
+    leak_block = next(b for b in blocks if b.startswith("test_2_leak"))
+    for expected in ("extsan: findings during test_check.py::test_2_leak",
+                     "extsan: leaked-cycle: 4 objects kept alive only by a hidden reference of "
+                     + HOLDER, "extsan:   in test test_check.py::test_2_leak",
+                     "extsan: hidden-reference: " + HOLDER):
+        assert expected in leak_block, result.describe()
+    later_leak = next(b for b in blocks if b.startswith("test_5_leak_again"))
+    assert "leaked-cycle" in later_leak and "hidden-reference" not in later_leak, result.describe()
+    capsule_block = next(b for b in blocks if b.startswith("test_4_capsule"))
+    assert "capsule-without-gil: PyCapsule_New" in capsule_block, result.describe()
+
+    pid = result.pids()["main"]
+    leaks = result.findings(LEAK, pid=pid)
+    assert sorted((f["test"], f["count"]) for f in leaks) == [
+        ("test_check.py::test_2_leak", 1), ("test_check.py::test_5_leak_again", 1)], describe(leaks)
+    capsule = one(result.findings(KIND, pid=pid), describe(result.report["findings"]))
+    assert (capsule["test"], capsule["count"]) == ("test_check.py::test_4_capsule", 2), \
+        describe([capsule])
+
+
+# ---- in-process activation ----------------------------------------------------------------------
+
+
+def check_in_process(python, fixtures, project, script=None):
+    """Runs project without LD_PRELOAD (`addopts = -p extsan_pytest`) and checks that both
+    defect kinds are reported and named, and a subprocess of a test too (LD_PRELOAD for
+    children)."""
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p extsan_pytest\n")
+    result = run_pytest(python, fixtures, project, ["-v"], under_extsan=False, script=script)
+    assert result.returncode == 0, result.describe()
+    assert "extsan: in-process" in result.stdout, result.describe()
+    check_named(result)
+    child = one(result.findings(KIND, pid=result.pids()["child"]), describe(result.report["findings"]))
+    assert child["api"] == "PyCapsule_IsValid", describe([child])
+
+
+@pytest.mark.pythons(*PYTEST_IDS)
+def test_in_process_activation(python, fixtures, tmp_path):
+    """No LD_PRELOAD: `addopts = -p extsan_pytest` loads the core into pytest's interpreter
+    before the test modules import the extensions."""
+    project = write_project(tmp_path / "project", {"test_defects.py": DEFECTS, "test_child.py": CHILD})
+    check_in_process(python, fixtures, project)
+
+
+@pytest.mark.pythons("3.12", "3.13", DEBIAN_ID)
+def test_in_process_activation_after_imports(python, fixtures, tmp_path):
+    """The extensions were imported before pytest started (a script calling pytest.main): their
+    types are found by the type walk and instrumented then, their calls seen through the GOT
+    patched at activation."""
+    project = write_project(tmp_path / "project", {
+        "test_defects.py": DEFECTS, "test_child.py": CHILD, "run_tests.py": RUN_AFTER_IMPORTS})
+    check_in_process(python, fixtures, project, script=project / "run_tests.py")
+
+
+@pytest.mark.pythons("3.12", DEBIAN_ID)
+def test_in_process_activation_with_xdist(python, fixtures, tmp_path):
+    """No LD_PRELOAD, -n 2: the controller activates in-process and preloads the workers, whose
+    findings are reported for their own pids and named."""
+    project = write_project(tmp_path / "project", {"test_defects.py": DEFECTS})
+    result = run_pytest(python, fixtures, project, ["-q", "-n", "2", "-p", "extsan_pytest"],
+                        under_extsan=False)
+    assert result.returncode == 0, result.describe()
+    pids = result.pids()
+    capsule = one(result.findings(KIND), describe(result.report["findings"]))
+    assert (capsule["pid"], capsule["test"]) == (pids["test_defects.py::test_capsule"],
+                                                 "test_defects.py::test_capsule"), describe([capsule])
+    leak = one(result.findings(LEAK), describe(result.report["findings"]))
+    assert (leak["pid"], leak["test"]) == (pids["test_defects.py::test_leak"],
+                                           "test_defects.py::test_leak"), describe([leak])
+
+
+# Only a leak: unchecked, a GIL-less PyCapsule_New would crash 3.12.
+LEAK_ONLY = """\
+import gc_defects
+
+
+def test_leak():
+    c = gc_defects.Holder()
+    c.set_callback(lambda: c.touch())
+"""
+
+
+@pytest.mark.pythons("3.12")
+def test_the_plugin_can_be_loaded_off(python, fixtures, tmp_path):
+    """ini `extsan = false`: loaded but off (no core, no report); --extsan turns it on for a
+    run; --no-extsan turns the default off."""
+    files = {"test_leak.py": LEAK_ONLY}
+    ini = "[pytest]\naddopts = -p extsan_pytest\nextsan = false\n"
+    off = run_pytest(python, fixtures, write_project(tmp_path / "off", files, ini=ini), ["-q"],
+                     under_extsan=False)
+    assert off.returncode == 0 and off.report is None, off.describe()
+    assert "extsan" not in off.stderr, off.describe()
+    on = run_pytest(python, fixtures, write_project(tmp_path / "on", files, ini=ini),
+                    ["-q", "--extsan"], under_extsan=False)
+    assert on.returncode == 0, on.describe()
+    leak = one(on.findings(LEAK), on.describe())
+    assert leak["test"] == "test_leak.py::test_leak", on.describe()
+    refused = run_pytest(python, fixtures, write_project(tmp_path / "refused", files),
+                         ["-q", "-p", "extsan_pytest", "--no-extsan"], under_extsan=False)
+    assert refused.returncode == 0 and refused.report is None, refused.describe()
+
+
+@pytest.mark.pythons("3.12")
+def test_in_process_bad_options_are_a_usage_error(python, fixtures, tmp_path):
+    """A malformed EXTSAN_OPTIONS stops pytest with its usage-error status and one line, before
+    the core is loaded (which would end the process with 125)."""
+    project = write_project(tmp_path / "project", {"test_leak.py": LEAK_ONLY})
+    result = run_pytest(python, fixtures, project, ["-q", "-p", "extsan_pytest"],
+                        under_extsan=False, env={"EXTSAN_OPTIONS": "stack_depth=0"})
+    assert result.returncode == 4, result.describe()
+    assert "extsan: invalid EXTSAN_OPTIONS 'stack_depth=0" in result.stderr, result.describe()
+    assert result.report is None, result.describe()
