@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "capsule_check.h"
 
+#include "allocation_sites.h"
+#include "context.h"
 #include "findings.h"
 #include "log.h"
 #include "options.h"
@@ -51,6 +53,12 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
     /* Then take the GIL: the capsule's fields are safe to read for the report. */
     bool protected = extsan_options.protect && gil_borrow(&call->borrowed);
     struct finding *finding = findings_record_capsule(api, capsule_name(capsule, name), &thread);
+    /* With the GIL borrowed the thread's own frames can be read: the Python code that called
+       into the extension (none on a thread that never ran Python). First occurrence only. */
+    if (protected && finding && finding->count == 1 && !finding->python_site) {
+        struct site_key key = {.context = context_current()};
+        finding->python_site = site_create(&key, gil_attached_thread_state());
+    }
     extsan_log(2, "%s without the GIL on thread %d%s", api, (int)gettid(),
                protected ? "; the GIL is held for the call" : "");
     /* A suppressed finding is no reason to stop. */

@@ -37,6 +37,7 @@ struct finding {
     char capsule[128]; /* the capsule's name, when has_capsule_name */
     bool has_capsule_name;
     struct thread_description thread; /* of the first occurrence */
+    uint32_t python_site; /* site_id: the Python code that made the first call; 0 unknown */
     stack_id stack;
     unsigned long count;
     /* Findings about a type: the type, its name (copied: the type may be gone by exit time),

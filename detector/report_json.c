@@ -95,21 +95,28 @@ static void write_type_fields(struct json_context *json, const struct finding *f
     write_stack(json, "type_stack", finding->type->created_at);
 }
 
+/* "python_stack": the Python frames of a site, innermost first ([] when unknown). */
+static void write_python_stack(FILE *out, site_id site)
+{
+    const struct allocation_site *where = allocation_site_get(site);
+    fputs(",\n     \"python_stack\": [", out);
+    for (unsigned i = 0; where && i < where->python_depth; i++) {
+        fputs(i ? ", {\"file\": " : "{\"file\": ", out);
+        write_json_string(out, where->python[i].file);
+        fputs(", \"function\": ", out);
+        write_json_string(out, where->python[i].function);
+        fprintf(out, ", \"line\": %d}", where->python[i].line);
+    }
+    fputc(']', out);
+}
+
 static void write_heap_fields(struct json_context *json, const struct finding *finding)
 {
     FILE *out = json->out;
     const struct heap_details *heap = finding->heap;
     const struct allocation_site *site = allocation_site_get(heap->example_site);
     write_stack(json, "stack", site ? site->native : 0);
-    fputs(",\n     \"python_stack\": [", out);
-    for (unsigned i = 0; site && i < site->python_depth; i++) {
-        fputs(i ? ", {\"file\": " : "{\"file\": ", out);
-        write_json_string(out, site->python[i].file);
-        fputs(", \"function\": ", out);
-        write_json_string(out, site->python[i].function);
-        fprintf(out, ", \"line\": %d}", site->python[i].line);
-    }
-    fputc(']', out);
+    write_python_stack(out, heap->example_site);
     if (finding->kind == FINDING_LEAKED_CYCLE) {
         fprintf(out, ",\n     \"objects\": %u, \"types\": {", heap->objects);
         for (unsigned i = 0; i < heap->type_count; i++) {
@@ -178,6 +185,7 @@ static void write_finding(struct finding *finding, void *context)
         fprintf(out, ", \"python_thread_state\": %s}",
                 finding->thread.has_python_state ? "true" : "false");
         write_stack(json, "stack", finding->stack);
+        write_python_stack(out, finding->python_site);
         break;
     case FINDING_TRAVERSE_MISSING_GC:
         write_type_fields(json, finding);

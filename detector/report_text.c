@@ -42,6 +42,9 @@ static void write_context(const struct finding *finding, struct text_context *te
         fprintf(text->out, "==%d==extsan:   in test %s\n", text->pid, finding->context);
 }
 
+static void write_python_frames(struct text_context *text, const char *title,
+                                const struct allocation_site *where);
+
 static void write_capsule_finding(const struct finding *finding, struct text_context *text)
 {
     FILE *out = text->out;
@@ -57,6 +60,7 @@ static void write_capsule_finding(const struct finding *finding, struct text_con
             finding->count, finding->count == 1 ? "" : "s");
     write_context(finding, text);
     report_for_each_frame(finding->stack, write_frame, text);
+    write_python_frames(text, "called from Python code", allocation_site_get(finding->python_site));
     fprintf(out, "  HINT: capsule calls need the GIL; from 3.12 on they crash without it. Hold it"
                  " (end the Py_BEGIN_ALLOW_THREADS / gil_scoped_release scope first, or"
                  " PyGILState_Ensure in a foreign thread).\n\n");
@@ -70,17 +74,24 @@ static void write_stack(struct text_context *text, const char *title, stack_id s
     report_for_each_frame(stack, write_frame, text);
 }
 
+/* The Python frames of a site under `title`, innermost first, as a traceback lists them. */
+static void write_python_frames(struct text_context *text, const char *title,
+                                const struct allocation_site *where)
+{
+    if (!where || !where->python_depth)
+        return;
+    fprintf(text->out, "  %s:\n", title);
+    for (unsigned i = 0; i < where->python_depth; i++)
+        fprintf(text->out, "    File \"%s\", line %d, in %s\n", where->python[i].file,
+                where->python[i].line, where->python[i].function);
+}
+
 static void write_allocation_site(struct text_context *text, site_id site)
 {
     const struct allocation_site *where = allocation_site_get(site);
     if (!where)
         return;
-    if (where->python_depth) {
-        fprintf(text->out, "  allocated by Python code:\n");
-        for (unsigned i = 0; i < where->python_depth; i++)
-            fprintf(text->out, "    File \"%s\", line %d, in %s\n", where->python[i].file,
-                    where->python[i].line, where->python[i].function);
-    }
+    write_python_frames(text, "allocated by Python code", where);
     write_stack(text, "allocated at", where->native);
 }
 

@@ -508,6 +508,11 @@ def test_demo(python, tmp_path, fixtures):
     pid = int(re.search(r"pid (\d+)", result.stdout).group(1))
     expects = one("PyCapsule_New", "new_without_gil") + one("PyCapsule_GetPointer", "get_pointer_without_gil")
     check_findings(result, expects, pid)
+    # The Python code that called into the extension, read while the GIL was borrowed.
+    for finding in result.findings():
+        (frame, *_) = finding["python_stack"]
+        assert frame["file"].endswith("demo.py") and frame["function"] == "main", result.describe()
+        assert frame["line"] > 0, result.describe()
     # The demo's second half: a Holder whose callback refers back to it, leaked.
     assert "1 Holder still alive" in result.stdout, result.describe()
     for kind in ("hidden-reference", "leaked-cycle"):
