@@ -14,26 +14,14 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <pthread.h>
+#include "check.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static int passed, failed;
-
-#define CHECK(condition, ...)                                                                      \
-    do {                                                                                           \
-        if (condition) {                                                                           \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #condition);                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 static bool ends_with(const char *string, const char *suffix)
 {
@@ -306,6 +294,5 @@ int main(void)
     test_demangle_late_loaded_cxx();
     test_unknown_and_same_object();
     test_symbolize_in_forked_child();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return checks_summary();
 }

@@ -7,24 +7,12 @@
 
 #include "suppressions.h"
 
+#include "check.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int passed, failed;
-
-#define CHECK(condition, ...)                                                                      \
-    do {                                                                                           \
-        if (condition) {                                                                           \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #condition);                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 static char path[64];
 
@@ -187,6 +175,5 @@ int main(void)
     test_glob();
     test_parse();
     test_match();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return checks_summary();
 }
