@@ -188,7 +188,9 @@ def test_check_each_test_fails_the_test_that_leaked(python, fixtures, tmp_path, 
     assert errors == ["test_check.py::test_2_leak", "test_check.py::test_4_capsule",
                       "test_check.py::test_5_leak_again"], result.describe()
     assert re.search(r"\b6 passed, 3 errors\b", result.stdout), result.describe()
-    blocks = result.stdout.split("ERROR at teardown of ")
+    # The error sections only: pytest's short summary follows them, untruncated when CI is set.
+    sections = result.stdout.split("short test summary info")[0]
+    blocks = sections.split("ERROR at teardown of ")
     leak_block = next(b for b in blocks if b.startswith("test_2_leak"))
     for expected in ("extsan: findings during test_check.py::test_2_leak",
                      "extsan: leaked-cycle: 4 objects kept alive only by a hidden reference of "
