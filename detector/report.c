@@ -136,8 +136,15 @@ static void write_text(bool final)
     FILE *out = open_memstream(&buffer, &size);
     if (!out)
         return;
+    /* A newline first: the program's last output may not have ended its line (nanobind's
+       leak message does not), and every report line must start with ==PID==. */
+    fputc('\n', out);
     text_report_writer.write(out, final);
     fclose(out);
+    if (size <= 1) { /* nothing to say: a clean process prints nothing at all */
+        free(buffer);
+        return;
+    }
     for (size_t done = 0; done < size;) {
         ssize_t n = write(STDERR_FILENO, buffer + done, size - done);
         if (n < 0 && errno == EINTR)
