@@ -61,12 +61,34 @@ static struct finding *append_finding(enum finding_kind kind, stack_id stack)
     return finding;
 }
 
+/* The first finding `matches` accepts (the finding and `wanted`); findings_lock held. */
+static struct finding *first_match(bool (*matches)(const struct finding *, const void *),
+                                   const void *wanted)
+{
+    struct finding *finding = first_finding;
+    while (finding && !matches(finding, wanted))
+        finding = finding->next;
+    return finding;
+}
+
+/* A finding about a type, as `wanted` (kind, type, and whether it must be the analysis'). */
+struct type_key {
+    enum finding_kind kind;
+    const struct type_record *type;
+    bool from_analysis;
+};
+
+static bool is_about_type(const struct finding *finding, const void *wanted)
+{
+    const struct type_key *key = wanted;
+    return finding->kind == key->kind && finding->type == key->type &&
+           (!key->from_analysis || finding->heap);
+}
+
 struct finding *findings_record_type(enum finding_kind kind, struct type_record *type)
 {
     pthread_mutex_lock(&findings_lock);
-    struct finding *finding = first_finding;
-    while (finding && !(finding->kind == kind && finding->type == type))
-        finding = finding->next;
+    struct finding *finding = first_match(is_about_type, &(struct type_key){kind, type, false});
     if (finding)
         finding->count++;
     else if ((finding = append_finding(kind, type->created_at))) {
@@ -80,9 +102,7 @@ struct finding *findings_record_type(enum finding_kind kind, struct type_record 
 struct finding *findings_find_heap(enum finding_kind kind, struct type_record *type)
 {
     pthread_mutex_lock(&findings_lock);
-    struct finding *finding = first_finding;
-    while (finding && !(finding->kind == kind && finding->type == type && finding->heap))
-        finding = finding->next;
+    struct finding *finding = first_match(is_about_type, &(struct type_key){kind, type, true});
     pthread_mutex_unlock(&findings_lock);
     return finding;
 }
@@ -98,14 +118,24 @@ static bool same_leaked_cycle(const struct heap_details *a, const struct heap_de
     return true;
 }
 
+struct leaked_cycle_key {
+    const struct type_record *type;
+    const struct heap_details *details;
+};
+
+static bool is_like_leaked_cycle(const struct finding *finding, const void *wanted)
+{
+    const struct leaked_cycle_key *key = wanted;
+    return finding->kind == FINDING_LEAKED_CYCLE && finding->type == key->type &&
+           same_leaked_cycle(finding->heap, key->details);
+}
+
 struct finding *findings_find_leaked_cycle(struct type_record *type,
                                            const struct heap_details *details)
 {
     pthread_mutex_lock(&findings_lock);
-    struct finding *finding = first_finding;
-    while (finding && !(finding->kind == FINDING_LEAKED_CYCLE && finding->type == type &&
-                        same_leaked_cycle(finding->heap, details)))
-        finding = finding->next;
+    struct finding *finding =
+        first_match(is_like_leaked_cycle, &(struct leaked_cycle_key){type, details});
     pthread_mutex_unlock(&findings_lock);
     return finding;
 }
@@ -128,15 +158,25 @@ struct finding *findings_record_heap(enum finding_kind kind, struct type_record 
     return finding;
 }
 
+/* Identical capsule findings: same API, same stack. */
+struct capsule_key {
+    const char *api;
+    stack_id stack;
+};
+
+static bool is_same_capsule_call(const struct finding *finding, const void *wanted)
+{
+    const struct capsule_key *key = wanted;
+    return finding->kind == FINDING_CAPSULE_WITHOUT_GIL && !strcmp(finding->api, key->api) &&
+           finding->stack == key->stack;
+}
+
 struct finding *findings_record_capsule(const char *api, const char *capsule_name,
                                         const struct thread_description *thread)
 {
     stack_id stack = stack_capture_caller((unsigned)extsan_options.stack_depth);
     pthread_mutex_lock(&findings_lock);
-    struct finding *finding = first_finding;
-    while (finding && !(finding->kind == FINDING_CAPSULE_WITHOUT_GIL &&
-                        !strcmp(finding->api, api) && finding->stack == stack))
-        finding = finding->next;
+    struct finding *finding = first_match(is_same_capsule_call, &(struct capsule_key){api, stack});
     if (finding) {
         finding->count++;
         pthread_mutex_unlock(&findings_lock);

@@ -387,6 +387,17 @@ def base_env(builddir=None, extra=None):
     return env
 
 
+def run_captured(command, env, cwd, timeout=RUN_TIMEOUT):
+    """Runs command with stdout and stderr captured and no stdin; a time-out fails the test with
+    what the command had printed."""
+    try:
+        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env, cwd=str(cwd), timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("timed out after %d s: %s\n--- stdout ---\n%s\n--- stderr ---\n%s"
+                    % (timeout, " ".join(map(str, command)), e.stdout, e.stderr), pytrace=False)
+
+
 def run_extsan(python, builddir, tmp_path, code=None, script=None, args=(), extsan_args=(),
                env=None, json_report=True, timeout=RUN_TIMEOUT):
     """Runs `python -c code` (or `python script args`) under `scripts/extsan run [--json F]`.
@@ -402,13 +413,7 @@ def run_extsan(python, builddir, tmp_path, code=None, script=None, args=(), exts
         report_path = tmp_path / ("report-%d.json" % len(list(tmp_path.glob("report-*.json*"))))
         cli += ["--json", str(report_path)]
     cli += list(extsan_args) + ["--"] + command
-    try:
-        out = subprocess.run(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=base_env(builddir, env), cwd=str(tmp_path), timeout=timeout,
-                             stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail("timed out after %d s: %s\n--- stdout ---\n%s\n--- stderr ---\n%s"
-                    % (timeout, " ".join(cli), e.stdout, e.stderr), pytrace=False)
+    out = run_captured(cli, base_env(builddir, env), tmp_path, timeout)
     report = None
     if report_path is not None and report_path.exists():
         text = report_path.read_text()

@@ -19,7 +19,8 @@ from typing import NamedTuple, Optional
 
 import pytest
 
-from conftest import BUILD, EXTSAN, PYTHON_IDS, RUN_TIMEOUT, ROOT, base_env, check_report
+from conftest import (BUILD, EXTSAN, PYTHON_IDS, RUN_TIMEOUT, ROOT, base_env, check_report,
+                      run_captured)
 
 PYTEST_DEPS = BUILD / "pytest-deps"
 SCRIPTS = ROOT / "scripts"
@@ -106,13 +107,7 @@ def run_pytest(python, fixtures, project, args=(), under_extsan=True, extsan_arg
         logs.mkdir(exist_ok=True)
         options = [o for o in (extra.get("EXTSAN_OPTIONS"), "log_dir=%s" % logs) if o]
         extra["EXTSAN_OPTIONS"] = ":".join(options)
-    try:
-        out = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=project_env(fixtures, extra), cwd=str(project), timeout=timeout,
-                             stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail("timed out after %d s: %s\n--- stdout ---\n%s\n--- stderr ---\n%s"
-                    % (timeout, " ".join(command), e.stdout, e.stderr), pytrace=False)
+    out = run_captured(command, project_env(fixtures, extra), project, timeout)
     if not under_extsan and any((project / "logs").glob("extsan.*.json")):
         merged = subprocess.run([str(EXTSAN), "merge", str(report_path), str(project / "logs")],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
