@@ -211,26 +211,19 @@ static size_t hash_key(const struct site_key *key)
     return (size_t)hash;
 }
 
-static bool same_key(const struct site_key *a, const struct site_key *b)
-{
-    return a->return_address == b->return_address && a->python.code == b->python.code &&
-           a->python.instruction == b->python.instruction && a->context == b->context;
-}
+struct site_key site_last_key;
+site_id site_last_found;
 
-/* The last site found: a loop allocating from one place finds it without hashing. */
-static struct cache_entry last_found;
-
-site_id site_lookup(const struct site_key *key)
+site_id site_lookup_in_cache(const struct site_key *key)
 {
-    if (last_found.site && same_key(&last_found.key, key))
-        return last_found.site;
     if (!cache.capacity)
         return 0;
     size_t mask = cache.capacity - 1;
     for (size_t slot = hash_key(key) & mask; cache.entries[slot].site; slot = (slot + 1) & mask) {
-        if (same_key(&cache.entries[slot].key, key)) {
-            last_found = cache.entries[slot];
-            return last_found.site;
+        if (site_key_equal(&cache.entries[slot].key, key)) {
+            site_last_key = cache.entries[slot].key;
+            site_last_found = cache.entries[slot].site;
+            return site_last_found;
         }
     }
     return 0;

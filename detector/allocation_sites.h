@@ -20,11 +20,28 @@ struct site_key {
     const char *context; /* context_current() (interned: compared by address) */
 };
 
+static inline bool site_key_equal(const struct site_key *a, const struct site_key *b)
+{
+    return a->return_address == b->return_address && a->python.code == b->python.code &&
+           a->python.instruction == b->python.instruction && a->context == b->context;
+}
+
+/* The site found last: a loop allocating from one place finds it without hashing. */
+extern struct site_key site_last_key;
+extern site_id site_last_found; /* 0: none */
+
+site_id site_lookup_in_cache(const struct site_key *key);
+
 /*
  * The site of key, or 0 when it is not cached yet. Called with the registry's lock held (the
  * table may grow under a concurrent site_add otherwise).
  */
-site_id site_lookup(const struct site_key *key);
+static inline site_id site_lookup(const struct site_key *key)
+{
+    if (site_last_found && site_key_equal(key, &site_last_key))
+        return site_last_found;
+    return site_lookup_in_cache(key);
+}
 
 /*
  * Makes the record of a site missed by site_lookup: captures the stacks of the calling thread,

@@ -4,7 +4,52 @@
 
 #include "python_api.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
+
+/*
+ * Thread-local storage read at a fixed offset from the thread pointer. The default model calls
+ * __tls_get_addr on every access, which on the wrappers' fast paths costs as much as the rest of
+ * their work; initial-exec takes a few bytes of the static TLS space glibc keeps for libraries
+ * loaded later.
+ */
+#define EXTSAN_THREAD_LOCAL _Thread_local __attribute__((tls_model("initial-exec")))
+
+/*
+ * Where the runtime keeps the attached thread state, read directly once located (gil.c): the
+ * getter it exports costs a call, and in a shared libpython a __tls_get_addr, on every
+ * wrapper's fast path. NULL until located, and forever when it cannot be: then the getter.
+ */
+#if PY_VERSION_HEX >= 0x030C0000
+/* 3.12+: this thread's instance of the runtime's thread-local variable. */
+extern EXTSAN_THREAD_LOCAL PyThreadState **gil_thread_state_variable;
+#else
+/* 3.9-3.11: the runtime's global "GIL holder" field, and this thread's id as the runtime
+   records it (pthread_self), cached. */
+extern PyThreadState *_Atomic *gil_holder_variable;
+extern EXTSAN_THREAD_LOCAL unsigned long gil_this_thread;
+#endif
+
+/* Locates the variables above if it can; returns the attached thread state either way. */
+PyThreadState *gil_locate_thread_state(void);
+
+#if PY_VERSION_HEX < 0x030C0000
+/*
+ * 3.9-3.11: the GIL holder `current` is this thread's attached state when it was created on
+ * this thread (the common case: a compare of thread ids) or when it is this thread's gilstate
+ * state (a state handed to another thread than its creator). The holder cannot be freed while
+ * we read it unless it is dropped concurrently, a window of a few instructions on an
+ * already-buggy path (we only get here when it is not ours).
+ */
+static inline PyThreadState *gil_holder_if_ours(PyThreadState *current, unsigned long this_thread)
+{
+    if (!current)
+        return NULL;
+    if (current->thread_id == this_thread)
+        return current;
+    return current == python_api.gilstate_this_thread() ? current : NULL;
+}
+#endif
 
 /*
  * The thread state the calling thread has attached (it holds the GIL), NULL when it has none.
@@ -13,23 +58,15 @@
  */
 static inline PyThreadState *gil_attached_thread_state(void)
 {
-    PyThreadState *current = python_api.unchecked_thread_state();
 #if PY_VERSION_HEX >= 0x030C0000
-    /* 3.12+: the getter reads this thread's own attached state. */
-    return current;
+    PyThreadState **variable = gil_thread_state_variable;
+    return __builtin_expect(variable != NULL, 1) ? *variable : gil_locate_thread_state();
 #else
-    /*
-     * 3.9-3.11: the getter returns the global GIL holder, possibly another thread's state.
-     * It is ours when it is this thread's gilstate state (the common case, a pointer compare)
-     * or, for a state made by hand or in a subinterpreter, when it was created on this thread.
-     * The holder cannot be freed while we read it unless it is dropped concurrently, a window
-     * of a few instructions on an already-buggy path (we only get here when it is not ours).
-     */
-    if (!current)
-        return NULL;
-    if (current == python_api.gilstate_this_thread())
-        return current;
-    return current->thread_id == python_api.thread_ident() ? current : NULL;
+    PyThreadState *_Atomic *holder = gil_holder_variable;
+    unsigned long this_thread = gil_this_thread;
+    if (__builtin_expect(!holder || !this_thread, 0))
+        return gil_locate_thread_state();
+    return gil_holder_if_ours(atomic_load_explicit(holder, memory_order_relaxed), this_thread);
 #endif
 }
 

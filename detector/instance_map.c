@@ -57,29 +57,29 @@ static bool rehash(size_t capacity)
     return true;
 }
 
-bool instance_map_put(const struct instance_record *record, bool replace)
+bool instance_map_put(PyObject *object, struct type_record *type, site_id site, uint32_t size,
+                      bool replace)
 {
     /* Grow before the load passes 70%: linear probing's runs lengthen quickly beyond that. */
     if ((map.count + 1) * 10 > map.capacity * 7 &&
         !rehash(map.capacity ? 2 * map.capacity : MIN_CAPACITY) && map.count + 1 >= map.capacity)
         return false;
     size_t mask = map.capacity - 1;
-    for (size_t slot = home_slot(record->object, map.shift);; slot = (slot + 1) & mask) {
+    for (size_t slot = home_slot(object, map.shift);; slot = (slot + 1) & mask) {
         struct instance_record *entry = &map.entries[slot];
-        if (entry->object == record->object) {
-            if (replace)
-                *entry = *record;
-            return true;
-        }
-        if (!entry->object) {
-            *entry = *record;
+        bool empty = !entry->object;
+        if (empty || (entry->object == object && replace))
+            *entry = (struct instance_record){
+                .object = object, .type = type, .allocated_at = site, .size = size};
+        if (empty)
             map.count++;
+        if (empty || entry->object == object)
             return true;
-        }
     }
 }
 
-struct instance_record *instance_map_find(PyObject *object)
+/* The slot holding `object`, or NULL. */
+static inline struct instance_record *find_entry(PyObject *object)
 {
     if (!map.count)
         return NULL;
@@ -92,6 +92,11 @@ struct instance_record *instance_map_find(PyObject *object)
     }
 }
 
+struct instance_record *instance_map_find(PyObject *object)
+{
+    return find_entry(object);
+}
+
 /* True when `home` does not lie cyclically in (hole, slot]: the entry may move back to hole. */
 static bool may_fill(size_t hole, size_t slot, size_t home)
 {
@@ -100,7 +105,7 @@ static bool may_fill(size_t hole, size_t slot, size_t home)
 
 bool instance_map_remove(PyObject *object)
 {
-    struct instance_record *found = instance_map_find(object);
+    struct instance_record *found = find_entry(object);
     if (!found)
         return false;
     /*

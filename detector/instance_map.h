@@ -15,10 +15,14 @@
 #include "registry.h"
 
 /*
- * Inserts `record` or, when record->object is already present, replaces the stored record
- * (replace = true) or keeps it (replace = false). False when out of memory (nothing stored).
+ * Records `object` as an instance of `type` allocated at `site`, `size` bytes long, with no
+ * marks; when the object is already present, replaces its record (replace = true) or keeps it
+ * (replace = false). False when out of memory (nothing stored). The fields come as values, not
+ * as a record built by the caller: a record written field by field on the stack and read back
+ * whole stalls the store buffer, on a path taken once per allocation.
  */
-bool instance_map_put(const struct instance_record *record, bool replace);
+bool instance_map_put(PyObject *object, struct type_record *type, site_id site, uint32_t size,
+                      bool replace);
 
 /* Removes `object`; false when it was not there. */
 bool instance_map_remove(PyObject *object);

@@ -2,6 +2,7 @@
 #include "python_api.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,6 +11,29 @@ struct python_api python_api;
 static void *lookup(const char *name)
 {
     return dlsym(RTLD_DEFAULT, name);
+}
+
+/* dl_iterate_phdr callback: the TLS of the object holding python_api.is_initialized. */
+static int find_runtime_tls(struct dl_phdr_info *info, size_t size, void *context)
+{
+    (void)size;
+    (void)context;
+    uintptr_t address = (uintptr_t)python_api.is_initialized;
+    bool holds_runtime = false;
+    const ElfW(Phdr) *tls = NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
+        uintptr_t start = info->dlpi_addr + segment->p_vaddr;
+        if (segment->p_type == PT_LOAD && address >= start && address < start + segment->p_memsz)
+            holds_runtime = true;
+        if (segment->p_type == PT_TLS)
+            tls = segment;
+    }
+    if (!holds_runtime)
+        return 0;
+    python_api.runtime_tls_module = tls ? info->dlpi_tls_modid : 0;
+    python_api.runtime_tls_size = tls ? tls->p_memsz : 0;
+    return 1;
 }
 
 bool python_api_init(const char **why_not)
@@ -38,7 +62,6 @@ bool python_api_init(const char **why_not)
 #endif
     python_api.gilstate_this_thread =
         (PyThreadState * (*)(void)) lookup("PyGILState_GetThisThreadState");
-    python_api.thread_ident = (unsigned long (*)(void))lookup("PyThread_get_thread_ident");
     python_api.gil_ensure = (PyGILState_STATE(*)(void))lookup("PyGILState_Ensure");
     python_api.gil_release = (void (*)(PyGILState_STATE))lookup("PyGILState_Release");
     python_api.capsule_type = (PyTypeObject *)lookup("PyCapsule_Type");
@@ -59,11 +82,13 @@ bool python_api_init(const char **why_not)
 #undef LOOKUP_CALL
     if (!python_api.is_initialized || !python_api.is_finalizing ||
         !python_api.unchecked_thread_state || !python_api.gilstate_this_thread ||
-        !python_api.thread_ident || !python_api.gil_ensure || !python_api.gil_release ||
-        !python_api.capsule_type || !calls_found) {
+        !python_api.gil_ensure || !python_api.gil_release || !python_api.capsule_type ||
+        !calls_found) {
         *why_not = "a C-API function extsan needs is not exported by this Python";
         return false;
     }
+    dl_iterate_phdr(find_runtime_tls, NULL);
+    python_api.runtime = lookup("_PyRuntime");
     return true;
 }
 

@@ -47,7 +47,10 @@ struct python_api {
     /* The thread state attached to this thread (3.12+), or the GIL holder's (3.9-3.11). */
     PyThreadState *(*unchecked_thread_state)(void);
     PyThreadState *(*gilstate_this_thread)(void); /* PyGILState_GetThisThreadState */
-    unsigned long (*thread_ident)(void);          /* PyThread_get_thread_ident */
+    /* The thread-local storage of the loaded object defining the C API: its module id for
+       __tls_get_addr (0: it has none) and its size in bytes. */
+    size_t runtime_tls_module, runtime_tls_size;
+    void *runtime; /* _PyRuntime, when exported (3.9-3.11 read its GIL holder: gil.c) */
     PyGILState_STATE (*gil_ensure)(void);
     void (*gil_release)(PyGILState_STATE);
     PyTypeObject *capsule_type;

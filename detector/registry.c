@@ -62,7 +62,7 @@ static atomic_bool several_interpreters;
  * is `thread` (NULL: it holds no GIL). Returns false when it must not touch them; *locked says
  * whether instances_end must release the lock.
  */
-static bool instances_begin(PyThreadState *thread, bool *locked)
+static inline bool instances_begin(PyThreadState *thread, bool *locked)
 {
     if (thread) {
         if (__builtin_expect(!main_interpreter, 0))
@@ -78,7 +78,7 @@ static bool instances_begin(PyThreadState *thread, bool *locked)
     return true;
 }
 
-static void instances_end(bool locked)
+static inline void instances_end(bool locked)
 {
     if (locked)
         atomic_flag_clear_explicit(&instances_busy, memory_order_release);
@@ -112,19 +112,38 @@ static size_t type_home(const PyTypeObject *type, size_t capacity)
     return (size_t)(((uint64_t)(uintptr_t)type * 0x9E3779B97F4A7C15ull) >> 32) & (capacity - 1);
 }
 
+/*
+ * The record found last on this thread: allocation and deallocation look up the same few types
+ * over and over. Records are never freed, and a forgotten type's record is dead before it
+ * leaves the table, so a cached record is good while it is alive.
+ */
+static EXTSAN_THREAD_LOCAL struct {
+    const PyTypeObject *type;
+    struct type_record *record;
+} last_lookup;
+
 /* Any record of `type`, Python classes included; NULL when none. Lock-free, any thread. */
 static inline struct type_record *lookup_record(const PyTypeObject *type)
 {
+    if (last_lookup.type == type && !last_lookup.record->dead)
+        return last_lookup.record;
     struct type_table *table = atomic_load_explicit(&type_table, memory_order_acquire);
     if (!table)
         return NULL;
     size_t mask = table->capacity - 1;
     for (size_t slot = type_home(type, table->capacity);; slot = (slot + 1) & mask) {
         PyTypeObject *key = atomic_load_explicit(&table->slots[slot].type, memory_order_acquire);
-        if (key == type)
-            return atomic_load_explicit(&table->slots[slot].record, memory_order_acquire);
         if (!key)
             return NULL;
+        if (key != type)
+            continue;
+        struct type_record *record =
+            atomic_load_explicit(&table->slots[slot].record, memory_order_acquire);
+        if (record) {
+            last_lookup.type = type;
+            last_lookup.record = record;
+        }
+        return record;
     }
 }
 
@@ -435,12 +454,6 @@ struct alloc_in_progress {
     PyTypeObject *level; /* the type whose (custom) original alloc runs for it */
 };
 
-/*
- * initial-exec: read at a fixed offset from the thread pointer, where the default model would
- * call __tls_get_addr on every allocation and deallocation (measured: a tenth of the registry's
- * cost). It takes 32 bytes of the static TLS space glibc keeps for libraries loaded later.
- */
-#define EXTSAN_THREAD_LOCAL _Thread_local __attribute__((tls_model("initial-exec")))
 static EXTSAN_THREAD_LOCAL struct dealloc_in_progress deallocating;
 static EXTSAN_THREAD_LOCAL struct alloc_in_progress allocating;
 
@@ -456,8 +469,9 @@ static bool warned_no_original;
 
 static struct type_record *instance_type(PyTypeObject *type);
 static bool may_register(PyObject *object, enum registration how);
-static void register_instance(PyObject *object, struct type_record *type, uint32_t size,
-                              const void *caller, enum registration how, PyThreadState *thread);
+static inline void register_instance(PyObject *object, struct type_record *type, uint32_t size,
+                                     const void *caller, enum registration how,
+                                     PyThreadState *thread);
 
 static struct type_record *alloc_owner(PyTypeObject *start)
 {
@@ -758,14 +772,17 @@ static struct type_record *instance_type(PyTypeObject *type)
     return NULL;
 }
 
-/* Registers `object`, an instance of the extension type `type` (or of a class deriving from it). */
-static void register_instance(PyObject *object, struct type_record *type, uint32_t size,
-                              const void *caller, enum registration how, PyThreadState *thread)
+/*
+ * Registers `object`, an instance of the extension type `type` (or of a class deriving from it).
+ * Inlined into both callers: it is the whole of an allocation's registration.
+ */
+static inline __attribute__((always_inline)) void
+register_instance(PyObject *object, struct type_record *type, uint32_t size, const void *caller,
+                  enum registration how, PyThreadState *thread)
 {
     /* A class made by an extension metaclass: see registry.h for why its size is 0. */
     if (PyType_Check(object))
         size = 0;
-    struct instance_record instance = {.object = object, .type = type, .size = size};
     struct site_key key = {.return_address = (uintptr_t)caller, .context = context_current()};
     python_position_now(thread, &key.python);
 
@@ -775,15 +792,15 @@ static void register_instance(PyObject *object, struct type_record *type, uint32
         instances_end(locked);
         return;
     }
-    instance.allocated_at = site_lookup(&key);
-    if (!instance.allocated_at) {
+    site_id site = site_lookup(&key);
+    if (!site) {
         /* A new site: its stacks are captured outside the lock (it calls into Python). */
         instances_end(locked);
-        site_id site = site_create(&key, thread);
+        site_id created = site_create(&key, thread);
         instances_begin(thread, &locked);
-        instance.allocated_at = site ? site_publish(&key, site) : 0;
+        site = created ? site_publish(&key, created) : 0;
     }
-    instance_map_put(&instance, how == REGISTER_ALLOCATION);
+    instance_map_put(object, type, site, size, how == REGISTER_ALLOCATION);
     instances_end(locked);
 }
 
