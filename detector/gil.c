@@ -40,6 +40,8 @@ PyThreadState *gil_locate_thread_state(void)
                                         offsetof(_PyRuntimeState, gilstate.tstate_current));
         if (atomic_load_explicit(field, memory_order_relaxed) == current) {
             gil_holder_variable = field;
+            extsan_log(2, "reading the GIL holder at _PyRuntime+%zu",
+                       offsetof(_PyRuntimeState, gilstate.tstate_current));
         } else {
             atomic_store_explicit(&holder_unusable, true, memory_order_relaxed);
             extsan_log(1, "the runtime's GIL holder field did not match its getter; using the "
@@ -118,6 +120,8 @@ PyThreadState *gil_locate_thread_state(void)
         atomic_store_explicit(&variable_offset, offset, memory_order_release);
         if (offset == OFFSET_UNUSABLE)
             extsan_log(1, "the runtime's thread-state variable was not found; using its getter");
+        else
+            extsan_log(2, "reading the thread state at offset %ld of the runtime's TLS", offset);
     }
     if (offset >= 0) {
         PyThreadState **variable = runtime_tls_address((size_t)offset);

@@ -260,6 +260,29 @@ print(seen["name"])
     check_stack(finding, "get_name_without_gil", module="capsule_defects")
 
 
+def test_thread_state_is_read_directly(run):
+    """The GIL check reads the runtime's own thread-state variable (gil.c) rather than calling its
+    getter, on every Python of the matrix, and still tells the threads apart: four threads call
+    with the GIL, four without, and only the latter are reported."""
+    result = run(PRELUDE + """\
+import threading
+cap = m.new_with_gil()
+def work(without_gil):
+    for _ in range(100):
+        (m.get_name_without_gil if without_gil else m.get_name_with_gil)(cap)
+threads = [threading.Thread(target=work, args=(i % 2,)) for i in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+""", extsan_args=["--verbosity", "2"])
+    assert result.returncode == 0, result.describe()
+    assert re.search(r"extsan: reading the (thread state at offset \d+ of the runtime's TLS|"
+                     r"GIL holder at _PyRuntime\+\d+)", result.stderr), result.describe()
+    assert "using the getter" not in result.stderr, result.describe()
+    (finding,) = result.findings()
+    assert (finding["api"], finding["count"]) == ("PyCapsule_GetName", 400), result.describe()
+    check_stack(finding, "get_name_without_gil", module="capsule_defects")
+
+
 # ---- subinterpreters ------------------------------------------------------------------------
 
 IN_SUBINTERPRETER = """\
