@@ -9,7 +9,13 @@ static struct {
     struct instance_record *entries; /* object == NULL: empty */
     size_t capacity;                 /* a power of two, or 0 before the first put */
     unsigned shift;                  /* 64 - log2(capacity): the hash's top bits pick the slot */
-    size_t count;
+    size_t count;                    /* entries in the table */
+    /*
+     * The newest record waits outside the table until the next put (object == NULL: none). In
+     * an allocation-heavy loop most instances die before the next allocation, so they are
+     * forgotten with one compare and never cost an insertion and a deletion.
+     */
+    struct instance_record newest;
 } map;
 
 /*
@@ -57,29 +63,8 @@ static bool rehash(size_t capacity)
     return true;
 }
 
-bool instance_map_put(PyObject *object, struct type_record *type, site_id site, uint32_t size,
-                      bool replace)
-{
-    /* Grow before the load passes 70%: linear probing's runs lengthen quickly beyond that. */
-    if ((map.count + 1) * 10 > map.capacity * 7 &&
-        !rehash(map.capacity ? 2 * map.capacity : MIN_CAPACITY) && map.count + 1 >= map.capacity)
-        return false;
-    size_t mask = map.capacity - 1;
-    for (size_t slot = home_slot(object, map.shift);; slot = (slot + 1) & mask) {
-        struct instance_record *entry = &map.entries[slot];
-        bool empty = !entry->object;
-        if (empty || (entry->object == object && replace))
-            *entry = (struct instance_record){
-                .object = object, .type = type, .allocated_at = site, .size = size};
-        if (empty)
-            map.count++;
-        if (empty || entry->object == object)
-            return true;
-    }
-}
-
-/* The slot holding `object`, or NULL. */
-static inline struct instance_record *find_entry(PyObject *object)
+/* The table slot holding `object`, or NULL. */
+static inline __attribute__((always_inline)) struct instance_record *find_entry(PyObject *object)
 {
     if (!map.count)
         return NULL;
@@ -92,9 +77,42 @@ static inline struct instance_record *find_entry(PyObject *object)
     }
 }
 
+/* Enters `record`, whose object is not in the table, into it; false when out of memory. */
+static bool table_insert(const struct instance_record *record)
+{
+    /* Grow before the load passes 70%: linear probing's runs lengthen quickly beyond that. */
+    if ((map.count + 1) * 10 > map.capacity * 7 &&
+        !rehash(map.capacity ? 2 * map.capacity : MIN_CAPACITY) && map.count + 1 >= map.capacity)
+        return false;
+    size_t mask = map.capacity - 1;
+    size_t slot = home_slot(record->object, map.shift);
+    while (map.entries[slot].object)
+        slot = (slot + 1) & mask;
+    map.entries[slot] = *record;
+    map.count++;
+    return true;
+}
+
+bool instance_map_put(PyObject *object, struct type_record *type, site_id site, uint32_t size,
+                      bool replace)
+{
+    struct instance_record *present =
+        map.newest.object == object ? &map.newest : find_entry(object);
+    if (!present) {
+        if (map.newest.object && !table_insert(&map.newest))
+            return false;
+        present = &map.newest;
+    } else if (!replace) {
+        return true;
+    }
+    *present = (struct instance_record){
+        .object = object, .type = type, .allocated_at = site, .size = size};
+    return true;
+}
+
 struct instance_record *instance_map_find(PyObject *object)
 {
-    return find_entry(object);
+    return object && map.newest.object == object ? &map.newest : find_entry(object);
 }
 
 /* True when `home` does not lie cyclically in (hole, slot]: the entry may move back to hole. */
@@ -105,6 +123,10 @@ static bool may_fill(size_t hole, size_t slot, size_t home)
 
 bool instance_map_remove(PyObject *object)
 {
+    if (object && map.newest.object == object) {
+        map.newest.object = NULL;
+        return true;
+    }
     struct instance_record *found = find_entry(object);
     if (!found)
         return false;
@@ -131,7 +153,7 @@ bool instance_map_remove(PyObject *object)
 
 size_t instance_map_count(void)
 {
-    return map.count;
+    return map.count + (map.newest.object != NULL);
 }
 
 size_t instance_map_bytes(void)
@@ -145,4 +167,6 @@ void instance_map_for_each(void (*visit)(struct instance_record *record, void *c
     for (size_t i = 0; i < map.capacity; i++)
         if (map.entries[i].object)
             visit(&map.entries[i], context);
+    if (map.newest.object)
+        visit(&map.newest, context);
 }

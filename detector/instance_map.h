@@ -5,7 +5,9 @@
  * entries of its probe run back instead of leaving a tombstone, so a workload that creates and
  * destroys millions of objects never degrades the table and never needs a cleaning rehash. The
  * table doubles (rehash into a new mmap'd table) above 70% load and halves below 10%.
- * Records sit in the table itself (24 bytes each): one cache line touched per operation.
+ * Records sit in the table itself (24 bytes each): one cache line touched per operation. The
+ * newest record stays out of the table until the next put, so that an instance that dies before
+ * another is made costs no insertion and no deletion.
  *
  * Not thread-safe by itself: the registry serialises every call with its own lock.
  */
