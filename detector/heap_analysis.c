@@ -8,32 +8,46 @@
 #include "options.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- the graph ------------------------------------------------------------------------------ */
 
 #define NO_NODE            UINT32_MAX
 #define MAX_PATH_DEPTH     5
-#define BLOCKS_PER_HOLDER  64     /* heap blocks one holder's scan may visit */
-#define DEFAULT_WINDOW     64     /* bytes read of a heap block whose size is unknown */
-#define MAX_WINDOW         512    /* bytes read of any heap block */
-#define CHAIN_SEARCH_LIMIT 200000 /* nodes a cycle search may visit */
-#define MAX_CYCLE_SEARCHES 8      /* holders per type searched for a cycle back to them */
+#define BLOCKS_PER_HOLDER  64               /* heap blocks one holder's scan may visit */
+#define DEFAULT_WINDOW     64               /* bytes read of a heap block whose size is unknown */
+#define MAX_WINDOW         512              /* bytes read of any heap block */
+#define CHAIN_SEARCH_LIMIT 200000           /* nodes a cycle search may visit */
+#define MAX_CYCLE_SEARCHES 8                /* holders per type searched for a cycle back to them */
+#define MAX_INSTANCE_NODES ((1u << 27) - 1) /* what struct node's `instance` can number */
 
+/*
+ * 16 bytes, four to a cache line: `account` updates the node of every reference it counts, and
+ * the graph has a node per object, so its size is the memory traffic of the passes.
+ */
 struct node {
     PyObject *object;
-    int32_t unexplained; /* refcount not (yet) explained by references from other nodes */
-    struct instance_record *instance; /* a live extension instance, or NULL */
-    uint32_t first_out, out_count;    /* its edges in graph.adjacency, once `reach` built it */
-    uint32_t component;               /* for leaked nodes: which leaked group */
-    bool tracked : 1;                 /* in the collector's lists: its traverse is asked */
-    bool reached : 1;
-    bool visited_own_type : 1;  /* its traverse visited Py_TYPE(object) */
-    bool own_type_reported : 1; /* its missed type visit is in a finding already */
-    bool holder_counted : 1;    /* counted among its type's holders of hidden references */
+    int32_t unexplained;    /* refcount not (yet) explained by references from other nodes */
+    uint32_t instance : 27; /* a live extension instance: 1 + its index in graph.instances */
+    uint32_t tracked : 1;   /* in the collector's lists: its traverse is asked */
+    /* A reference to it counts in `account`: its type is collected or an extension's (see
+       may_be_node). Decided when the node is made, so that counting reads no object. */
+    uint32_t countable : 1;
+    uint32_t reached : 1;
+    uint32_t visited_own_type : 1; /* its traverse visited Py_TYPE(object) */
+    uint32_t is_type : 1;          /* PyType_Check(object), kept for the cycle searches */
+};
+
+/* A node that is a live extension instance: a holder whose memory `scan` reads. */
+struct instance_node {
+    struct instance_record *record;
+    bool own_type_reported; /* its missed type visit is in a finding already */
+    bool holder_counted;    /* counted among its type's holders of hidden references */
 };
 
 struct edge {
@@ -50,39 +64,162 @@ struct candidate {
     bool own_type; /* the ob_type reference of a heap type's instance that its traverse skips */
 };
 
-struct map_entry {
+struct map_entry { /* of address_index.spill */
     uintptr_t key; /* 0: empty */
     uint32_t value;
+};
+
+/*
+ * Object address -> node index, without hashing: a table with an entry per 32-byte granule of
+ * memory, so that a lookup is one read. A tracked object takes at least 32 bytes (the collector's
+ * header, a refcount, a type), so no two of them start in the same granule; two untracked
+ * instances smaller than that can, and the second one goes to `spill`, a hash map (as does an
+ * address beyond the directory). Neighbouring objects have neighbouring entries: the passes meet
+ * objects roughly in allocation order, so they read the table nearly in order, where a hash
+ * sends every lookup to a random cache line.
+ *
+ * The table covers only the 4 KiB regions where some node starts: a pymalloc pool (4 KiB up to
+ * 3.9, 16 KiB from 3.10 on) holds one size class, so the regions of ints and strings, never
+ * nodes, need none, and a lookup of one stops early. Three levels: the directory, by GiB, names a
+ * region table, which names the leaf of each region, whose entries hold node index + 1 (0: none).
+ * Tables and leaves are numbered from 1 (0: none) in arrays that grow by mremap.
+ *
+ * A lookup confirms that the node found starts at the address, since `scan` asks about arbitrary
+ * words, which may point inside an object.
+ */
+#define GRANULE_BITS    5
+#define REGION_BITS     12
+#define GIB_BITS        30
+#define ADDRESS_BITS    47 /* user space of x86-64 and arm64 without 5-level page tables */
+#define LEAF_ENTRIES    (1u << (REGION_BITS - GRANULE_BITS))
+#define REGIONS_PER_GIB (1u << (GIB_BITS - REGION_BITS))
+
+struct address_index {
+    uint32_t *directory;                        /* 1 << (ADDRESS_BITS - GIB_BITS) entries */
+    uint32_t (*region_tables)[REGIONS_PER_GIB]; /* per GiB in use */
+    size_t region_table_count, region_table_capacity;
+    uint32_t (*leaves)[LEAF_ENTRIES]; /* per region in use */
+    size_t leaf_count, leaf_capacity;
+    /* open addressing, linear probing, at most two thirds full */
+    struct map_entry *spill;
+    size_t spill_mask, spill_count;
+};
+
+/*
+ * describe_cycle's breadth-first search, its arrays kept from one search to the next: a node is
+ * in the current search when mark[node] == count, reached through edge parent_edge[node].
+ */
+struct cycle_search {
+    uint32_t *mark, *parent_edge, *queue;
+    uint32_t count;
 };
 
 struct graph {
     struct node *nodes;
     size_t node_count, node_capacity;
-    /* object address -> node index: open addressing, linear probing, at most half full; key
-       and index side by side, so that a probe costs one cache miss */
-    struct map_entry *map;
-    size_t map_mask;
-    struct edge *edges;
-    size_t edge_count, edge_capacity;
+    struct address_index index;
+    struct instance_node *instances; /* in the registry's order */
+    size_t instance_count, instance_capacity;
+    uint32_t *instance_order; /* the instances' node indexes, ascending: the holders to visit */
+    size_t ordered_count;
+    struct edge *edges; /* the visible ones (grouped by source, in node order), then the hidden */
+    size_t edge_count, edge_capacity, visible_edge_count;
     struct candidate *candidates;
     size_t candidate_count, candidate_capacity;
-    uint32_t *adjacency; /* edge indexes grouped by source node */
+    /* Once `reach` built them: node i's edge indexes are adjacency[first_out[i] .. first_out[i +
+       1]), in edge order. */
+    uint32_t *adjacency, *first_out;
+    struct cycle_search search;
     struct memory_map *memory;
     uint32_t current_source; /* the node whose traverse is running */
+    PyObject *current_type;  /* and its type */
     /* Whether objects of a type can be nodes at all (collected, or extension instances),
-       cached by type address: most visited objects are not, and the answer spares a probe. */
+       cached by type address. */
     struct {
         PyTypeObject *type;
         bool may_be_node;
     } type_cache[256];
+    /* Whether an extension type's instances are holders to check, cached by record. */
+    struct {
+        const struct type_record *type;
+        bool checked;
+    } holder_cache[64];
     bool out_of_memory;
 };
 
+/* ---- the graph's memory ---------------------------------------------------------------------- */
+
 /*
- * The graph's arrays come straight from mmap, asking for transparent huge pages: at a million
- * nodes they span a hundred megabytes, and faulting that in 4 KiB pages costs as much as the
- * passes themselves. Growth uses mremap, which moves pages instead of copying them.
+ * The graph's arrays come straight from mmap and grow with mremap, which moves pages instead of
+ * copying them. At a million nodes they span some 40 MB, and faulting that in 4 KiB pages, at
+ * about a microsecond each, costs a quarter of the passes: so they ask for transparent huge
+ * pages, but only as many as the kernel has free. A fault in a region advised MADV_HUGEPAGE takes
+ * a free 2 MiB block when there is one; when there is none, the kernel may first compact memory
+ * (defrag=madvise, the usual default), and the analysis stalled there for over 100 ms. The
+ * budget is half of the free blocks /proc/buddyinfo listed when the analysis began.
  */
+static size_t huge_page_size;   /* 0: no transparent huge pages */
+static size_t huge_page_budget; /* bytes the arrays may still advise */
+static size_t huge_page_asked;  /* bytes they advised */
+
+static void plan_huge_pages(void)
+{
+    huge_page_size = huge_page_budget = huge_page_asked = 0;
+    FILE *file = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "re");
+    unsigned long size = 0;
+    if (!file)
+        return;
+    if (fscanf(file, "%lu", &size) != 1)
+        size = 0;
+    fclose(file);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned order = 0; /* of a huge page, in the buddy allocator's terms */
+    while (order < 32 && page << order < size)
+        order++;
+    if (!size || page << order != size || !(file = fopen("/proc/buddyinfo", "re")))
+        return;
+    /* "Node 0, zone   Normal   9071   8496 ...": the free blocks of each order, from 0 up. The
+       DMA zone serves no ordinary allocation. */
+    size_t free_huge_pages = 0;
+    char line[512];
+    while (fgets(line, sizeof line, file)) {
+        char zone[32];
+        int consumed = 0;
+        if (sscanf(line, "Node %*d, zone %31s%n", zone, &consumed) != 1 || !strcmp(zone, "DMA"))
+            continue;
+        char *counts = line + consumed;
+        for (unsigned block_order = 0;; block_order++) {
+            char *end;
+            unsigned long blocks = strtoul(counts, &end, 10);
+            if (end == counts)
+                break;
+            if (block_order >= order)
+                free_huge_pages += blocks << (block_order - order);
+            counts = end;
+        }
+    }
+    fclose(file);
+    huge_page_size = size;
+    huge_page_budget = free_huge_pages / 2 * size;
+}
+
+/* An array grew from old_bytes to new_bytes: huge pages for it while the budget lasts. */
+static void advise_huge_pages(void *array, size_t old_bytes, size_t new_bytes)
+{
+    if (!huge_page_size || new_bytes < huge_page_size)
+        return;
+    /* Rounded to whole huge pages: what the fault of a partly used one takes. */
+    size_t added = (new_bytes - old_bytes + huge_page_size - 1) / huge_page_size * huge_page_size;
+    if (added <= huge_page_budget) {
+        huge_page_budget -= added;
+        huge_page_asked += added;
+        madvise(array, new_bytes, MADV_HUGEPAGE); /* a hint: failure only costs speed */
+    } else {
+        huge_page_budget = 0;
+        madvise(array, new_bytes, MADV_NOHUGEPAGE); /* its first part may have been advised */
+    }
+}
+
 static void *big_resize(void *array, size_t old_bytes, size_t new_bytes)
 {
     void *resized =
@@ -90,8 +227,13 @@ static void *big_resize(void *array, size_t old_bytes, size_t new_bytes)
               : mmap(NULL, new_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (resized == MAP_FAILED)
         return NULL;
-    madvise(resized, new_bytes, MADV_HUGEPAGE); /* a hint: failure only costs speed */
+    advise_huge_pages(resized, array ? old_bytes : 0, new_bytes);
     return resized;
+}
+
+static void *big_alloc(size_t bytes)
+{
+    return big_resize(NULL, 0, bytes);
 }
 
 static void big_free(void *array, size_t bytes)
@@ -100,11 +242,13 @@ static void big_free(void *array, size_t bytes)
         munmap(array, bytes);
 }
 
+/* Makes room for element `count`, doubling from about 64 KiB; false when out of memory. */
 static bool grow(void **array, size_t *capacity, size_t count, size_t element_size)
 {
     if (count < *capacity)
         return true;
-    size_t new_capacity = *capacity ? 2 * *capacity : 4096;
+    size_t first = element_size < 65536 ? 65536 / element_size : 1;
+    size_t new_capacity = *capacity ? 2 * *capacity : first;
     void *grown = big_resize(*array, *capacity * element_size, new_capacity * element_size);
     if (!grown)
         return false;
@@ -113,61 +257,145 @@ static bool grow(void **array, size_t *capacity, size_t count, size_t element_si
     return true;
 }
 
+/* ---- the address index ----------------------------------------------------------------------- */
+
 static size_t hash_address(uintptr_t address)
 {
     return (size_t)((address >> 4) * 0x9E3779B97F4A7C15ull >> 17);
 }
 
-static uint32_t node_lookup(const struct graph *graph, uintptr_t address)
+static uint32_t spill_lookup(const struct address_index *index, uintptr_t address)
 {
-    for (size_t slot = hash_address(address) & graph->map_mask;;
-         slot = (slot + 1) & graph->map_mask) {
-        if (graph->map[slot].key == address)
-            return graph->map[slot].value;
-        if (graph->map[slot].key == 0)
+    for (size_t slot = hash_address(address) & index->spill_mask;;
+         slot = (slot + 1) & index->spill_mask) {
+        if (index->spill[slot].key == address)
+            return index->spill[slot].value;
+        if (index->spill[slot].key == 0)
             return NO_NODE;
     }
 }
 
-static void map_insert(struct graph *graph, uintptr_t address, uint32_t index)
+static void spill_put(struct address_index *index, uintptr_t address, uint32_t node)
 {
-    size_t slot = hash_address(address) & graph->map_mask;
-    while (graph->map[slot].key != 0)
-        slot = (slot + 1) & graph->map_mask;
-    graph->map[slot] = (struct map_entry){address, index};
+    size_t slot = hash_address(address) & index->spill_mask;
+    while (index->spill[slot].key != 0)
+        slot = (slot + 1) & index->spill_mask;
+    index->spill[slot] = (struct map_entry){address, node};
 }
 
-/*
- * Sizes the node array and the map for `entries` nodes, rehashing what the map holds. Called
- * once with the expected count, so the common case never rehashes; false when out of memory.
- */
+static bool spill_insert(struct address_index *index, uintptr_t address, uint32_t node)
+{
+    size_t size = index->spill ? index->spill_mask + 1 : 0;
+    if (3 * (index->spill_count + 1) > 2 * size) {
+        struct map_entry *old = index->spill;
+        size_t new_size = size ? 2 * size : 256;
+        index->spill = calloc(new_size, sizeof *index->spill);
+        if (!index->spill) {
+            index->spill = old;
+            return false;
+        }
+        index->spill_mask = new_size - 1;
+        for (size_t i = 0; i < size; i++)
+            if (old[i].key)
+                spill_put(index, old[i].key, old[i].value);
+        free(old);
+    }
+    spill_put(index, address, node);
+    index->spill_count++;
+    return true;
+}
+
+static uint32_t node_lookup(const struct graph *graph, uintptr_t address)
+{
+    const struct address_index *index = &graph->index;
+    if (address >> ADDRESS_BITS == 0) {
+        uint32_t table = index->directory[address >> GIB_BITS];
+        uint32_t leaf =
+            table ? index->region_tables[table - 1][(address >> REGION_BITS) % REGIONS_PER_GIB] : 0;
+        uint32_t entry =
+            leaf ? index->leaves[leaf - 1][(address >> GRANULE_BITS) % LEAF_ENTRIES] : 0;
+        if (entry && graph->nodes[entry - 1].object == (PyObject *)address)
+            return entry - 1;
+    }
+    return index->spill_count ? spill_lookup(index, address) : NO_NODE;
+}
+
+/* The entry of the granule at `address`, making its tables; NULL when out of memory. */
+static uint32_t *index_entry(struct address_index *index, uintptr_t address)
+{
+    uint32_t *table = &index->directory[address >> GIB_BITS];
+    if (!*table) {
+        if (!grow((void **)&index->region_tables, &index->region_table_capacity,
+                  index->region_table_count, sizeof *index->region_tables))
+            return NULL;
+        *table = (uint32_t)++index->region_table_count;
+    }
+    uint32_t *leaf = &index->region_tables[*table - 1][(address >> REGION_BITS) % REGIONS_PER_GIB];
+    if (!*leaf) {
+        if (!grow((void **)&index->leaves, &index->leaf_capacity, index->leaf_count,
+                  sizeof *index->leaves))
+            return NULL;
+        *leaf = (uint32_t)++index->leaf_count;
+    }
+    return &index->leaves[*leaf - 1][(address >> GRANULE_BITS) % LEAF_ENTRIES];
+}
+
+static bool index_insert(struct address_index *index, uintptr_t address, uint32_t node)
+{
+    if (address >> ADDRESS_BITS)
+        return spill_insert(index, address, node);
+    uint32_t *entry = index_entry(index, address);
+    if (!entry)
+        return false;
+    if (*entry)
+        return spill_insert(index, address, node);
+    *entry = node + 1;
+    return true;
+}
+
+#define DIRECTORY_BYTES (((size_t)1 << (ADDRESS_BITS - GIB_BITS)) * sizeof(uint32_t))
+
+static bool index_init(struct address_index *index)
+{
+    index->directory = big_alloc(DIRECTORY_BYTES); /* 512 KiB, of which a page or two is used */
+    return index->directory != NULL;
+}
+
+static void index_free(struct address_index *index)
+{
+    big_free(index->directory, DIRECTORY_BYTES);
+    big_free(index->region_tables, index->region_table_capacity * sizeof *index->region_tables);
+    big_free(index->leaves, index->leaf_capacity * sizeof *index->leaves);
+    free(index->spill);
+}
+
+/* ---- nodes and edges ------------------------------------------------------------------------- */
+
+/* Sizes the node array for `entries` nodes; false when out of memory. */
 static bool reserve_nodes(struct graph *graph, size_t entries)
 {
-    if (entries > graph->node_capacity) {
-        struct node *grown =
-            big_resize(graph->nodes, graph->node_capacity * sizeof *grown, entries * sizeof *grown);
-        if (!grown)
-            return false;
-        graph->nodes = grown;
-        graph->node_capacity = entries;
-    }
-    /* At most about two thirds full: short probe runs, and half the memory of half full. */
-    size_t size = 4096;
-    while (2 * size < 3 * entries)
-        size *= 2;
-    if (graph->map && size <= graph->map_mask + 1)
+    if (entries <= graph->node_capacity)
         return true;
-    struct map_entry *old = graph->map;
-    size_t old_size = old ? graph->map_mask + 1 : 0;
-    graph->map = big_resize(NULL, 0, size * sizeof *graph->map); /* mmap: zero-filled */
-    if (!graph->map)
+    struct node *grown = graph->nodes
+                             ? big_resize(graph->nodes, graph->node_capacity * sizeof *grown,
+                                          entries * sizeof *grown)
+                             : big_alloc(entries * sizeof *grown);
+    if (!grown)
         return false;
-    graph->map_mask = size - 1;
-    for (size_t i = 0; i < old_size; i++)
-        if (old[i].key)
-            map_insert(graph, old[i].key, old[i].value);
-    big_free(old, old_size * sizeof *old);
+    graph->nodes = grown;
+    graph->node_capacity = entries;
     return true;
+}
+
+static bool may_be_node(struct graph *graph, PyTypeObject *type)
+{
+    size_t slot = ((uintptr_t)type >> 4) % 256;
+    if (graph->type_cache[slot].type != type) {
+        graph->type_cache[slot].type = type;
+        graph->type_cache[slot].may_be_node =
+            (type->tp_flags & Py_TPFLAGS_HAVE_GC) || registry_find_type_or_ancestor(type);
+    }
+    return graph->type_cache[slot].may_be_node;
 }
 
 static uint32_t add_node(struct graph *graph, PyObject *object, int32_t unexplained, bool tracked)
@@ -177,11 +405,29 @@ static uint32_t add_node(struct graph *graph, PyObject *object, int32_t unexplai
         graph->out_of_memory = true;
         return NO_NODE;
     }
-    uint32_t index = (uint32_t)graph->node_count++;
-    graph->nodes[index] =
-        (struct node){.object = object, .unexplained = unexplained, .tracked = tracked};
-    map_insert(graph, (uintptr_t)object, index);
+    uint32_t index = (uint32_t)graph->node_count;
+    if (!index_insert(&graph->index, (uintptr_t)object, index)) {
+        graph->out_of_memory = true;
+        return NO_NODE;
+    }
+    graph->node_count++;
+    graph->nodes[index] = (struct node){.object = object,
+                                        .unexplained = unexplained,
+                                        .tracked = tracked,
+                                        .countable = may_be_node(graph, Py_TYPE(object)),
+                                        .is_type = PyType_Check(object) != 0};
     return index;
+}
+
+/* The instance record of a node; NULL for a node that is no extension instance. */
+static struct instance_record *instance_of(const struct graph *graph, const struct node *node)
+{
+    return node->instance ? graph->instances[node->instance - 1].record : NULL;
+}
+
+static struct instance_node *instance_node_of(const struct graph *graph, const struct node *node)
+{
+    return &graph->instances[node->instance - 1];
 }
 
 static void add_edge(struct graph *graph, uint32_t from, uint32_t to, int32_t hidden)
@@ -197,10 +443,16 @@ static void add_edge(struct graph *graph, uint32_t from, uint32_t to, int32_t hi
 static void graph_free(struct graph *graph)
 {
     big_free(graph->nodes, graph->node_capacity * sizeof *graph->nodes);
-    big_free(graph->map, graph->map ? (graph->map_mask + 1) * sizeof *graph->map : 0);
+    index_free(&graph->index);
+    big_free(graph->instances, graph->instance_capacity * sizeof *graph->instances);
+    big_free(graph->instance_order, (graph->instance_count + 1) * sizeof *graph->instance_order);
     big_free(graph->edges, graph->edge_capacity * sizeof *graph->edges);
     big_free(graph->candidates, graph->candidate_capacity * sizeof *graph->candidates);
     free(graph->adjacency);
+    free(graph->first_out);
+    free(graph->search.mark);
+    free(graph->search.parent_edge);
+    free(graph->search.queue);
     memory_map_free(graph->memory);
 }
 
@@ -227,14 +479,49 @@ static int32_t refcount_of(PyObject *object)
  * `unexplained` = its refcount (less the reference gc.get_objects' list holds).
  */
 
-static void add_instance_node(struct instance_record *instance, void *context)
+static void list_instance(struct instance_record *instance, void *context)
 {
     struct graph *graph = context;
-    uint32_t index = node_lookup(graph, (uintptr_t)instance->object);
-    if (index == NO_NODE && !is_immortal(instance->object))
-        index = add_node(graph, instance->object, refcount_of(instance->object), false);
-    if (index != NO_NODE)
-        graph->nodes[index].instance = instance;
+    if (!grow((void **)&graph->instances, &graph->instance_capacity, graph->instance_count,
+              sizeof *graph->instances)) {
+        graph->out_of_memory = true;
+        return;
+    }
+    graph->instances[graph->instance_count++] = (struct instance_node){.record = instance};
+}
+
+/*
+ * Makes every live extension instance a node (if it is not one already), in the registry's order.
+ * The records are listed first, so that each object can be fetched a few records ahead: the
+ * registry's order is its hash order, a random walk through the heap. Entries of
+ * graph.instances are reused in place for the instances that become (or are) nodes.
+ */
+static void add_instance_nodes(struct graph *graph)
+{
+    size_t listed = graph->instance_count;
+    graph->instance_count = 0;
+    const size_t ahead = 16;
+    for (size_t k = 0; k < listed && !graph->out_of_memory; k++) {
+        if (k + ahead < listed)
+            __builtin_prefetch(graph->instances[k + ahead].record->object);
+        struct instance_record *instance = graph->instances[k].record;
+        uint32_t index = node_lookup(graph, (uintptr_t)instance->object);
+        if (index == NO_NODE && !is_immortal(instance->object))
+            index = add_node(graph, instance->object, refcount_of(instance->object), false);
+        if (index == NO_NODE)
+            continue;
+        struct node *node = &graph->nodes[index];
+        if (node->instance) { /* a second record of the object: the last one counts */
+            instance_node_of(graph, node)->record = instance;
+            continue;
+        }
+        if (graph->instance_count == MAX_INSTANCE_NODES) {
+            graph->out_of_memory = true;
+            return;
+        }
+        graph->instances[graph->instance_count++] = (struct instance_node){.record = instance};
+        node->instance = (uint32_t)graph->instance_count;
+    }
 }
 
 static PyObject *call_gc(const char *function)
@@ -252,66 +539,75 @@ static PyObject *call_gc(const char *function)
 static bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
 {
     Py_ssize_t count = PyList_GET_SIZE(tracked_objects);
-    if (!reserve_nodes(graph, (size_t)count + registry_instance_count() + 1024))
+    size_t instances = registry_instance_count();
+    if (!index_init(&graph->index) || !reserve_nodes(graph, (size_t)count + instances + 1024))
         return false;
-    /* Memory latency is the cost here: fetch the objects and map slots a few steps ahead. */
+    graph->instance_capacity = instances + 1024;
+    graph->instances = big_alloc(graph->instance_capacity * sizeof *graph->instances);
+    if (!graph->instances) {
+        graph->instance_capacity = 0;
+        return false;
+    }
+    /* Memory latency is the cost here: fetch the objects a few steps ahead. */
     const Py_ssize_t ahead = 16;
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (i + ahead < count) {
-            PyObject *later = PyList_GET_ITEM(tracked_objects, i + ahead);
-            __builtin_prefetch(later);
-            __builtin_prefetch(&graph->map[hash_address((uintptr_t)later) & graph->map_mask], 1);
-        }
+        if (i + ahead < count)
+            __builtin_prefetch(PyList_GET_ITEM(tracked_objects, i + ahead));
         PyObject *object = PyList_GET_ITEM(tracked_objects, i);
         if (!is_immortal(object))
             add_node(graph, object, refcount_of(object) - 1, true);
     }
-    registry_for_each_instance(add_instance_node, graph);
+    registry_for_each_instance(list_instance, graph);
+    add_instance_nodes(graph);
     return !graph->out_of_memory;
 }
 
 /* ---- pass: account ---------------------------------------------------------------------------
  * After it: each node's `unexplained` is its refcount less the references that the traverse of
- * some node visits, and every such reference is a visible edge.
+ * some node visits, and every such reference is a visible edge. Also: instance_order lists the
+ * instance nodes in node order.
  */
-
-static bool may_be_node(struct graph *graph, PyTypeObject *type)
-{
-    size_t slot = ((uintptr_t)type >> 4) % 256;
-    if (graph->type_cache[slot].type != type) {
-        graph->type_cache[slot].type = type;
-        graph->type_cache[slot].may_be_node =
-            (type->tp_flags & Py_TPFLAGS_HAVE_GC) || registry_find_type_or_ancestor(type);
-    }
-    return graph->type_cache[slot].may_be_node;
-}
 
 static int visit_and_account(PyObject *target, void *context)
 {
     struct graph *graph = context;
-    struct node *source = &graph->nodes[graph->current_source];
-    if ((PyObject *)Py_TYPE(source->object) == target)
-        source->visited_own_type = true;
-    if (!target || is_immortal(target) || !may_be_node(graph, Py_TYPE(target)))
+    if (target == graph->current_type)
+        graph->nodes[graph->current_source].visited_own_type = true;
+    if (!target)
         return 0;
     uint32_t index = node_lookup(graph, (uintptr_t)target);
-    if (index == NO_NODE)
+    if (index == NO_NODE || !graph->nodes[index].countable)
         return 0;
     graph->nodes[index].unexplained--;
     add_edge(graph, graph->current_source, index, -1);
     return 0;
 }
 
-static void account_visible_references(struct graph *graph)
+static bool account_visible_references(struct graph *graph)
 {
+    graph->instance_order = big_alloc((graph->instance_count + 1) * sizeof *graph->instance_order);
+    if (!graph->instance_order)
+        return false;
+    const size_t ahead = 8; /* fetch the object a few traverses ahead */
     for (size_t i = 0; i < graph->node_count; i++) {
+        if (i + ahead < graph->node_count)
+            __builtin_prefetch(graph->nodes[i + ahead].object);
         struct node *node = &graph->nodes[i];
-        traverseproc traverse = Py_TYPE(node->object)->tp_traverse;
-        if (!node->tracked || !traverse)
+        /* The passes over holders visit the instances alone: listed here, where every node is
+           read anyway. */
+        if (node->instance)
+            graph->instance_order[graph->ordered_count++] = (uint32_t)i;
+        if (!node->tracked)
+            continue;
+        PyTypeObject *type = Py_TYPE(node->object);
+        if (!type->tp_traverse)
             continue;
         graph->current_source = (uint32_t)i;
-        traverse(node->object, visit_and_account, graph);
+        graph->current_type = (PyObject *)type;
+        type->tp_traverse(node->object, visit_and_account, graph);
     }
+    graph->visible_edge_count = graph->edge_count;
+    return !graph->out_of_memory;
 }
 
 /* ---- pass: scan ------------------------------------------------------------------------------
@@ -382,9 +678,9 @@ static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, 
         scan->path[depth] = (uint16_t)(depth == 0 ? offset + sizeof(PyObject) : offset);
         uint32_t referent = node_lookup(graph, word);
         if (referent != NO_NODE) {
-            PyObject *object = graph->nodes[referent].object;
+            const struct node *node = &graph->nodes[referent];
             /* Types and the holder itself keep nothing collectable alive through a field. */
-            if (object != holder && !PyType_Check(object))
+            if (node->object != holder && !node->is_type)
                 add_candidate(scan, referent, depth + 1);
             continue;
         }
@@ -397,9 +693,9 @@ static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, 
 }
 
 /* Bytes of an instance that belong to it, from the header on. */
-static size_t instance_extent(const struct node *node)
+static size_t instance_extent(const struct graph *graph, const struct node *node)
 {
-    size_t recorded = node->instance->size;
+    size_t recorded = instance_of(graph, node)->size;
     PyTypeObject *type = Py_TYPE(node->object);
     if (recorded)
         return recorded;
@@ -414,30 +710,40 @@ static size_t instance_extent(const struct node *node)
  * extension types, not of the runtime's, the standard library's or a binding library's own
  * machinery (nanobind's nb_func, pybind11's pybind11_type: correct, and not the user's to fix).
  */
-static bool holder_is_checked(const struct node *node)
+static bool holder_is_checked(struct graph *graph, const struct node *node)
 {
-    const struct type_record *type = node->instance ? node->instance->type : NULL;
-    return type && !type->binding_machinery && !registry_is_runtime_or_stdlib(type->creator);
+    const struct type_record *type = node->instance ? instance_of(graph, node)->type : NULL;
+    if (!type)
+        return false;
+    size_t slot = ((uintptr_t)type >> 4) % 64; /* the answer is the type's: cached by record */
+    if (graph->holder_cache[slot].type != type) {
+        graph->holder_cache[slot].type = type;
+        graph->holder_cache[slot].checked =
+            !type->binding_machinery && !registry_is_runtime_or_stdlib(type->creator);
+    }
+    return graph->holder_cache[slot].checked;
 }
 
 /* A checked heap type's own instance whose traverse did not visit Py_TYPE(self) (3.9+ rule). */
-static bool misses_own_type_visit(const struct node *node)
+static bool misses_own_type_visit(struct graph *graph, const struct node *node)
 {
+    if (!node->tracked || node->visited_own_type || !holder_is_checked(graph, node))
+        return false;
     PyTypeObject *type = Py_TYPE(node->object);
     /* Classes made by an extension metaclass are the runtime's type objects underneath. */
-    return holder_is_checked(node) && node->tracked && !node->visited_own_type &&
-           !PyType_Check(node->object) && node->instance->type->type == type &&
+    return !PyType_Check(node->object) && instance_of(graph, node)->type->type == type &&
            (type->tp_flags & Py_TPFLAGS_HEAPTYPE) && type->tp_traverse;
 }
 
 static void scan_instances(struct graph *graph)
 {
     struct scan_state scan = {.graph = graph};
-    for (size_t i = 0; i < graph->node_count; i++) {
+    for (size_t k = 0; k < graph->ordered_count; k++) {
+        uint32_t i = graph->instance_order[k];
         struct node *node = &graph->nodes[i];
-        if (!holder_is_checked(node))
+        if (!holder_is_checked(graph, node))
             continue;
-        size_t extent = instance_extent(node);
+        size_t extent = instance_extent(graph, node);
         uintptr_t body = (uintptr_t)node->object + sizeof(PyObject);
         if (extent <= sizeof(PyObject) ||
             !memory_map_readable(graph->memory, (uintptr_t)node->object, extent))
@@ -454,9 +760,10 @@ static void scan_instances(struct graph *graph)
  */
 static void add_missed_type_references(struct graph *graph)
 {
-    for (size_t i = 0; i < graph->node_count; i++) {
+    for (size_t k = 0; k < graph->ordered_count; k++) {
+        uint32_t i = graph->instance_order[k];
         struct node *node = &graph->nodes[i];
-        if (!misses_own_type_visit(node))
+        if (!misses_own_type_visit(graph, node))
             continue;
         uint32_t type = node_lookup(graph, (uintptr_t)Py_TYPE(node->object));
         if (type == NO_NODE)
@@ -482,7 +789,7 @@ static void add_missed_type_references(struct graph *graph)
 
 static struct type_record *holder_type(const struct graph *graph, const struct candidate *c)
 {
-    return graph->nodes[c->holder].instance->type;
+    return instance_of(graph, &graph->nodes[c->holder])->type;
 }
 
 static int compare_by_type_and_path(const void *left, const void *right, void *context)
@@ -592,21 +899,23 @@ static void validate_candidates(struct graph *graph)
     graph->candidate_count = kept;
     free(rejected);
     qsort(graph->candidates, graph->candidate_count, sizeof *graph->candidates, compare_candidates);
-    size_t visible_edges = graph->edge_count;
+    size_t visible_edges = graph->visible_edge_count, consumed = 0;
     for (size_t i = 0; i < graph->candidate_count; i++) {
         struct candidate *candidate = &graph->candidates[i];
         struct node *holder = &graph->nodes[candidate->holder];
         struct node *referent = &graph->nodes[candidate->referent];
         if (holder->tracked && Py_TYPE(holder->object)->tp_traverse &&
-            visible_edge_consumed(graph, visible_edges, candidate->holder, candidate->referent))
+            visible_edge_consumed(graph, visible_edges, candidate->holder, candidate->referent)) {
+            consumed++;
             continue;
+        }
         if (referent->unexplained <= 0)
             continue;
         referent->unexplained--;
         candidate->accepted = true;
         add_edge(graph, candidate->holder, candidate->referent, (int32_t)i);
     }
-    for (size_t e = 0; e < visible_edges; e++)
+    for (size_t e = 0; consumed && e < visible_edges; e++)
         if (graph->edges[e].hidden == -2)
             graph->edges[e].hidden = -1;
 }
@@ -614,38 +923,41 @@ static void validate_candidates(struct graph *graph)
 /* ---- pass: reach -----------------------------------------------------------------------------
  * After it: a node is `reached` when a path of visible or hidden edges leads to it from a node
  * with unexplained references left (a reference from outside the graph: a root). The others are
- * garbage that only hidden references keep alive.
+ * garbage that only hidden references keep alive. Only the holders of hidden edges and what they
+ * lead to are ever asked, so without a hidden edge the pass does nothing.
  */
 
+/* Groups the edge indexes by source node (first_out, adjacency), in edge order. */
 static bool build_adjacency(struct graph *graph)
 {
+    graph->first_out = calloc(graph->node_count + 1, sizeof *graph->first_out);
     graph->adjacency = malloc((graph->edge_count + 1) * sizeof *graph->adjacency);
-    if (!graph->adjacency)
+    if (!graph->first_out || !graph->adjacency)
         return false;
-    for (size_t i = 0; i < graph->node_count; i++)
-        graph->nodes[i].out_count = 0;
     for (size_t e = 0; e < graph->edge_count; e++)
-        graph->nodes[graph->edges[e].from].out_count++;
-    uint32_t next = 0;
-    for (size_t i = 0; i < graph->node_count; i++) {
-        graph->nodes[i].first_out = next;
-        next += graph->nodes[i].out_count;
-        graph->nodes[i].out_count = 0;
-    }
-    for (size_t e = 0; e < graph->edge_count; e++) {
-        struct node *from = &graph->nodes[graph->edges[e].from];
-        graph->adjacency[from->first_out + from->out_count++] = (uint32_t)e;
-    }
+        graph->first_out[graph->edges[e].from]++;
+    for (size_t i = 1; i < graph->node_count; i++)
+        graph->first_out[i] += graph->first_out[i - 1];
+    /* first_out[i] is now the end of node i's edges; placing them from the last one down leaves
+       it at their start. */
+    for (size_t e = graph->edge_count; e-- > 0;)
+        graph->adjacency[--graph->first_out[graph->edges[e].from]] = (uint32_t)e;
+    graph->first_out[graph->node_count] = (uint32_t)graph->edge_count;
     return true;
 }
 
-static void reach_from_roots(struct graph *graph)
+/* False when out of memory. */
+static bool reach_from_roots(struct graph *graph)
 {
+    if (graph->edge_count == graph->visible_edge_count)
+        return true; /* no hidden edge */
+    if (!build_adjacency(graph))
+        return false;
     uint32_t *queue = malloc((graph->node_count + 1) * sizeof *queue);
     if (!queue) {
         for (size_t i = 0; i < graph->node_count; i++)
             graph->nodes[i].reached = true; /* cannot tell: claim no leak */
-        return;
+        return true;
     }
     size_t head = 0, tail = 0;
     for (size_t i = 0; i < graph->node_count; i++)
@@ -654,9 +966,9 @@ static void reach_from_roots(struct graph *graph)
             queue[tail++] = (uint32_t)i;
         }
     while (head < tail) {
-        struct node *node = &graph->nodes[queue[head++]];
-        for (uint32_t k = 0; k < node->out_count; k++) {
-            uint32_t to = graph->edges[graph->adjacency[node->first_out + k]].to;
+        uint32_t from = queue[head++];
+        for (uint32_t k = graph->first_out[from]; k < graph->first_out[from + 1]; k++) {
+            uint32_t to = graph->edges[graph->adjacency[k]].to;
             if (!graph->nodes[to].reached) {
                 graph->nodes[to].reached = true;
                 queue[tail++] = to;
@@ -664,6 +976,7 @@ static void reach_from_roots(struct graph *graph)
         }
     }
     free(queue);
+    return true;
 }
 
 /* ---- names and chains ------------------------------------------------------------------------ */
@@ -796,7 +1109,7 @@ static bool may_close_cycle(const struct node *node, bool is_holder, bool leaked
 {
     if (leaked_only)
         return !node->reached;
-    return is_holder || (node->unexplained <= 0 && !PyType_Check(node->object));
+    return is_holder || (node->unexplained <= 0 && !node->is_type);
 }
 
 /*
@@ -809,24 +1122,30 @@ static bool describe_cycle(struct graph *graph, size_t hidden_edge, bool leaked_
 {
     const struct edge *closing = &graph->edges[hidden_edge];
     uint32_t holder = closing->from, start = closing->to;
-    size_t *parent_edge = malloc(graph->node_count * sizeof *parent_edge);
-    uint32_t *queue = malloc(graph->node_count * sizeof *queue);
+    struct cycle_search *search = &graph->search;
+    if (!search->mark) {
+        search->mark = calloc(graph->node_count, sizeof *search->mark);
+        search->parent_edge = malloc(graph->node_count * sizeof *search->parent_edge);
+        search->queue = malloc(graph->node_count * sizeof *search->queue);
+    }
+    if (!search->mark || !search->parent_edge || !search->queue)
+        return false;
+    uint32_t mark = ++search->count;
+    uint32_t *parent_edge = search->parent_edge, *queue = search->queue;
     bool found = false;
-    if (!parent_edge || !queue)
-        goto done;
-    for (size_t i = 0; i < graph->node_count; i++)
-        parent_edge[i] = SIZE_MAX;
     size_t head = 0, tail = 0;
     queue[tail++] = start;
-    parent_edge[start] = hidden_edge;
+    search->mark[start] = mark;
+    parent_edge[start] = (uint32_t)hidden_edge;
     while (head < tail && tail < CHAIN_SEARCH_LIMIT && !found) {
-        const struct node *node = &graph->nodes[queue[head++]];
-        for (uint32_t k = 0; k < node->out_count && !found; k++) {
-            size_t e = graph->adjacency[node->first_out + k];
+        uint32_t from = queue[head++];
+        for (uint32_t k = graph->first_out[from]; k < graph->first_out[from + 1] && !found; k++) {
+            uint32_t e = graph->adjacency[k];
             uint32_t to = graph->edges[e].to;
-            if (parent_edge[to] != SIZE_MAX ||
+            if (search->mark[to] == mark ||
                 !may_close_cycle(&graph->nodes[to], to == holder, leaked_only))
                 continue;
+            search->mark[to] = mark;
             parent_edge[to] = e;
             if (to == holder)
                 found = true;
@@ -835,7 +1154,7 @@ static bool describe_cycle(struct graph *graph, size_t hidden_edge, bool leaked_
         }
     }
     if (!found)
-        goto done;
+        return false;
     /* Walk back from the holder to list the edges in order. */
     size_t path[64], length = 0;
     for (uint32_t at = holder; length < 64;) {
@@ -873,10 +1192,7 @@ static bool describe_cycle(struct graph *graph, size_t hidden_edge, bool leaked_
     text_append(&dot, "}\n");
     *chain_out = chain.data;
     *dot_out = dot.data;
-done:
-    free(parent_edge);
-    free(queue);
-    return found;
+    return true;
 }
 
 /* ---- pass: report ---------------------------------------------------------------------------- */
@@ -914,28 +1230,28 @@ static enum finding_kind classify_type(PyTypeObject *type, const struct candidat
     return FINDING_INCOMPLETE_TRAVERSE;
 }
 
-static struct heap_details *new_details(struct type_record *type, const struct node *holder)
+static struct heap_details *new_details(struct type_record *type,
+                                        const struct instance_record *holder)
 {
     struct heap_details *details = calloc(1, sizeof *details);
     if (!details)
         return NULL;
     type_full_name(type->type, details->type_name, sizeof details->type_name);
-    details->example_site = holder->instance->allocated_at;
+    details->example_site = holder->allocated_at;
     return details;
 }
 
 /* hidden-reference and incomplete-traverse: one finding per holder type. */
 static void report_hidden_references(struct graph *graph)
 {
-    for (size_t e = 0; e < graph->edge_count; e++) {
+    for (size_t e = graph->visible_edge_count; e < graph->edge_count; e++) {
         const struct edge *edge = &graph->edges[e];
-        if (edge->hidden < 0)
-            continue;
         const struct candidate *candidate = &graph->candidates[edge->hidden];
-        struct node *holder = &graph->nodes[candidate->holder];
-        if (holder->instance->counted_hidden && !holder->holder_counted)
+        struct node *holder_node = &graph->nodes[candidate->holder];
+        struct instance_node *holder = instance_node_of(graph, holder_node);
+        if (holder->record->counted_hidden && !holder->holder_counted)
             continue; /* counted by an earlier analysis */
-        struct type_record *type = holder->instance->type;
+        struct type_record *type = holder->record->type;
         bool inherited = false;
         enum finding_kind kind = candidate->own_type
                                      ? FINDING_INCOMPLETE_TRAVERSE
@@ -943,9 +1259,9 @@ static void report_hidden_references(struct graph *graph)
         struct finding *finding = findings_find_heap(kind, type);
         bool first_for_holder = !holder->holder_counted;
         holder->holder_counted = true;
-        holder->instance->counted_hidden = true;
+        holder->record->counted_hidden = true;
         if (!finding) {
-            struct heap_details *details = new_details(type, holder);
+            struct heap_details *details = new_details(type, holder->record);
             if (!details || !(finding = findings_record_heap(kind, type, details))) {
                 free(details);
                 continue;
@@ -959,7 +1275,7 @@ static void report_hidden_references(struct graph *graph)
             details->instances++;
         /* The example is the holder from the oldest site (ids grow as sites are made): the same
            whatever the graph's order, and the first test that made such a holder. */
-        site_id site = holder->instance->allocated_at;
+        site_id site = holder->record->allocated_at;
         if (first_for_holder && site && (!details->example_site || site < details->example_site)) {
             details->example_site = site;
             const struct allocation_site *where = allocation_site_get(site);
@@ -975,7 +1291,8 @@ static void report_hidden_references(struct graph *graph)
         add_referent(details, name, path);
         /* A holder reachable today whose hidden reference leads back to it: never collectable.
            A few holders per type tell; searching from every one would cost a pass each. */
-        if (!details->chain && holder->reached && details->cycle_searches < MAX_CYCLE_SEARCHES) {
+        if (!details->chain && holder_node->reached &&
+            details->cycle_searches < MAX_CYCLE_SEARCHES) {
             details->cycle_searches++;
             char *dot = NULL;
             if (describe_cycle(graph, e, false, &details->chain, &dot))
@@ -988,19 +1305,20 @@ static void report_hidden_references(struct graph *graph)
 /* incomplete-traverse for heap types whose traverse does not visit their own type (3.9+). */
 static void report_missed_type_visits(struct graph *graph)
 {
-    for (size_t i = 0; i < graph->node_count; i++) {
-        struct node *node = &graph->nodes[i];
-        if (!misses_own_type_visit(node) || node->own_type_reported ||
-            (node->instance->counted_hidden && !node->holder_counted))
+    for (size_t k = 0; k < graph->ordered_count; k++) {
+        struct node *node = &graph->nodes[graph->instance_order[k]];
+        struct instance_node *instance = instance_node_of(graph, node);
+        if (!misses_own_type_visit(graph, node) || instance->own_type_reported ||
+            (instance->record->counted_hidden && !instance->holder_counted))
             continue;
-        node->holder_counted = true;
-        node->instance->counted_hidden = true;
-        struct finding *finding =
-            findings_find_heap(FINDING_INCOMPLETE_TRAVERSE, node->instance->type);
+        instance->holder_counted = true;
+        instance->record->counted_hidden = true;
+        struct type_record *type = instance->record->type;
+        struct finding *finding = findings_find_heap(FINDING_INCOMPLETE_TRAVERSE, type);
         if (!finding) {
-            struct heap_details *details = new_details(node->instance->type, node);
-            if (!details || !(finding = findings_record_heap(FINDING_INCOMPLETE_TRAVERSE,
-                                                             node->instance->type, details))) {
+            struct heap_details *details = new_details(type, instance->record);
+            if (!details ||
+                !(finding = findings_record_heap(FINDING_INCOMPLETE_TRAVERSE, type, details))) {
                 free(details);
                 continue;
             }
@@ -1013,31 +1331,37 @@ static void report_missed_type_visits(struct graph *graph)
 /* leaked-cycle: one finding per group of leaked nodes connected to a hidden edge's holder. */
 static void report_leaked_cycles(struct graph *graph)
 {
+    if (graph->edge_count == graph->visible_edge_count)
+        return; /* no hidden edge */
     uint32_t next_component = 1;
+    /* Per node: which leaked group it is in, 0 for none yet. */
+    uint32_t *component_of = calloc(graph->node_count + 1, sizeof *component_of);
     uint32_t *stack = malloc((graph->node_count + 1) * sizeof *stack);
-    if (!stack)
-        return;
-    for (size_t e = 0; e < graph->edge_count; e++) {
+    if (!component_of || !stack)
+        goto done;
+    for (size_t e = graph->visible_edge_count; e < graph->edge_count; e++) {
         const struct edge *edge = &graph->edges[e];
-        struct node *holder = &graph->nodes[edge->from];
-        if (edge->hidden < 0 || holder->reached || holder->component)
+        struct node *holder_node = &graph->nodes[edge->from];
+        if (holder_node->reached || component_of[edge->from])
             continue;
         /* The group: leaked nodes reachable from the holder (it is in a cycle with them). A
            group whose holder an earlier analysis reported is walked (its nodes are marked) but
            not reported again. */
-        bool reported_before = holder->instance->counted_leaked;
+        struct instance_record *holder = instance_of(graph, holder_node);
+        bool reported_before = holder->counted_leaked;
         uint32_t component = next_component++;
         size_t depth = 0, objects = 0;
-        struct heap_details *details = new_details(holder->instance->type, holder);
+        struct heap_details *details = new_details(holder->type, holder);
         if (!details)
             break;
-        holder->component = component;
+        component_of[edge->from] = component;
         stack[depth++] = edge->from;
         while (depth) {
-            struct node *node = &graph->nodes[stack[--depth]];
+            uint32_t from = stack[--depth];
+            struct node *node = &graph->nodes[from];
             objects++;
             if (node->instance)
-                node->instance->counted_leaked = true;
+                instance_of(graph, node)->counted_leaked = true;
             char name[128];
             type_full_name(Py_TYPE(node->object), name, sizeof name);
             unsigned t = 0;
@@ -1049,10 +1373,10 @@ static void report_leaked_cycles(struct graph *graph)
                              sizeof details->types[0].name, "%s", name);
                 details->types[t].count++;
             }
-            for (uint32_t k = 0; k < node->out_count; k++) {
-                uint32_t to = graph->edges[graph->adjacency[node->first_out + k]].to;
-                if (!graph->nodes[to].reached && !graph->nodes[to].component) {
-                    graph->nodes[to].component = component;
+            for (uint32_t k = graph->first_out[from]; k < graph->first_out[from + 1]; k++) {
+                uint32_t to = graph->edges[graph->adjacency[k]].to;
+                if (!graph->nodes[to].reached && !component_of[to]) {
+                    component_of[to] = component;
                     stack[depth++] = to;
                 }
             }
@@ -1063,16 +1387,18 @@ static void report_leaked_cycles(struct graph *graph)
             continue;
         }
         /* Cycles like one reported already only count: their chain would be the same. */
-        struct finding *same = findings_find_leaked_cycle(holder->instance->type, details);
+        struct finding *same = findings_find_leaked_cycle(holder->type, details);
         if (same) {
             same->count++;
             free(details);
             continue;
         }
         describe_cycle(graph, e, true, &details->chain, &details->dot);
-        if (!findings_record_heap(FINDING_LEAKED_CYCLE, holder->instance->type, details))
+        if (!findings_record_heap(FINDING_LEAKED_CYCLE, holder->type, details))
             free(details);
     }
+done:
+    free(component_of);
     free(stack);
 }
 
@@ -1094,6 +1420,7 @@ static void analyse(void)
 
     python_api.PyGC_Collect(); /* collect */
     double collect_seconds = seconds_since(&start);
+    plan_huge_pages();
     registry_walk_types();
     struct graph graph = {.memory = memory_map_load()};
     PyObject *tracked_objects = call_gc("get_objects");
@@ -1105,16 +1432,18 @@ static void analyse(void)
     if (!enumerate_nodes(&graph, tracked_objects))
         goto out_of_memory;
     extsan_log(2, "heap analysis: enumerate %.3f s", seconds_since(&start));
-    account_visible_references(&graph);
+    if (!account_visible_references(&graph))
+        goto out_of_memory;
     extsan_log(2, "heap analysis: account %.3f s", seconds_since(&start));
     scan_instances(&graph);
     add_missed_type_references(&graph);
     extsan_log(2, "heap analysis: scan %.3f s", seconds_since(&start));
     validate_candidates(&graph);
-    if (graph.out_of_memory || !build_adjacency(&graph))
+    if (graph.out_of_memory)
         goto out_of_memory;
     extsan_log(2, "heap analysis: validate %.3f s", seconds_since(&start));
-    reach_from_roots(&graph);
+    if (!reach_from_roots(&graph))
+        goto out_of_memory;
     extsan_log(2, "heap analysis: reach %.3f s", seconds_since(&start));
     report_hidden_references(&graph);
     report_missed_type_visits(&graph);
@@ -1123,6 +1452,9 @@ static void analyse(void)
         1, "heap analysis: %zu nodes, %zu edges, %zu candidates, %.3f s (its collection %.3f s)",
         graph.node_count, graph.edge_count, graph.candidate_count, seconds_since(&start),
         collect_seconds);
+    extsan_log(
+        2, "heap analysis: its arrays asked for %zu MiB of huge pages, %zu MiB left in the budget",
+        huge_page_asked >> 20, huge_page_budget >> 20);
     goto done;
 out_of_memory:
     extsan_log(0, "the heap analysis ran out of memory; its findings are incomplete");
