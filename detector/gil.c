@@ -24,7 +24,8 @@
  * the getter). The thread id to compare with is cached per thread.
  */
 
-PyThreadState *_Atomic *gil_holder_variable;
+/* Set once by whichever thread verifies it first; the field it points to never moves. */
+PyThreadState *_Atomic *_Atomic gil_holder_variable;
 EXTSAN_THREAD_LOCAL unsigned long gil_this_thread;
 static atomic_bool holder_unusable;
 
@@ -33,13 +34,13 @@ PyThreadState *gil_locate_thread_state(void)
     if (!gil_this_thread)
         gil_this_thread = (unsigned long)pthread_self();
     PyThreadState *current = python_api.unchecked_thread_state();
-    if (!gil_holder_variable && current && python_api.runtime &&
-        !atomic_load_explicit(&holder_unusable, memory_order_relaxed)) {
+    if (!atomic_load_explicit(&gil_holder_variable, memory_order_relaxed) && current &&
+        python_api.runtime && !atomic_load_explicit(&holder_unusable, memory_order_relaxed)) {
         PyThreadState *_Atomic *field =
             (PyThreadState * _Atomic *)((char *)python_api.runtime +
                                         offsetof(_PyRuntimeState, gilstate.tstate_current));
         if (atomic_load_explicit(field, memory_order_relaxed) == current) {
-            gil_holder_variable = field;
+            atomic_store_explicit(&gil_holder_variable, field, memory_order_relaxed);
             extsan_log(2, "reading the GIL holder at _PyRuntime+%zu",
                        offsetof(_PyRuntimeState, gilstate.tstate_current));
         } else {

@@ -26,7 +26,7 @@ extern EXTSAN_THREAD_LOCAL PyThreadState **gil_thread_state_variable;
 #else
 /* 3.9-3.11: the runtime's global "GIL holder" field, and this thread's id as the runtime
    records it (pthread_self), cached. */
-extern PyThreadState *_Atomic *gil_holder_variable;
+extern PyThreadState *_Atomic *_Atomic gil_holder_variable;
 extern EXTSAN_THREAD_LOCAL unsigned long gil_this_thread;
 #endif
 
@@ -62,7 +62,8 @@ static inline PyThreadState *gil_attached_thread_state(void)
     PyThreadState **variable = gil_thread_state_variable;
     return __builtin_expect(variable != NULL, 1) ? *variable : gil_locate_thread_state();
 #else
-    PyThreadState *_Atomic *holder = gil_holder_variable;
+    PyThreadState *_Atomic *holder =
+        atomic_load_explicit(&gil_holder_variable, memory_order_relaxed);
     unsigned long this_thread = gil_this_thread;
     if (__builtin_expect(!holder || !this_thread, 0))
         return gil_locate_thread_state();
