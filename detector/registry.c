@@ -473,21 +473,27 @@ static inline void register_instance(PyObject *object, struct type_record *type,
                                      const void *caller, enum registration how,
                                      PyThreadState *thread);
 
-static struct type_record *alloc_owner(PyTypeObject *start)
+enum wrapped_slot { WRAPPED_ALLOC, WRAPPED_DEALLOC, WRAPPED_FREE };
+
+static bool has_original(const struct type_record *record, enum wrapped_slot slot)
 {
-    for (PyTypeObject *type = start; type; type = type->tp_base) {
-        struct type_record *record = lookup_record(type);
-        if (record && record->original_alloc)
-            return record;
+    switch (slot) {
+    case WRAPPED_ALLOC:
+        return record->original_alloc != NULL;
+    case WRAPPED_DEALLOC:
+        return record->original_dealloc != NULL;
+    case WRAPPED_FREE:
+        return record->original_free != NULL;
     }
-    return NULL;
+    return false;
 }
 
-static struct type_record *dealloc_owner(PyTypeObject *start)
+/* The nearest type from `start` along tp_base whose record holds its original `slot`, or NULL. */
+static inline struct type_record *slot_owner(PyTypeObject *start, enum wrapped_slot slot)
 {
     for (PyTypeObject *type = start; type; type = type->tp_base) {
         struct type_record *record = lookup_record(type);
-        if (record && record->original_dealloc)
+        if (record && has_original(record, slot))
             return record;
     }
     return NULL;
@@ -522,7 +528,7 @@ static PyObject *slot_alloc(PyTypeObject *type, Py_ssize_t items)
      */
     struct alloc_in_progress outer = allocating;
     PyTypeObject *start = outer.type == type ? outer.level->tp_base : type;
-    struct type_record *owner = alloc_owner(start);
+    struct type_record *owner = slot_owner(start, WRAPPED_ALLOC);
     allocfunc original = owner ? owner->original_alloc : python_api.generic_alloc;
     bool custom = original != python_api.generic_alloc;
     if (custom)
@@ -555,7 +561,7 @@ static void slot_dealloc(PyObject *object)
         /* Forgotten before the original runs: that frees the memory, which may be reused. */
         forget_instance(object);
     }
-    struct type_record *owner = dealloc_owner(start);
+    struct type_record *owner = slot_owner(start, WRAPPED_DEALLOC);
     if (!owner) {
         /*
          * Cannot happen while the records are intact (some type on the way holds the wrapper
@@ -584,12 +590,10 @@ static void slot_free(void *memory)
     PyObject *object = memory;
     forget_instance(object);
     PyTypeObject *type = Py_TYPE(object);
-    for (PyTypeObject *level = type; level; level = level->tp_base) {
-        struct type_record *record = lookup_record(level);
-        if (record && record->original_free) {
-            record->original_free(memory);
-            return;
-        }
+    struct type_record *owner = slot_owner(type, WRAPPED_FREE);
+    if (owner) {
+        owner->original_free(memory);
+        return;
     }
     /* Cannot happen while the records are intact; what the runtime's own types use. */
     (PyType_IS_GC(type) ? python_api.type_type : python_api.base_object_type)->tp_free(memory);
@@ -598,12 +602,7 @@ static void slot_free(void *memory)
 /* True when no type from `type` up has an instrumented tp_dealloc to forget its instances. */
 static bool deaths_unseen(PyTypeObject *type)
 {
-    for (; type; type = type->tp_base) {
-        struct type_record *record = lookup_record(type);
-        if (record && record->original_dealloc)
-            return false;
-    }
-    return true;
+    return !slot_owner(type, WRAPPED_DEALLOC);
 }
 
 static void instrument_free(struct type_record *record)
@@ -669,7 +668,7 @@ static void python_class_created(PyTypeObject *type)
         type->tp_alloc != python_api.generic_alloc)
         return;
     struct type_record *base = registry_find_type_or_ancestor(type->tp_base);
-    if (!base || !alloc_owner(type->tp_base))
+    if (!base || !slot_owner(type->tp_base, WRAPPED_ALLOC))
         return; /* no extension type among its bases was instrumented */
     pthread_mutex_lock(&types_lock);
     struct type_record *record = lookup_record(type) ? NULL : new_record(type);
@@ -965,10 +964,10 @@ static void instrument_found_type(PyTypeObject *type)
         return;
     }
     pthread_mutex_lock(&types_lock);
-    struct type_record *owner = dealloc_owner(type->tp_base);
+    struct type_record *owner = slot_owner(type->tp_base, WRAPPED_DEALLOC);
     if (owner && type->tp_dealloc && type->tp_dealloc == owner->original_dealloc)
         type->tp_dealloc = slot_dealloc;
-    owner = alloc_owner(type->tp_base);
+    owner = slot_owner(type->tp_base, WRAPPED_ALLOC);
     if (owner && type->tp_alloc && type->tp_alloc == owner->original_alloc)
         type->tp_alloc = slot_alloc;
     if (record)
