@@ -22,6 +22,7 @@
 #include "gil.h"
 #include "instance_map.h"
 #include "log.h"
+#include "pointer_set.h"
 #include "python_stack.h"
 
 #include <dlfcn.h>
@@ -517,6 +518,11 @@ static void forget_instance(PyObject *object)
     }
 }
 
+void registry_forget_stale(PyObject *object)
+{
+    forget_instance(object);
+}
+
 static PyObject *slot_alloc(PyTypeObject *type, Py_ssize_t items)
 {
     /*
@@ -582,9 +588,28 @@ static void slot_dealloc(PyObject *object)
 }
 
 /*
- * tp_free of a type whose tp_dealloc stays subtype_dealloc: the instance is forgotten when its
- * memory goes. tp_free functions (PyObject_Free, PyObject_GC_Del) do not call other slots.
+ * tp_free wrappers: the instance is forgotten when its memory goes, whichever dealloc ran. A
+ * dealloc may bypass the wrapped tp_dealloc of a registered ancestor (ctypes' CFuncPtr dealloc
+ * calls PyCData_dealloc directly, not through the slot), or the type's dealloc may be the
+ * runtime's subtype_dealloc, which extsan leaves in place; both end in tp_free. tp_free functions
+ * do not call other slots.
+ *
+ * The runtime's two tp_free functions each get a wrapper of their own, which needs no type
+ * lookup: a dealloc may already have released the type when it frees the memory. A custom
+ * tp_free goes through slot_free, which finds the original through the object's type.
  */
+static void free_gc_object(void *memory)
+{
+    forget_instance(memory);
+    python_api.PyObject_GC_Del(memory);
+}
+
+static void free_object(void *memory)
+{
+    forget_instance(memory);
+    python_api.PyObject_Free(memory);
+}
+
 static void slot_free(void *memory)
 {
     PyObject *object = memory;
@@ -596,25 +621,42 @@ static void slot_free(void *memory)
         return;
     }
     /* Cannot happen while the records are intact; what the runtime's own types use. */
-    (PyType_IS_GC(type) ? python_api.type_type : python_api.base_object_type)->tp_free(memory);
+    (PyType_IS_GC(type) ? python_api.PyObject_GC_Del : python_api.PyObject_Free)(memory);
 }
 
-/* True when no type from `type` up has an instrumented tp_dealloc to forget its instances. */
-static bool deaths_unseen(PyTypeObject *type)
+static bool is_free_wrapper(freefunc free)
 {
-    return !slot_owner(type, WRAPPED_DEALLOC);
+    return free == free_gc_object || free == free_object || free == slot_free;
 }
 
+/*
+ * Wraps tp_free of a registered type or class; types_lock held. PyObject_Free is wrapped only
+ * where no C type can inherit it: CPython gives a GC subtype of a non-GC base PyObject_GC_Del
+ * only when the base's tp_free *is* PyObject_Free (inherit_slots), and would leave it NULL with
+ * a wrapper there. Python classes always get their own tp_free, and a type whose dealloc is
+ * subtype_dealloc has no other place where its deaths are seen.
+ */
 static void instrument_free(struct type_record *record)
 {
     PyTypeObject *type = record->type;
-    if (type->tp_free && type->tp_free != slot_free) {
-        record->original_free = type->tp_free;
+    freefunc original = type->tp_free;
+    bool only_place = record->python_class || is_subtype_dealloc(type);
+    if (!original || is_free_wrapper(original))
+        return;
+    if (original == python_api.PyObject_GC_Del) {
+        type->tp_free = free_gc_object;
+    } else if (!only_place) {
+        return;
+    } else if (original == python_api.PyObject_Free) {
+        type->tp_free = free_object;
+    } else {
+        record->original_free = original;
         type->tp_free = slot_free;
     }
 }
 
-/* Replaces tp_alloc and tp_dealloc (or tp_free) of a registered type; types_lock held. */
+/* Replaces tp_alloc, tp_dealloc (unless it is subtype_dealloc) and tp_free of a registered
+   type; types_lock held. */
 static void instrument_slots(struct type_record *record)
 {
     PyTypeObject *type = record->type;
@@ -624,14 +666,11 @@ static void instrument_slots(struct type_record *record)
             type->tp_alloc == generic_alloc_hook ? python_api.generic_alloc : type->tp_alloc;
         type->tp_alloc = slot_alloc;
     }
-    if (type->tp_dealloc && is_subtype_dealloc(type)) {
-        /* See original_free in registry.h. An instrumented base's dealloc would see them. */
-        if (deaths_unseen(type->tp_base))
-            instrument_free(record);
-    } else if (type->tp_dealloc && type->tp_dealloc != slot_dealloc) {
+    if (type->tp_dealloc && !is_subtype_dealloc(type) && type->tp_dealloc != slot_dealloc) {
         record->original_dealloc = type->tp_dealloc;
         type->tp_dealloc = slot_dealloc;
     }
+    instrument_free(record);
 }
 
 /* ---- PyType_Type's own slots --------------------------------------------------------------------
@@ -676,9 +715,7 @@ static void python_class_created(PyTypeObject *type)
         record->python_class = true;
         record->original_alloc = type->tp_alloc;
         type->tp_alloc = slot_alloc;
-        /* Its subtype_dealloc ends in the bases' deallocs: is one of them extsan's? */
-        if (deaths_unseen(type->tp_base))
-            instrument_free(record);
+        instrument_free(record);
     }
     pthread_mutex_unlock(&types_lock);
     if (record)
@@ -995,50 +1032,17 @@ static bool enqueue(struct type_queue *queue, PyTypeObject *type)
     return true;
 }
 
-/* Open-addressing set of the types already queued (a type has several bases). */
-struct type_set {
-    PyTypeObject **slots;
-    size_t capacity, count;
-};
-
-static bool set_add(struct type_set *set, PyTypeObject *type)
-{
-    if ((set->count + 1) * 2 > set->capacity) {
-        size_t capacity = set->capacity ? 2 * set->capacity : 1024;
-        PyTypeObject **slots = calloc(capacity, sizeof *slots);
-        if (!slots)
-            return false;
-        for (size_t i = 0; i < set->capacity; i++) {
-            if (!set->slots[i])
-                continue;
-            size_t slot = type_home(set->slots[i], capacity);
-            while (slots[slot])
-                slot = (slot + 1) & (capacity - 1);
-            slots[slot] = set->slots[i];
-        }
-        free(set->slots);
-        set->slots = slots;
-        set->capacity = capacity;
-    }
-    size_t slot = type_home(type, set->capacity);
-    for (; set->slots[slot]; slot = (slot + 1) & (set->capacity - 1))
-        if (set->slots[slot] == type)
-            return false;
-    set->slots[slot] = type;
-    set->count++;
-    return true;
-}
-
-void registry_walk_types(void)
+void registry_walk_types(struct pointer_set *seen_types)
 {
     if (!gil_held())
         return;
+    struct pointer_set own = {0};
+    struct pointer_set *seen = seen_types ? seen_types : &own;
     PyObject *error_type, *error_value, *error_traceback;
     python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
     struct type_queue queue = {0};
-    struct type_set seen = {0};
     unsigned found = 0;
-    if (set_add(&seen, python_api.base_object_type))
+    if (pointer_set_add(seen, python_api.base_object_type))
         enqueue(&queue, python_api.base_object_type);
     for (; queue.head < queue.count; queue.head++) {
         PyTypeObject *type = queue.items[queue.head];
@@ -1059,7 +1063,7 @@ void registry_walk_types(void)
             PyListObject *list = (PyListObject *)subclasses;
             for (Py_ssize_t i = 0; i < list->ob_base.ob_size; i++) {
                 PyObject *item = list->ob_item[i];
-                if (PyType_Check(item) && set_add(&seen, (PyTypeObject *)item))
+                if (PyType_Check(item) && pointer_set_add(seen, item))
                     enqueue(&queue, (PyTypeObject *)item);
             }
         } else {
@@ -1071,7 +1075,7 @@ void registry_walk_types(void)
     for (size_t i = 0; i < queue.count; i++)
         python_api.Py_DecRef((PyObject *)queue.items[i]);
     free(queue.items);
-    free(seen.slots);
+    pointer_set_clear(&own);
     python_api.PyErr_Restore(error_type, error_value, error_traceback);
     extsan_log(1, "type walk: %zu types seen, %u extension types found outside the hooks",
                queue.count, found);
