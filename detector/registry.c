@@ -2,7 +2,7 @@
  * The type and instance registry (registry.h): type records and their lookup, the slot wrappers
  * extsan puts on extension types, instance registration, the type walk.
  *
- * Locking. Types: created, instrumented and forgotten under types_lock (a mutex of extsan's own,
+ * Locking. Types: created, instrumented and forgotten under LOCK_TYPES (a mutex of extsan's own,
  * never held while calling into Python except for the GIL-holding type walk); looked up without
  * any lock, because the slot wrappers must also work on a thread without the GIL (see
  * type_table). Instances and the site cache: serialised by the GIL, which every registration
@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "registry.h"
+#include "locks.h"
 
 #include "allocation_sites.h"
 #include "context.h"
@@ -53,7 +54,6 @@ const char *binding_library_name(enum binding_library binding)
 /* ---- locks ------------------------------------------------------------------------------------
  */
 
-static pthread_mutex_t types_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_flag instances_busy = ATOMIC_FLAG_INIT;
 static PyInterpreterState *main_interpreter;
 static atomic_bool several_interpreters;
@@ -87,7 +87,7 @@ static inline void instances_end(bool locked)
 
 /* ---- the type table ----------------------------------------------------------------------------
  * Open addressing keyed by the type object's address. Readers take no lock: writers (under
- * types_lock) fill a slot's record before its key, with release stores, and grow by building a
+ * LOCK_TYPES) fill a slot's record before its key, with release stores, and grow by building a
  * new table and publishing it; an old table is never freed, since a reader may still be in it
  * (tables double, so the abandoned ones add up to less than the live one). A forgotten type keeps
  * its key with a NULL record, so probe runs never break; the next growth drops such slots.
@@ -105,7 +105,7 @@ struct type_table {
 };
 
 static struct type_table *_Atomic type_table;
-static struct type_record *first_record, *last_record; /* every record, under types_lock */
+static struct type_record *first_record, *last_record; /* every record, under LOCK_TYPES */
 static size_t type_record_count, type_table_bytes;
 
 static size_t type_home(const PyTypeObject *type, size_t capacity)
@@ -162,7 +162,7 @@ static void table_insert(struct type_table *table, PyTypeObject *type, struct ty
     }
 }
 
-/* Publishes `record` under `type`; types_lock held. False when out of memory. */
+/* Publishes `record` under `type`; LOCK_TYPES held. False when out of memory. */
 static bool publish_type(PyTypeObject *type, struct type_record *record)
 {
     struct type_table *table = atomic_load_explicit(&type_table, memory_order_relaxed);
@@ -211,9 +211,9 @@ struct type_record *registry_find_type_or_ancestor(PyTypeObject *type)
 
 void registry_for_each_type(void (*visit)(struct type_record *type, void *context), void *context)
 {
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *last = last_record;
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     /* Records are only appended and never freed: the list up to `last` is stable. */
     for (struct type_record *record = first_record; record; record = record->next_created) {
         if (!record->dead && !record->python_class)
@@ -307,7 +307,7 @@ static int find_object(struct dl_phdr_info *info, size_t size, void *context)
     return 0;
 }
 
-/* The objects judged so far (CPython never unloads one); types_lock held. */
+/* The objects judged so far (CPython never unloads one); LOCK_TYPES held. */
 static struct judged_object {
     uintptr_t base;
     char *path;
@@ -334,7 +334,7 @@ static bool describe_creator(const void *address, char *path, size_t path_size,
      * dl_iterate_phdr for the path as well as the segments: dladdr names the executable by
      * argv[0], which need not be a path at all.
      */
-    static struct object_lookup lookup; /* large; types_lock held */
+    static struct object_lookup lookup; /* large; LOCK_TYPES held */
     memset(&lookup, 0, sizeof lookup);
     lookup.address = (uintptr_t)address;
     dl_iterate_phdr(find_object, &lookup);
@@ -378,7 +378,7 @@ static bool is_binding_machinery(const PyTypeObject *type, enum binding_library 
 /* ---- records ----------------------------------------------------------------------------------
  */
 
-/* A new record for `type`, published; types_lock held. NULL when out of memory. */
+/* A new record for `type`, published; LOCK_TYPES held. NULL when out of memory. */
 static struct type_record *new_record(PyTypeObject *type)
 {
     struct type_record *record = calloc(1, sizeof *record);
@@ -413,7 +413,7 @@ static void set_created_at(struct type_record *record, stack_id stack)
 
 struct type_record *registry_add_type(PyTypeObject *type, stack_id created_at, const void *caller)
 {
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *record = record_for(type);
     if (record) {
         record->python_class = false;
@@ -423,7 +423,7 @@ struct type_record *registry_add_type(PyTypeObject *type, stack_id created_at, c
             record->creator[0] = '\0';
         record->binding_machinery = is_binding_machinery(type, record->binding);
     }
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     return record;
 }
 
@@ -630,7 +630,7 @@ static bool is_free_wrapper(freefunc free)
 }
 
 /*
- * Wraps tp_free of a registered type or class; types_lock held. PyObject_Free is wrapped only
+ * Wraps tp_free of a registered type or class; LOCK_TYPES held. PyObject_Free is wrapped only
  * where no C type can inherit it: CPython gives a GC subtype of a non-GC base PyObject_GC_Del
  * only when the base's tp_free *is* PyObject_Free (inherit_slots), and would leave it NULL with
  * a wrapper there. Python classes always get their own tp_free, and a type whose dealloc is
@@ -656,7 +656,7 @@ static void instrument_free(struct type_record *record)
 }
 
 /* Replaces tp_alloc, tp_dealloc (unless it is subtype_dealloc) and tp_free of a registered
-   type; types_lock held. */
+   type; LOCK_TYPES held. */
 static void instrument_slots(struct type_record *record)
 {
     PyTypeObject *type = record->type;
@@ -686,7 +686,7 @@ static void type_dealloc_wrapper(PyObject *object)
 {
     struct type_record *record = lookup_record((PyTypeObject *)object);
     if (record) {
-        pthread_mutex_lock(&types_lock);
+        lock_acquire(LOCK_TYPES);
         record->dead = true;
         struct type_table *table = atomic_load_explicit(&type_table, memory_order_relaxed);
         size_t mask = table->capacity - 1;
@@ -696,7 +696,7 @@ static void type_dealloc_wrapper(PyObject *object)
             if (atomic_load_explicit(&table->slots[slot].record, memory_order_relaxed) == record)
                 atomic_store_explicit(&table->slots[slot].record, NULL, memory_order_release);
         }
-        pthread_mutex_unlock(&types_lock);
+        lock_release(LOCK_TYPES);
     }
     real_type_dealloc(object);
 }
@@ -709,7 +709,7 @@ static void python_class_created(PyTypeObject *type)
     struct type_record *base = registry_find_type_or_ancestor(type->tp_base);
     if (!base || !slot_owner(type->tp_base, WRAPPED_ALLOC))
         return; /* no extension type among its bases was instrumented */
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *record = lookup_record(type) ? NULL : new_record(type);
     if (record) {
         record->python_class = true;
@@ -717,7 +717,7 @@ static void python_class_created(PyTypeObject *type)
         type->tp_alloc = slot_alloc;
         instrument_free(record);
     }
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     if (record)
         extsan_log(2, "instrumented tp_alloc of Python class %s (derives from %s)", type->tp_name,
                    base->type->tp_name);
@@ -772,7 +772,7 @@ void registry_type_created(PyTypeObject *type, const void *caller)
 {
     if (!type || !extsan_options.track_instances || !gil_held())
         return;
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *record = record_for(type);
     bool fresh = record && !record->hooked;
     if (fresh) {
@@ -784,7 +784,7 @@ void registry_type_created(PyTypeObject *type, const void *caller)
         record->binding_machinery = is_binding_machinery(type, record->binding);
         instrument_slots(record);
     }
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     if (!record || !fresh)
         return; /* out of memory, or PyType_Ready of a type already registered */
     extsan_log(2, "registered type %s (%s%s) created by %s", type->tp_name,
@@ -904,9 +904,9 @@ size_t registry_instance_count(void)
 size_t registry_memory_bytes(void)
 {
     size_t bytes = instance_map_bytes() + sites_memory_bytes();
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     bytes += type_table_bytes + type_record_count * sizeof(struct type_record) + judged_bytes;
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     return bytes;
 }
 
@@ -931,7 +931,6 @@ void registry_log_statistics(const char *when)
  */
 static void restore_stacks_after_fork(void)
 {
-    pthread_mutex_init(&types_lock, NULL);
     atomic_flag_clear(&instances_busy);
     for (struct type_record *record = first_record; record; record = record->next_created)
         if (record->created_at)
@@ -1000,7 +999,7 @@ static void instrument_found_type(PyTypeObject *type)
         python_class_created(type);
         return;
     }
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *owner = slot_owner(type->tp_base, WRAPPED_DEALLOC);
     if (owner && type->tp_dealloc && type->tp_dealloc == owner->original_dealloc)
         type->tp_dealloc = slot_dealloc;
@@ -1009,7 +1008,7 @@ static void instrument_found_type(PyTypeObject *type)
         type->tp_alloc = slot_alloc;
     if (record)
         instrument_slots(record);
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
 }
 
 struct type_queue {

@@ -73,3 +73,63 @@ def test_ctypes_program_ends_as_without_extsan(run):
     assert result.stdout.endswith("done\n"), result.describe()
     assert process_entry(result)["complete"] is True, result.describe()
     assert result.report["findings"] == [], result.describe()
+
+
+# ---- fork and vfork ----------------------------------------------------------------------------
+
+FORK_WHILE_BORROWING = PRELUDE + """
+import time
+print("pid", os.getpid())
+host_stress.start_capsule_threads(8)
+hung = 0
+for i in range(200):
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    deadline = time.monotonic() + 10
+    while not os.waitpid(child, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            hung += 1
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+            break
+        time.sleep(0.001)
+host_stress.stop_capsule_threads()
+print("hung", hung)
+"""
+
+
+def test_fork_while_threads_borrow_the_gil_never_hangs(run):
+    """Raw threads make capsules without the GIL (extsan borrows it for them, making thread
+    states) while the main thread forks: no child may hang in PyOS_AfterFork_Child (3.9-3.11
+    delete the other threads' states under a lock they re-initialise only later)."""
+    result = run(FORK_WHILE_BORROWING, timeout=600)
+    assert result.returncode == 0, result.describe()
+    assert "hung 0\n" in result.stdout, result.describe()
+    findings = result.findings(KIND)
+    assert findings and {f["api"] for f in findings} <= {"PyCapsule_New", "capsule destruction"}, \
+        result.describe()
+
+
+VFORK_EXEC_FAILS = """
+import os, subprocess, capsule_defects
+print("pid", os.getpid())
+capsule_defects.new_without_gil()
+for i in range(20):
+    try:
+        subprocess.run(["/nonexistent/extsan-test-binary"])
+    except FileNotFoundError:
+        pass
+print("done")
+"""
+
+
+def test_vfork_child_that_fails_to_exec_writes_no_report(run):
+    """subprocess's vfork child calls _exit when exec fails; it shares the parent's memory and
+    is no Python process of its own: it must not write a report (with the parent's findings)."""
+    result = run(VFORK_EXEC_FAILS)
+    assert result.returncode == 0, result.describe()
+    entry = process_entry(result)
+    assert [p["pid"] for p in result.report["processes"]] == [entry["pid"]], result.describe()
+    assert {f["pid"] for f in result.report["findings"]} == {entry["pid"]}, result.describe()
+    assert len(result.findings(KIND)) == 1, result.describe()
