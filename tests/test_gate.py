@@ -17,7 +17,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import jsonschema
 import pytest
@@ -30,6 +30,7 @@ from conftest import (
     ROOT,
     RUN_TIMEOUT,
     base_env,
+    check_process_checked,
     defect_sites,
     extension_path,
 )
@@ -58,6 +59,7 @@ class Gate(NamedTuple):
     stdout: str
     stderr: str
     report: Optional[dict]  # the --json output, when written
+    command: Tuple[str, ...]  # the program's argv
 
     @property
     def summary(self):
@@ -68,6 +70,11 @@ class Gate(NamedTuple):
         report = json.dumps(self.report, indent=1)[:8000] if self.report is not None else "none"
         return "status %d\n--- stdout ---\n%s\n--- stderr ---\n%s\n--- report ---\n%s" % (
             self.returncode, self.stdout[-4000:], self.stderr[-8000:], report)
+
+    def check_process_checked(self):
+        """The program's own process is in the --json output, complete: a verdict of "0 new
+        findings" is extsan's, not the sign that it never ran."""
+        check_process_checked(self.report, self.describe(), argv=self.command)
 
     def statuses(self):
         """{(kind, status)} of the findings of the --json output."""
@@ -87,7 +94,7 @@ def run_gate(python, pythonpath, cwd, program, *gate_args, env=None, json_path=N
     report = None
     if json_path and Path(json_path).exists():
         report = json.loads(Path(json_path).read_text())
-    return Gate(out.returncode, out.stdout, out.stderr, report)
+    return Gate(out.returncode, out.stdout, out.stderr, report, tuple(command))
 
 
 @pytest.fixture
@@ -124,6 +131,7 @@ def test_clean_code_passes(gate):
     assert result.stdout == "42\n", result.describe()
     assert result.summary == summary(0, 0, 0), result.describe()
     assert result.report["findings"] == [], result.describe()
+    result.check_process_checked()
 
 
 @GATE_PYTHONS
@@ -221,6 +229,7 @@ def test_the_command_failure_wins(gate, program):
     assert result.returncode == 5, result.describe()
     new = 1 if program == DEFECT else 0
     assert result.summary == summary(new, 0, 0, command_status=5), result.describe()
+    result.check_process_checked()
 
 
 def test_command_not_found_is_127(tmp_path):
@@ -529,6 +538,7 @@ def test_sarif_of_baselined_and_suppressed_findings(gate, tmp_path):
 def test_sarif_of_a_clean_run(gate, tmp_path):
     result = gate(CLEAN, "--sarif", tmp_path / "extsan.sarif")
     assert result.returncode == 0, result.describe()
+    result.check_process_checked()
     assert check_sarif(tmp_path / "extsan.sarif")["results"] == []
 
 
@@ -562,5 +572,6 @@ def test_junit(gate, tmp_path):
 
     result = gate(CLEAN, "--junit", junit)
     assert result.returncode == 0, result.describe()
+    result.check_process_checked()
     suite, (case,) = junit_cases(junit)
     assert suite.get("failures") == "0" and list(case) == [], ET.tostring(suite)

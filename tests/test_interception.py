@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from conftest import DEBIAN_ID, PYENV_MINORS, PYTHON_IDS, check_stack, extension_path
-from test_capsules import PRELUDE, check_findings, one, program_pid
+from conftest import DEBIAN_ID, PYENV_MINORS, PYTHON_IDS, check_stack, extension_path, program_pid
+from test_capsules import PRELUDE, check_findings, one
 
 
 def tool(*args):
