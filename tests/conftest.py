@@ -231,12 +231,32 @@ def build_fixtures(python):
                 and json.loads(stamp.read_text()) == wanted
             if not configured:
                 shutil.rmtree(builddir, ignore_errors=True)
-                _step(_meson() + ["setup", str(builddir), str(FIXTURES_SRC)]
-                      + ["-D%s=%s" % item for item in wanted.items()],
-                      log, "meson setup of the fixtures for Python %s" % python.id)
+                _meson_setup(FIXTURES_SRC, builddir, wanted, log, "the fixtures for Python %s" % python.id)
                 stamp.write_text(json.dumps(wanted))
-            _step(_meson() + ["compile", "-C", str(builddir)], log,
-                  "meson compile of the fixtures for Python %s" % python.id)
+            _meson_compile(builddir, log, "the fixtures for Python %s" % python.id)
+    return builddir
+
+
+def _meson_setup(source, builddir, options, log, what):
+    _step(_meson() + ["setup", str(builddir), str(source)] + ["-D%s=%s" % item for item in options.items()],
+          log, "meson setup of " + what)
+
+
+def _meson_compile(builddir, log, what):
+    _step(_meson() + ["compile", "-C", str(builddir)], log, "meson compile of " + what)
+
+
+def rebuild_fixtures_elsewhere(python, directory, c_args):
+    """Rebuilds the C fixture extensions (not the nanobind/pybind11 ones) from a copy of
+    tests/fixtures in directory/fixtures, into directory/build, with c_args added to the
+    compiler's flags: the same sources from another checkout, built another way. Returns the
+    build directory (for PYTHONPATH)."""
+    source, builddir = directory / "fixtures", directory / "build"
+    shutil.copytree(str(FIXTURES_SRC), str(source))
+    what = "the fixtures rebuilt in %s" % directory
+    with open(directory / "build.log", "w") as log:
+        _meson_setup(source, builddir, {"python": str(python.path), "c_args": c_args}, log, what)
+        _meson_compile(builddir, log, what)
     return builddir
 
 

@@ -12,7 +12,6 @@ the SARIF 2.1.0 schema, the JUnit file, and atomic writes. Unit tests check the 
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -32,7 +31,7 @@ from conftest import (
     base_env,
     check_process_checked,
     defect_sites,
-    extension_path,
+    rebuild_fixtures_elsewhere,
 )
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -329,18 +328,41 @@ def test_outputs_replace_a_symlink_instead_of_following_it(gate, tmp_path):
 
 
 @GATE_PYTHONS
-def test_fingerprints_survive_runs_and_a_rebuild_elsewhere(gate, fixtures, tmp_path):
-    """Equal over two runs, and with the extension copied to another directory (its module path,
-    and with it every address, differs)."""
+def test_fingerprints_survive_runs_and_a_rebuild_elsewhere(python, gate, tmp_path):
+    """Equal over two runs, and for the extension rebuilt from a copy of its sources in another
+    directory with functions aligned to 64 bytes: its module path, source path and the defect's
+    offset all differ (checked, so that the test proves the rebuild changed them)."""
     first, second = gate(DEFECT), gate(DEFECT)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    shutil.copy2(str(extension_path(fixtures, "capsule_defects")), str(elsewhere))
-    moved = gate(DEFECT, pythonpath=elsewhere)
-    findings = [run.report["findings"][0] for run in (first, second, moved)]
-    assert len({f["fingerprint"] for f in findings}) == 1, [run.describe() for run in (first, moved)]
-    assert os.path.dirname(findings[2]["stack"][0]["module"]) == str(elsewhere), moved.describe()
-    assert findings[0]["stack"][0]["module"] != findings[2]["stack"][0]["module"]
+    # Alignment moves the functions without changing their code, and so the frames.
+    rebuilt_dir = rebuild_fixtures_elsewhere(python, tmp_path / "elsewhere", "-falign-functions=64")
+    rebuilt = gate(DEFECT, pythonpath=rebuilt_dir)
+    runs = (first, second, rebuilt)
+    described = "\n".join(run.describe() for run in runs)
+    for run in runs:
+        assert run.returncode == NEW_FINDINGS_STATUS, run.describe()
+    findings = [one_finding(run) for run in runs]
+    assert len({f["fingerprint"] for f in findings}) == 1, described
+    before, after = [defect_frame(f, described) for f in (findings[0], findings[2])]
+    assert os.path.dirname(after["module"]) == str(rebuilt_dir), described
+    assert before["module"] != after["module"], described
+    copied_source = (tmp_path / "elsewhere" / "fixtures" / "capsule_defects.c").resolve()
+    assert Path(rebuilt_dir, after["file"]).resolve() == copied_source, described
+    assert Path(before["file"]).name == Path(after["file"]).name and before["file"] != after["file"], described
+    assert before["offset"] != after["offset"], "the rebuild did not move the defect:\n" + described
+    assert before["line"] == after["line"], described
+
+
+def one_finding(run):
+    findings = run.report["findings"] if run.report else []
+    assert len(findings) == 1, run.describe()
+    return findings[0]
+
+
+def defect_frame(finding, described):
+    """The frame of the planted defect's function."""
+    frames = [f for f in finding["stack"] if f.get("function") == "get_pointer_without_gil"]
+    assert frames and frames[0].get("file"), described
+    return frames[0]
 
 
 CAPSULE_FINDING = {
