@@ -7,6 +7,7 @@ defective call, which is what lets 3.12 and 3.13 survive it.
 """
 
 import json
+import os
 import re
 import subprocess
 from typing import NamedTuple, Tuple
@@ -24,7 +25,9 @@ from conftest import (
     check_stack,
     check_stopped_before_command,
     extension_path,
+    names_function,
     program_pid,
+    run_captured,
     run_extsan,
     stderr_finding_lines,
 )
@@ -504,24 +507,64 @@ def test_bad_extsan_options_stop_the_shim(python, tmp_path, shim_libraries, opti
 # ---- the demo -----------------------------------------------------------------------------------
 
 
+def demo_line(text):
+    """The number of the one line of demo.py that holds text."""
+    numbers = [n for n, line in enumerate(DEMO.read_text().splitlines(), 1) if text in line]
+    assert len(numbers) == 1, "%d lines of %s hold %r" % (len(numbers), DEMO, text)
+    return numbers[0]
+
+
+def python_frames(finding, depth):
+    """The innermost `depth` Python frames of a finding as (file base name, function, line)."""
+    return [(os.path.basename(f["file"]), f["function"], f["line"]) for f in finding["python_stack"][:depth]]
+
+
+def holder_callback_offset(python, fixtures, tmp_path):
+    """Where gc_defects.Holder keeps its callback, as the extension itself says (OFFSETS)."""
+    out = run_captured([str(python.path), "-c", "import gc_defects; print(gc_defects.OFFSETS['Holder.callback'])"],
+                       base_env(fixtures), tmp_path)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
 def test_demo(python, tmp_path, fixtures):
+    """What the demo is there to show: its two GIL-less capsule calls, each with the native
+    frame of the defect's line and the Python line of demo.py that made the call, and the
+    Holder whose callback hides a reference to it: one hidden-reference and one leaked cycle,
+    allocated by the line of make_leaky_holder that made it. Nothing else."""
     result = run_extsan(python, fixtures, tmp_path, script=DEMO)
     assert result.returncode == 0, result.describe()
     assert "demo: done" in result.stdout, result.describe()
-    pid = int(re.search(r"pid (\d+)", result.stdout).group(1))
+    pid = int(re.search(r"pid (\d+), under extsan\n", result.stdout).group(1))
     expects = one("PyCapsule_New", "new_without_gil") + one("PyCapsule_GetPointer", "get_pointer_without_gil")
     check_findings(result, expects, pid)
-    # The Python code that called into the extension, read while the GIL was borrowed.
+    assert sorted(f["kind"] for f in result.all_findings()) == \
+        sorted([KIND, KIND, "hidden-reference", "leaked-cycle"]), result.describe()
+    called_main = ("demo.py", "<module>", demo_line("sys.exit(main())"))
+    calls = {"PyCapsule_New": "capsule = capsule_defects.new_without_gil()",
+             "PyCapsule_GetPointer": "value = capsule_defects.get_pointer_without_gil(capsule)"}
     for finding in result.findings():
-        (frame, *_) = finding["python_stack"]
-        assert frame["file"].endswith("demo.py") and frame["function"] == "main", result.describe()
-        assert frame["line"] > 0, result.describe()
+        # The Python code that called into the extension, read while the GIL was borrowed.
+        assert python_frames(finding, 2) == [("demo.py", "main", demo_line(calls[finding["api"]])),
+                                             called_main], result.describe()
+
     # The demo's second half: a Holder whose callback refers back to it, leaked.
     assert "1 Holder still alive" in result.stdout, result.describe()
-    for kind in ("hidden-reference", "leaked-cycle"):
-        (finding,) = result.findings(kind)
-        assert finding["type"] == "gc_defects.Holder", result.describe()
-    assert "--hidden @+16--> function" in result.findings("leaked-cycle")[0]["chain"], result.describe()
+    allocated = [("demo.py", "make_leaky_holder", demo_line("holder = gc_defects.Holder()")),
+                 ("demo.py", "main", demo_line("    make_leaky_holder()")), called_main]
+    offset = holder_callback_offset(python, fixtures, tmp_path)
+    (hidden,) = result.findings("hidden-reference")
+    (leaked,) = result.findings("leaked-cycle")
+    for finding in (hidden, leaked):
+        where = json.dumps(finding, indent=1)
+        assert (finding["type"], finding["pid"], finding["count"]) == ("gc_defects.Holder", pid, 1), where
+        assert python_frames(finding, 3) == allocated, where
+        assert any(names_function(f, "PyInit_gc_defects") for f in finding["type_stack"]), where
+    assert hidden["instances"] == 1, result.describe()
+    assert [(r["type"], r["offset"], r["count"]) for r in hidden["referents"]] == [("function", offset, 1)], \
+        result.describe()
+    assert leaked["chain"] == ("gc_defects.Holder --hidden @+%d--> function --__closure__--> tuple --[0]--> cell "
+                               "--cell_contents--> gc_defects.Holder" % offset), result.describe()
 
 
 # ---- binding libraries ----------------------------------------------------------------------------
