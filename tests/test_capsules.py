@@ -196,10 +196,14 @@ def test_text_report_off(run):
 
 
 def test_stack_depth_option(run):
+    """stack_depth=2: the two innermost frames, the defect's first (the default keeps many more:
+    the interpreter's own frames down to main)."""
     result = run(PRELUDE + "m.new_without_gil()\n", env={"EXTSAN_OPTIONS": "stack_depth=2"})
     assert result.returncode == 0, result.describe()
     (finding,) = result.findings()
-    assert 1 <= len(finding["stack"]) <= 2, result.describe()
+    assert len(finding["stack"]) == 2, result.describe()
+    assert names_function(finding["stack"][0], "new_without_gil"), result.describe()
+    check_stack(finding, "new_without_gil", module="capsule_defects")
 
 
 def test_repeated_defect_is_one_finding(run):
@@ -388,6 +392,7 @@ def test_log_dir_one_report_per_process(python, fixtures, tmp_path, shim_librari
     for pid, api in ((parent, "PyCapsule_New"), (child, "PyCapsule_GetName")):
         report = json.loads((logs / ("extsan.%d.json" % pid)).read_text())
         assert report.get("extsan") == 1, report
+        assert (report.get("pid"), report.get("complete")) == (pid, True), json.dumps(report, indent=1)
         apis = [f["api"] for f in report["findings"] if f["kind"] == KIND]
         assert apis == [api], json.dumps(report, indent=1)
         assert all(f.get("pid", pid) == pid for f in report["findings"]), json.dumps(report, indent=1)

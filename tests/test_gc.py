@@ -301,7 +301,7 @@ def check_holder_finding(finding, case, output):
     if case.variant == "global":
         check_cycle(finding, type_name, where)
     else:
-        assert finding.get("cycle") is None, "a cycle where there is none:\n" + where
+        assert "cycle" in finding and finding["cycle"] is None, "a cycle where there is none:\n" + where
     if case.kind == INCOMPLETE:
         assert finding.get("missed_type_visit") is (case.scenario == "type-visit"), where
 
