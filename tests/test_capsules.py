@@ -372,6 +372,8 @@ def test_forked_child_reports_for_itself(run):
         check_finding(finding, expect, pid)
     pids = sorted(p.get("pid") for p in result.report["processes"])
     assert pids == sorted([parent, child]), result.describe()
+    for pid in pids:  # the child has the parent's argv, and reports to its end too
+        result.check_process_checked(pid)
 
 
 def test_log_dir_one_report_per_process(python, fixtures, tmp_path, shim_libraries):
