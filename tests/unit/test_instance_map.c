@@ -50,8 +50,10 @@ static bool put(PyObject *object, unsigned type, site_id site, uint32_t size, bo
     return instance_map_put(object, &types[type], site, size, replace);
 }
 
-/* The first `count` objects, counting from `from`, whose home slot in a table of the minimum
- * capacity is `home`. */
+/*
+ * The first `count` objects, counting from `from`, whose home slot in a table of the minimum
+ * capacity is `home`.
+ */
 static void objects_at_home(size_t home, uint32_t *from, PyObject **found, size_t count)
 {
     unsigned shift = shift_for(MIN_CAPACITY);
