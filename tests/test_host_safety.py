@@ -10,22 +10,9 @@ import signal
 
 import pytest
 
-from conftest import KIND
+from conftest import KIND, program_pid
 
 PRELUDE = "import os, sys, host_stress\n"
-
-
-def process_entry(result, pid=None):
-    """The merged report's entry of the program's process (the one whose pid the program printed
-    as 'pid N', else the only Python process), failing the test when it is missing."""
-    assert result.report is not None, result.describe()
-    processes = result.report["processes"]
-    if pid is None:
-        m = re.search(r"^pid (\d+)$", result.stdout, re.M)
-        pid = int(m.group(1)) if m else None
-    found = [p for p in processes if pid is None or p["pid"] == pid]
-    assert len(found) == 1, "process %s not in the report\n%s" % (pid, result.describe())
-    return found[0]
 
 
 # ---- registry records that outlive their objects ----------------------------------------------
@@ -50,8 +37,7 @@ def test_instances_freed_unseen_do_not_crash_the_analysis(run):
     assert result.stdout.endswith("done\n"), result.describe()
     dropped = re.findall(r"dropped (\d+) stale registry records", result.stderr)
     assert dropped and int(dropped[0]) > 0, result.describe()
-    assert process_entry(result)["complete"] is True, result.describe()
-    assert result.report["findings"] == [], result.describe()
+    result.check_silent(program_pid(result))
 
 
 CTYPES = """
@@ -71,8 +57,7 @@ def test_ctypes_program_ends_as_without_extsan(run):
     result = run(CTYPES)
     assert result.returncode == 0, result.describe()
     assert result.stdout.endswith("done\n"), result.describe()
-    assert process_entry(result)["complete"] is True, result.describe()
-    assert result.report["findings"] == [], result.describe()
+    result.check_silent(program_pid(result))
 
 
 # ---- fork and vfork ----------------------------------------------------------------------------
@@ -129,7 +114,8 @@ def test_vfork_child_that_fails_to_exec_writes_no_report(run):
     is no Python process of its own: it must not write a report (with the parent's findings)."""
     result = run(VFORK_EXEC_FAILS)
     assert result.returncode == 0, result.describe()
-    entry = process_entry(result)
-    assert [p["pid"] for p in result.report["processes"]] == [entry["pid"]], result.describe()
-    assert {f["pid"] for f in result.report["findings"]} == {entry["pid"]}, result.describe()
+    pid = program_pid(result)
+    result.check_process_checked(pid)
+    assert [p["pid"] for p in result.report["processes"]] == [pid], result.describe()
+    assert {f["pid"] for f in result.report["findings"]} == {pid}, result.describe()
     assert len(result.findings(KIND)) == 1, result.describe()

@@ -48,15 +48,6 @@ def test_c_unit_tests_pass(source):
     run_unit_test(source)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: detector/memory_map.c leaves out [vvar] but not "
-                   "[vvar_vclock] (Linux 6.x), whose pages can fault with SIGBUS when read")
-def test_c_unit_known_defects():
-    """The checks of defects known but not fixed yet (test-memory-map --known-defects)."""
-    if "[vvar_vclock]" not in Path("/proc/self/maps").read_text():
-        pytest.skip("this kernel has no [vvar_vclock] mapping")
-    run_unit_test(ROOT / "tests" / "unit" / "test_memory_map.c", "--known-defects")
-
-
 def test_c_sources_are_formatted():
     clang_format = shutil.which("clang-format")
     if clang_format is None:
