@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import (EXTSAN, KIND, Run, base_env, check_report, check_stack, program_pid,
+from conftest import (BUILD, EXTSAN, KIND, Run, base_env, check_report, check_stack, program_pid,
                       run_captured)
 
 PRELUDE = "import os, sys, host_stress\n"
@@ -358,3 +358,55 @@ def test_library_loaded_with_ctypes_is_checked(run, fixtures, tmp_path):
     (finding,) = result.findings(KIND)
     assert finding["capsule"] == "capsule_calls.payload", result.describe()
     check_stack(finding, "capsule_calls_new_without_gil")
+
+
+# ---- the output directories -----------------------------------------------------------------
+
+PRELOADED_PROGRAM = """
+import os, capsule_defects
+print("pid", os.getpid(), flush=True)
+capsule_defects.new_without_gil()
+"""
+
+
+def run_preloaded(python, fixtures, tmp_path, options):
+    """PRELOADED_PROGRAM with the shim preloaded directly (no `extsan run` to check anything
+    first), EXTSAN_OPTIONS=options."""
+    env = base_env(fixtures, {"LD_PRELOAD": str(BUILD / "libextsan.so"), "EXTSAN_OPTIONS": options})
+    return run_captured([str(python.path), "-c", PRELOADED_PROGRAM], env, tmp_path)
+
+
+def test_log_dir_that_does_not_exist_is_made(python, fixtures, tmp_path, shim_libraries):
+    """A log_dir that does not exist is made at start (with its parents), and the report is in
+    it, complete."""
+    logs = tmp_path / "not" / "yet" / "there"
+    out = run_preloaded(python, fixtures, tmp_path, "log_dir=%s:text_report=0" % logs)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split()[1])
+    report = json.loads((logs / ("extsan.%d.json" % pid)).read_text())
+    assert report["complete"] is True and len(report["findings"]) == 1, report
+
+
+@pytest.mark.parametrize("option", ["log_dir", "dot_dir"])
+def test_output_dir_too_long_stops_the_process_at_start(python, fixtures, tmp_path, shim_libraries,
+                                                         option):
+    """A directory whose report names would not fit in PATH_MAX is a bad option: one line
+    naming it, status 125, before the program runs (rather than every process writing the same
+    truncated path)."""
+    too_long = str(tmp_path / ("d" * 200)) * 25
+    out = run_preloaded(python, fixtures, tmp_path, "%s=%s" % (option, too_long))
+    assert out.returncode == 125, out.stderr
+    assert out.stdout == "", out.stdout
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("extsan: EXTSAN_OPTIONS: %s: the path is too long" % option), line
+
+
+def test_output_dir_that_cannot_be_made_stops_the_process_at_start(python, fixtures, tmp_path,
+                                                                   shim_libraries):
+    """A log_dir under a file cannot be made: one line naming it, status 125."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = run_preloaded(python, fixtures, tmp_path, "log_dir=%s/logs" % blocker)
+    assert out.returncode == 125, out.stderr
+    (line,) = out.stderr.splitlines()
+    assert "log_dir=%s/logs: cannot create" % blocker in line, line
