@@ -146,7 +146,8 @@ def describe(findings):
 def test_every_process_reports_once(python, fixtures, tmp_path):
     """The pytest process, a fork and a spawn multiprocessing child, two subprocesses and two
     killed children: each finding once, with its own process's pid; the killed child's
-    snapshot is in the merge, marked incomplete; the silently killed one is simply absent."""
+    snapshot is in the merge, marked incomplete, and named in a warning; the silently killed one
+    is simply absent."""
     project = write_project(tmp_path / "project", {
         "children.py": CHILDREN,
         "test_processes.py": TEST_PROCESSES.format(workloads=str(FIXTURES_SRC / "gc_workloads.py")),
@@ -164,6 +165,11 @@ def test_every_process_reports_once(python, fixtures, tmp_path):
         assert pids[name] in processes, "no report from the %s process:\n%s" % (name, result.describe())
     assert pids["killed-silent"] not in processes, result.describe()
     assert processes[pids["killed-snapshot"]]["complete"] is False, result.describe()
+    # Its report is incomplete and names no signal: `run` says it ended without completing it.
+    unfinished = [line for line in result.stderr.splitlines()
+                  if line.startswith("extsan: warning: pid %d " % pids["killed-snapshot"])]
+    assert len(unfinished) == 1 and "ended without completing its report" in unfinished[0], \
+        result.describe()
     for name in ("main", "fork", "spawn", "subprocess", "workload"):
         assert processes[pids[name]]["complete"] is True, result.describe()
 
