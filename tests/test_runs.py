@@ -71,7 +71,7 @@ def describe(out):
 
 def printed_pid(out, label):
     """The pid a program printed as `LABEL N`."""
-    found = re.findall(r"^%s (\d+)$" % label, out.stdout, re.M)
+    found = re.findall(r"^%s (\d+)\b" % label, out.stdout, re.M)
     assert len(found) == 1, "the program did not print its %s pid:\n%s" % (label, describe(out))
     return int(found[0])
 
@@ -335,6 +335,35 @@ def test_child_outliving_the_wait_is_named(python, fixtures, tmp_path):
     assert gone, "the child %d did not end" % child
     with open(os.path.join(kept.group(1), "extsan.%d.json" % child)) as f:
         assert json.load(f)["complete"] is True, "the child did not complete its report in %s" % kept.group(1)
+
+
+OTHER_USER_PARENT = """\
+import os, subprocess, sys
+print("pid", os.getpid(), flush=True)
+code = "import os; print('child', os.getpid(), os.getuid())"
+child = subprocess.run([sys.executable, "-c", code], user=65534, group=65534, extra_groups=[],
+                       cwd="/", stdout=subprocess.PIPE, universal_newlines=True, check=True)
+print(child.stdout.strip(), flush=True)
+"""
+
+
+# The pyenv interpreters live under /root, which another user cannot enter; Debian's can run.
+@pytest.mark.pythons(DEBIAN_ID)
+def test_child_running_as_another_user_writes_into_the_private_directory(python, shim_libraries,
+                                                                         tmp_path):
+    """A child that runs as nobody (subprocess's user=/group=) creates its report in the run's
+    private log directory (mode 1733), and the merge has it, complete."""
+    if os.geteuid() != 0:
+        pytest.skip("changing to another user takes root")
+    result = run_extsan(python, None, tmp_path, code=OTHER_USER_PARENT)
+    assert result.returncode == 0, result.describe()
+    child = printed_pid(result, "child")
+    assert re.search(r"^child %d 65534$" % child, result.stdout, re.M), result.describe()
+    assert "cannot write" not in result.stderr, result.describe()
+    result.check_process_checked()
+    processes = {p["pid"]: p for p in result.report["processes"]}
+    assert processes.get(child, {}).get("complete") is True, result.describe()
+    assert processes[child].get("checked", True) is True, result.describe()
 
 
 # ---- collecting the reports: the rules, on reports written by hand --------------------------
