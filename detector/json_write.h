@@ -9,10 +9,9 @@
 #include <stdio.h>
 
 /*
- * text as a JSON string. Valid UTF-8 passes through; each byte that does not start a valid UTF-8
- * sequence is written as the escape Python's surrogateescape decodes it to (byte 0xXY: \udcXY),
- * so the file stays valid JSON whatever the bytes (argv, paths) and no byte is lost:
- * os.fsencode() on the decoded string gives the bytes back.
+ * text as a JSON string, quoted, escaped by json_escape_each (json_text.h): valid whatever the
+ * bytes (argv, paths), each byte that is not UTF-8 written as Python's surrogateescape decodes
+ * it (byte 0xXY: \udcXY), so os.fsencode() on the decoded string gives the bytes back.
  */
 void json_write_string(FILE *out, const char *text);
 

@@ -6,6 +6,7 @@
 #include "heap_analysis.h"
 #include "json_write.h"
 #include "report_frames.h"
+#include "signals.h"
 #include "suppressions.h"
 
 #include <string.h>
@@ -21,8 +22,16 @@ static void write_json_string_or_null(FILE *out, const char *text)
 
 struct json_context {
     FILE *out;
-    bool first;
+    const struct report_request *request;
+    const struct finding *last; /* the last finding written, NULL before the first */
 };
+
+static void write_thread(FILE *out, const struct thread_description *thread)
+{
+    fprintf(out, ", \"thread\": {\"tid\": %d, \"name\": ", (int)thread->tid);
+    json_write_string(out, thread->name);
+    fprintf(out, ", \"python_thread_state\": %s}", thread->has_python_state ? "true" : "false");
+}
 
 static void write_frame(const struct frame_info *frame, unsigned index, void *context)
 {
@@ -120,15 +129,28 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
     }
 }
 
+/* deadly-signal: what the signal was, the thread it hit, where (the stack starts at the fault). */
+static void write_deadly_signal_fields(struct json_context *json, const struct finding *finding)
+{
+    FILE *out = json->out;
+    fprintf(out, ", \"signal\": \"%s\", \"code\": %d, \"address\": \"0x%lx\"",
+            signal_name(finding->signal), finding->signal_code,
+            (unsigned long)finding->fault_address);
+    write_thread(out, &finding->thread);
+    write_stack(json, "stack", finding->stack);
+    write_python_stack(out, finding->python_site);
+}
+
 static void write_finding(struct finding *finding, void *context)
 {
     struct json_context *json = context;
     FILE *out = json->out;
-    fputs(json->first ? "\n    {" : ",\n    {", out);
-    json->first = false;
+    fputs(json->last ? ",\n    {" : "\n    {", out);
+    json->last = finding;
     fputs("\"kind\": ", out);
     json_write_string(out, finding_kind_name(finding->kind));
-    fprintf(out, ", \"count\": %lu", finding->count);
+    fputs(", \"count\": ", out);
+    report_put_field(out, json->request, FIELD_COUNT, finding);
     if (finding->context) {
         fputs(", \"test\": ", out);
         json_write_string(out, finding->context);
@@ -146,10 +168,7 @@ static void write_finding(struct finding *finding, void *context)
             json_write_string(out, finding->capsule);
         else
             fputs("null", out);
-        fprintf(out, ", \"thread\": {\"tid\": %d, \"name\": ", (int)finding->thread.tid);
-        json_write_string(out, finding->thread.name);
-        fprintf(out, ", \"python_thread_state\": %s}",
-                finding->thread.has_python_state ? "true" : "false");
+        write_thread(out, &finding->thread);
         write_stack(json, "stack", finding->stack);
         write_python_stack(out, finding->python_site);
         break;
@@ -162,6 +181,9 @@ static void write_finding(struct finding *finding, void *context)
     case FINDING_LEAKED_CYCLE:
         write_type_fields(json, finding);
         write_heap_fields(json, finding);
+        break;
+    case FINDING_DEADLY_SIGNAL:
+        write_deadly_signal_fields(json, finding);
         break;
     }
     fputc('}', out);
@@ -184,13 +206,18 @@ static void write_suppressions(FILE *out)
     fputc(']', out);
 }
 
-static void write_json_report(FILE *out, bool final)
+static void write_json_report(FILE *out, const struct report_request *request)
 {
     json_write_process_head(out, report_python_version());
-    fprintf(out, ", \"complete\": %s", final ? "true" : "false");
+    fprintf(out, ", \"checked\": true, \"complete\": %s", request->final ? "true" : "false");
+    fputs(",\n \"signal\": ", out);
+    report_put_field(out, request, FIELD_SIGNAL, NULL);
+    fputs(", \"analysis\": ", out);
+    report_put_field(out, request, FIELD_ANALYSIS, NULL);
     fputs(",\n \"findings\": [", out);
-    struct json_context json = {.out = out, .first = true};
+    struct json_context json = {.out = out, .request = request};
     findings_for_each(write_finding, &json);
+    report_put_field(out, request, FIELD_MORE_FINDINGS, json.last);
     fputc(']', out);
     write_suppressions(out);
     fputs("}\n", out);

@@ -10,29 +10,34 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 /* Kept for the children this process forks: each writes a report of its own. */
 static char unchecked_python[64];
 static char unchecked_why[1024];
 
-static void write_unchecked_content(FILE *out, const void *context)
-{
-    (void)context;
-    json_write_process_head(out, unchecked_python);
-    fputs(", \"checked\": false, \"why\": ", out);
-    json_write_string(out, unchecked_why);
-    fputs(", \"complete\": true,\n \"findings\": []}\n", out);
-}
-
 static void write_unchecked_file(void)
 {
     const char *dir = extsan_options.log_dir;
     if (!dir || !*dir)
         return;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/extsan.%d.json", dir, (int)getpid());
-    report_file_replace(path, "log_dir", write_unchecked_content, NULL);
+    char *json = NULL;
+    size_t length = 0;
+    FILE *out = open_memstream(&json, &length);
+    if (!out)
+        return;
+    json_write_process_head(out, unchecked_python);
+    fputs(", \"checked\": false, \"why\": ", out);
+    json_write_string(out, unchecked_why);
+    fputs(", \"complete\": true,\n \"findings\": []}\n", out);
+    if (fclose(out) == 0) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/extsan.%d.json", dir, (int)getpid());
+        report_file_replace(path, "log_dir", json, length);
+    }
+    free(json);
 }
 
 static void forked_child(void)
