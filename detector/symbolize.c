@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <elfutils/libdwfl.h>
+#include <limits.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ static unsigned long long reported_load_events;
  * the network; a sanitizer must not do either at exit.
  */
 static const Dwfl_Callbacks proc_callbacks = {
-    .find_elf = dwfl_linux_proc_find_elf,
+    .find_elf = dwfl_build_id_find_elf,
     .find_debuginfo = dwfl_build_id_find_debuginfo,
 };
 
@@ -133,14 +134,40 @@ static void set_function(struct frame_info *out, const char *name)
  * libdwfl session
  */
 
-/* Re-reads /proc/self/maps: modules still mapped are kept with what they have loaded. */
+/*
+ * Reports one loaded object to the session: its file and its load bias, as the dynamic linker
+ * has them. Not /proc/self/maps, which also lists the files libdw itself maps to read their
+ * debug info: a second mapping of a file makes libdwfl stretch its module over both.
+ */
+static int report_object(struct dl_phdr_info *info, size_t size, void *failures)
+{
+    (void)size;
+    static char executable[PATH_MAX];
+    const char *path = info->dlpi_name;
+    if (!path[0]) {
+        if (!executable[0]) {
+            ssize_t length = readlink("/proc/self/exe", executable, sizeof executable - 1);
+            executable[length > 0 ? length : 0] = '\0';
+        }
+        path = executable;
+    }
+    if (path[0] != '/')
+        return 0; /* the vdso, which has no file */
+    const char *base_name = strrchr(path, '/') + 1;
+    if (!dwfl_report_elf(session, base_name, path, -1, info->dlpi_addr, true))
+        ++*(unsigned *)failures;
+    return 0;
+}
+
+/* Reports every loaded object again: modules still there are kept with what they loaded. */
 static bool report_modules(void)
 {
-    /* Counted before reading the maps, so an object loaded meanwhile is caught next time. */
+    /* Counted before the walk, so an object loaded meanwhile is caught next time. */
     reported_load_events = load_events();
+    unsigned failures = 0;
     dwfl_report_begin(session);
-    int status = dwfl_linux_proc_report(session, getpid());
-    return dwfl_report_end(session, NULL, NULL) == 0 && status == 0;
+    dl_iterate_phdr(report_object, &failures);
+    return dwfl_report_end(session, NULL, NULL) == 0;
 }
 
 static bool open_session(void)

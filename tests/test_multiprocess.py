@@ -3,9 +3,9 @@
 
 Every process reports for its own pid and the merged report lists each finding once, with the
 pid of the process that made it: the pytest process itself, pytest-xdist workers, fork and spawn
-multiprocessing children, subprocesses. A child killed with SIGKILL leaves the report it last
-wrote (at its start, and at each finding when made: before the call that might crash with
-protect=0), which `extsan run` merges with a warning, and the merge still holds everything else.
+multiprocessing children, subprocesses. A child killed with SIGKILL leaves the report it wrote
+when it made its finding (protected or not), and the merge holds it with everything else, named
+in a warning (`extsan run`: it ended without completing its report).
 """
 
 import json
@@ -64,8 +64,7 @@ def killed_after_snapshot():
 
 
 def killed_silently():
-    # Protected (the default): the call is made safe, and its finding reaches the report file
-    # when made; there is no exit.
+    # Protected (the default): the finding reaches the report when made, before the kill.
     record("killed-silent")
     m.set_context_without_gil(m.new_with_gil())
     os.kill(os.getpid(), signal.SIGKILL)
@@ -147,9 +146,9 @@ def describe(findings):
 
 def test_every_process_reports_once(python, fixtures, tmp_path):
     """The pytest process, a fork and a spawn multiprocessing child, two subprocesses and two
-    killed children: each finding once, with its own process's pid; each killed child's report
-    (written at start and at its finding) is in the merge, marked incomplete, and named in a
-    warning."""
+    children killed by SIGKILL: each finding once, with its own process's pid; the killed
+    children's reports, written when they made their findings, are in the merge, incomplete,
+    each named in a warning."""
     project = write_project(tmp_path / "project", {
         "children.py": CHILDREN,
         "test_processes.py": TEST_PROCESSES.format(workloads=str(FIXTURES_SRC / "gc_workloads.py")),
