@@ -4,53 +4,20 @@
 
 #include "fix_hints.h"
 #include "heap_analysis.h"
-#include "json_text.h"
+#include "json_write.h"
 #include "report_frames.h"
 #include "signals.h"
 #include "suppressions.h"
 
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-static void put_to_file(void *out, const char *bytes, size_t length)
-{
-    fwrite(bytes, 1, length, out);
-}
-
-static void write_json_string(FILE *out, const char *text)
-{
-    fputc('"', out);
-    json_escape_each(text, put_to_file, out);
-    fputc('"', out);
-}
 
 /* Unknown names are null, not "": a consumer can tell "no symbol" from a symbol. */
 static void write_json_string_or_null(FILE *out, const char *text)
 {
     if (*text)
-        write_json_string(out, text);
+        json_write_string(out, text);
     else
         fputs("null", out);
-}
-
-static void write_argv(FILE *out)
-{
-    fputc('[', out);
-    FILE *cmdline = fopen("/proc/self/cmdline", "re");
-    if (cmdline) {
-        char *argument = NULL;
-        size_t size = 0;
-        bool first = true;
-        while (getdelim(&argument, &size, '\0', cmdline) > 0) {
-            fputs(first ? "" : ", ", out);
-            write_json_string(out, argument);
-            first = false;
-        }
-        free(argument);
-        fclose(cmdline);
-    }
-    fputc(']', out);
 }
 
 struct json_context {
@@ -62,7 +29,7 @@ struct json_context {
 static void write_thread(FILE *out, const struct thread_description *thread)
 {
     fprintf(out, ", \"thread\": {\"tid\": %d, \"name\": ", (int)thread->tid);
-    write_json_string(out, thread->name);
+    json_write_string(out, thread->name);
     fprintf(out, ", \"python_thread_state\": %s}", thread->has_python_state ? "true" : "false");
 }
 
@@ -78,7 +45,7 @@ static void write_frame(const struct frame_info *frame, unsigned index, void *co
             (unsigned long)frame->pc);
     if (frame->file[0]) {
         fputs(", \"file\": ", out);
-        write_json_string(out, frame->file);
+        json_write_string(out, frame->file);
         fprintf(out, ", \"line\": %d", frame->line);
     }
     fputc('}', out);
@@ -95,11 +62,11 @@ static void write_type_fields(struct json_context *json, const struct finding *f
 {
     FILE *out = json->out;
     fputs(", \"type\": ", out);
-    write_json_string(out, finding->type_name);
+    json_write_string(out, finding->type_name);
     fputs(", \"binding\": ", out);
-    write_json_string(out, binding_library_name(finding->type->binding));
+    json_write_string(out, binding_library_name(finding->type->binding));
     fputs(", \"fix\": ", out);
-    write_json_string(out, fix_hint(finding->kind, finding->type->binding));
+    json_write_string(out, fix_hint(finding->kind, finding->type->binding));
     write_stack(json, "type_stack", finding->type->created_at);
 }
 
@@ -110,9 +77,9 @@ static void write_python_stack(FILE *out, site_id site)
     fputs(",\n     \"python_stack\": [", out);
     for (unsigned i = 0; where && i < where->python_depth; i++) {
         fputs(i ? ", {\"file\": " : "{\"file\": ", out);
-        write_json_string(out, where->python[i].file);
+        json_write_string(out, where->python[i].file);
         fputs(", \"function\": ", out);
-        write_json_string(out, where->python[i].function);
+        json_write_string(out, where->python[i].function);
         fprintf(out, ", \"line\": %d}", where->python[i].line);
     }
     fputc(']', out);
@@ -129,7 +96,7 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
         fprintf(out, ",\n     \"objects\": %u, \"types\": {", heap->objects);
         for (unsigned i = 0; i < heap->type_count; i++) {
             fputs(i ? ", " : "", out);
-            write_json_string(out, heap->types[i].name);
+            json_write_string(out, heap->types[i].name);
             fprintf(out, ": %u", heap->types[i].count);
         }
         fputs("}, \"chain\": ", out);
@@ -141,13 +108,13 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
     fprintf(out, ",\n     \"instances\": %u, \"referents\": [", heap->instances);
     for (unsigned i = 0; i < heap->referent_count; i++) {
         fputs(i ? ", {\"type\": " : "{\"type\": ", out);
-        write_json_string(out, heap->referents[i].type_name);
+        json_write_string(out, heap->referents[i].type_name);
         unsigned offset;
         char rest;
         if (sscanf(heap->referents[i].path, "+%u%c", &offset, &rest) == 1)
             fprintf(out, ", \"offset\": %u", offset);
         fputs(", \"path\": ", out);
-        write_json_string(out, heap->referents[i].path);
+        json_write_string(out, heap->referents[i].path);
         fprintf(out, ", \"count\": %u}", heap->referents[i].count);
     }
     fprintf(out, "], \"missed_type_visit\": %s, \"inherited_traverse\": %s, \"cycle\": ",
@@ -155,7 +122,7 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
             heap->inherited_traverse ? "true" : "false");
     if (heap->chain) {
         fputs("{\"chain\": ", out);
-        write_json_string(out, heap->chain);
+        json_write_string(out, heap->chain);
         fprintf(out, ", \"never_collectable\": %s}", heap->never_collectable ? "true" : "false");
     } else {
         fputs("null", out);
@@ -181,24 +148,24 @@ static void write_finding(struct finding *finding, void *context)
     fputs(json->last ? ",\n    {" : "\n    {", out);
     json->last = finding;
     fputs("\"kind\": ", out);
-    write_json_string(out, finding_kind_name(finding->kind));
+    json_write_string(out, finding_kind_name(finding->kind));
     fputs(", \"count\": ", out);
     report_put_field(out, json->request, FIELD_COUNT, finding);
     if (finding->context) {
         fputs(", \"test\": ", out);
-        write_json_string(out, finding->context);
+        json_write_string(out, finding->context);
     }
     if (finding->suppressed_by) {
         fputs(", \"suppressed\": ", out);
-        write_json_string(out, finding->suppressed_by->text);
+        json_write_string(out, finding->suppressed_by->text);
     }
     switch (finding->kind) {
     case FINDING_CAPSULE_WITHOUT_GIL:
         fputs(", \"api\": ", out);
-        write_json_string(out, finding->api);
+        json_write_string(out, finding->api);
         fputs(", \"capsule\": ", out);
         if (finding->has_capsule_name)
-            write_json_string(out, finding->capsule);
+            json_write_string(out, finding->capsule);
         else
             fputs("null", out);
         write_thread(out, &finding->thread);
@@ -231,9 +198,9 @@ static void write_suppressions(FILE *out)
     for (unsigned i = 0; i < suppressions_rule_count(); i++) {
         const struct suppression_rule *rule = suppressions_rule(i);
         fputs(i ? ",\n    {\"rule\": " : "\n    {\"rule\": ", out);
-        write_json_string(out, rule->text);
+        json_write_string(out, rule->text);
         fputs(", \"file\": ", out);
-        write_json_string(out, suppressions_path());
+        json_write_string(out, suppressions_path());
         fprintf(out, ", \"line\": %u, \"used\": %lu}", rule->line, rule->used);
     }
     fputc(']', out);
@@ -241,17 +208,12 @@ static void write_suppressions(FILE *out)
 
 static void write_json_report(FILE *out, const struct report_request *request)
 {
-    fprintf(out,
-            "{\"extsan\": 1, \"pid\": %d, \"ppid\": %d, \"checked\": true, \"complete\": %s, "
-            "\"python\": ",
-            (int)getpid(), (int)getppid(), request->final ? "true" : "false");
-    write_json_string(out, report_python_version());
+    json_write_process_head(out, report_python_version());
+    fprintf(out, ", \"checked\": true, \"complete\": %s", request->final ? "true" : "false");
     fputs(",\n \"signal\": ", out);
     report_put_field(out, request, FIELD_SIGNAL, NULL);
     fputs(", \"analysis\": ", out);
     report_put_field(out, request, FIELD_ANALYSIS, NULL);
-    fputs(",\n \"argv\": ", out);
-    write_argv(out);
     fputs(",\n \"findings\": [", out);
     struct json_context json = {.out = out, .request = request};
     findings_for_each(write_finding, &json);

@@ -1,14 +1,31 @@
 /*
  * libextsan.so, the library users preload. It only picks the core built for the running
  * Python (libextsan-py3.X.so beside it) and loads it: one preload path then serves every
- * Python of a test run, and stays inert in the non-Python processes it spawns.
+ * Python of a test run, and stays inert in the non-Python processes it spawns. A Python process
+ * for which no core loads runs unchecked, and says so (detector/report_unchecked.h).
  */
 #define _GNU_SOURCE
+#include "options.h"
+#include "report_unchecked.h"
+#include "log.h"
+
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The options the unchecked report needs (log_dir); the core would have read the same. */
+static void read_options(void)
+{
+    options_set_defaults(&extsan_options);
+    char error[512];
+    if (!options_parse(&extsan_options, getenv("EXTSAN_OPTIONS"), error, sizeof error)) {
+        extsan_log(0, "EXTSAN_OPTIONS: %s", error);
+        options_set_defaults(&extsan_options); /* no log_dir to trust: the line only */
+    }
+}
 
 __attribute__((constructor)) static void extsan_load_core(void)
 {
@@ -24,13 +41,14 @@ __attribute__((constructor)) static void extsan_load_core(void)
     int directory_length = slash ? (int)(slash - self.dli_fname) : 1;
     snprintf(core, sizeof core, "%.*s/libextsan-py%d.%d.so", directory_length,
              slash ? self.dli_fname : ".", major, minor);
-    if (!dlopen(core, RTLD_NOW | RTLD_LOCAL)) {
-        char message[PATH_MAX + 256];
-        int length = snprintf(message, sizeof message,
-                              "extsan: no core for Python %d.%d (%s); this process runs unchecked. "
-                              "HINT: extsan build --python <that interpreter>\n",
-                              major, minor, dlerror());
-        ssize_t ignored = write(STDERR_FILENO, message, length > 0 ? (size_t)length : 0);
-        (void)ignored;
-    }
+    if (dlopen(core, RTLD_NOW | RTLD_LOCAL))
+        return;
+    char why[PATH_MAX + 512], version[64];
+    const char *error = dlerror();
+    snprintf(why, sizeof why, "%s for Python %d.%d (%s)",
+             access(core, F_OK) == 0 ? "the core failed to load" : "no core", major, minor,
+             error ? error : "dlopen failed");
+    snprintf(version, sizeof version, "%.*s", (int)strcspn(get_version(), " "), get_version());
+    read_options();
+    report_unchecked(version, why, "HINT: extsan build --python <that interpreter>");
 }

@@ -454,8 +454,10 @@ def run_captured(command, env, cwd, timeout=RUN_TIMEOUT):
     """Runs command with stdout and stderr captured and no stdin; a time-out fails the test with
     what the command had printed."""
     try:
+        # errors: a text report names paths as their bytes, which need not be UTF-8.
         return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env, cwd=str(cwd), timeout=timeout, stdin=subprocess.DEVNULL)
+                              errors="surrogateescape", env=env, cwd=str(cwd), timeout=timeout,
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         pytest.fail("timed out after %d s: %s\n--- stdout ---\n%s\n--- stderr ---\n%s"
                     % (timeout, " ".join(map(str, command)), e.stdout, e.stderr), pytrace=False)

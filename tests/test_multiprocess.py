@@ -4,7 +4,8 @@
 Every process reports for its own pid and the merged report lists each finding once, with the
 pid of the process that made it: the pytest process itself, pytest-xdist workers, fork and spawn
 multiprocessing children, subprocesses. A child killed with SIGKILL leaves the report it wrote
-when it made its finding (protected or not), and the merge holds it with everything else.
+when it made its finding (protected or not), and the merge holds it with everything else, named
+in a warning (`extsan run`: it ended without completing its report).
 """
 
 import json
@@ -146,7 +147,8 @@ def describe(findings):
 def test_every_process_reports_once(python, fixtures, tmp_path):
     """The pytest process, a fork and a spawn multiprocessing child, two subprocesses and two
     children killed by SIGKILL: each finding once, with its own process's pid; the killed
-    children's reports, written when they made their findings, are in the merge, incomplete."""
+    children's reports, written when they made their findings, are in the merge, incomplete,
+    each named in a warning."""
     project = write_project(tmp_path / "project", {
         "children.py": CHILDREN,
         "test_processes.py": TEST_PROCESSES.format(workloads=str(FIXTURES_SRC / "gc_workloads.py")),
@@ -164,6 +166,11 @@ def test_every_process_reports_once(python, fixtures, tmp_path):
         assert pids[name] in processes, "no report from the %s process:\n%s" % (name, result.describe())
     for name in ("killed-snapshot", "killed-silent"):
         assert processes[pids[name]]["complete"] is False, result.describe()
+        # Its report is incomplete and names no signal: `run` says it ended without completing it.
+        unfinished = [line for line in result.stderr.splitlines()
+                      if line.startswith("extsan: warning: pid %d " % pids[name])]
+        assert len(unfinished) == 1 and "ended without completing its report" in unfinished[0], \
+            result.describe()
     for name in ("main", "fork", "spawn", "subprocess", "workload"):
         assert processes[pids[name]]["complete"] is True, result.describe()
 

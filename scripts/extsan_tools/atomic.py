@@ -32,7 +32,9 @@ def write_atomically(path, text):
     except OSError as e:
         raise Failure("cannot write %s: %s" % (rel(path), e.strerror or e))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # A report's strings may hold the escapes of bytes that were not UTF-8 (\udcff for
+        # byte 0xff, as Python's surrogateescape decodes them): written as that text.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(text)
             f.flush()
             # mkstemp makes the file 0600; a report is as readable as any file the user writes.

@@ -94,7 +94,8 @@ def render_svg(dot_text):
         return None
     try:
         result = subprocess.run([program, "-Tsvg"], input=dot_text, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, universal_newlines=True, timeout=DOT_TIMEOUT)
+                                stderr=subprocess.PIPE, universal_newlines=True, errors="backslashreplace",
+                                timeout=DOT_TIMEOUT)
     except (OSError, subprocess.SubprocessError):
         return None
     start = result.stdout.find("<svg")

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import stat
 import sys
 
 from .atomic import write_json_atomically
@@ -13,7 +14,8 @@ REPORT_NAME = re.compile(r"^extsan\.(\d+)\.json$")  # <log_dir>/extsan.<pid>.jso
 
 
 def report_files(directory):
-    """{path: (inode, mtime)} of the extsan.<pid>.json files in directory."""
+    """{path: (inode, mtime)} of the extsan.<pid>.json files in directory: regular files only,
+    as extsan writes them (a link planted in a shared directory is not followed)."""
     found = {}
     try:
         names = os.listdir(directory)
@@ -23,8 +25,10 @@ def report_files(directory):
         if REPORT_NAME.match(name):
             path = os.path.join(directory, name)
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 continue
             found[path] = (st.st_ino, st.st_mtime_ns)
     return found

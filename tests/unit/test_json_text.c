@@ -6,6 +6,7 @@
 
 #include "json_text.h"
 
+#include <stdio.h>
 #include <string.h>
 
 struct output {
@@ -51,5 +52,32 @@ int main(void)
     expect("a\xff"
            "b\xc3\xa9",
            "a\\udcffb\xc3\xa9", "mixed");
+    /* The edges of the valid ranges. */
+    expect("\xef\xbf\xbf", "\xef\xbf\xbf", "U+FFFF");
+    expect("\xed\x9f\xbf", "\xed\x9f\xbf", "U+D7FF, the last before the surrogates");
+    expect("\xee\x80\x80", "\xee\x80\x80", "U+E000, the first after them");
+    expect("\xed\xbf\xbf", "\\udced\\udcbf\\udcbf", "surrogate U+DFFF encoded in UTF-8");
+    expect("\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf", "U+10FFFF");
+    expect("\xc1\x80", "\\udcc1\\udc80", "overlong 2-byte NUL");
+    expect("\xf0\x80\x80\xaf", "\\udcf0\\udc80\\udc80\\udcaf", "overlong 4-byte");
+    expect("\xf5\x80\x80\x80", "\\udcf5\\udc80\\udc80\\udc80", "lead byte F5");
+    expect("a\xc3", "a\\udcc3", "truncated 2-byte at the end");
+    expect("\xf0\x9f\x98", "\\udcf0\\udc9f\\udc98", "truncated 4-byte at the end");
+    expect("\xc3\xc3\xa9", "\\udcc3\xc3\xa9", "truncated 2-byte, then a valid one");
+    expect("\xff\"", "\\udcff\\\"", "a quote after a bad byte");
+    /* Every byte alone: 0x80-0xFF is the escape of itself, 0x01-0x7F never one. */
+    for (unsigned byte = 1; byte < 0x100; byte++) {
+        char input[2] = {(char)byte, '\0'}, escaped[16], what[32];
+        if (byte >= 0x80)
+            snprintf(escaped, sizeof escaped, "\\udc%02x", byte);
+        else if (byte < 0x20 || byte == 0x7f)
+            snprintf(escaped, sizeof escaped, "\\u%04x", byte);
+        else if (byte == '"' || byte == '\\')
+            snprintf(escaped, sizeof escaped, "\\%c", byte);
+        else
+            snprintf(escaped, sizeof escaped, "%c", byte);
+        snprintf(what, sizeof what, "byte 0x%02x alone", byte);
+        expect(input, escaped, what);
+    }
     return checks_summary();
 }

@@ -1,0 +1,19 @@
+/* Writing a report file into a directory other processes share (log_dir, dot_dir). */
+#ifndef EXTSAN_REPORT_FILE_H
+#define EXTSAN_REPORT_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Writes all of bytes to fd, going on after EINTR and short writes. Async-signal-safe. */
+bool report_file_write_all(int fd, const char *bytes, size_t length);
+
+/*
+ * Replaces `path` with content atomically: a reader sees the old file or the new one, never a
+ * torn file. The temporary file is created exclusively and without following links, so a link
+ * planted in a shared directory is never written through. `option` names the option that chose
+ * the path, for the one line printed when the file cannot be written.
+ */
+void report_file_replace(const char *path, const char *option, const char *content, size_t length);
+
+#endif
