@@ -29,7 +29,12 @@ enum finding_kind {
 #define DECLARE_KIND(constant, name) constant,
     FINDING_KINDS(DECLARE_KIND)
 #undef DECLARE_KIND
-        FINDING_KIND_COUNT
+};
+
+enum {
+#define COUNT_KIND(constant, name) +1
+    FINDING_KIND_COUNT = 0 FINDING_KINDS(COUNT_KIND)
+#undef COUNT_KIND
 };
 
 struct type_record;

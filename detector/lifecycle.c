@@ -12,6 +12,7 @@
 #include "registry.h"
 #include "report.h"
 #include "report_frames.h"
+#include "report_unchecked.h"
 #include "signals.h"
 #include "suppressions.h"
 
@@ -105,7 +106,7 @@ static bool prepare_output_dir(const char *option, const char *dir, char *error,
             continue;
         *slash = '\0';
         if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-            snprintf(error, size, "%s=%s: cannot create %s: %s", option, dir, path,
+            snprintf(error, size, "%s=%.200s: cannot create %.200s: %s", option, dir, path,
                      strerror(errno));
             return false;
         }
@@ -144,7 +145,10 @@ bool lifecycle_start(void)
         options_print(stderr, OPTIONS_FORMAT_HELP);
     const char *why_not;
     if (!python_api_init(&why_not)) {
-        extsan_log(1, "dormant: %s", why_not);
+        if (python_api.version) /* a Python process: it must not pass for checked */
+            report_unchecked(report_python_version(), why_not, NULL);
+        else
+            extsan_log(1, "dormant: %s", why_not);
         return false;
     }
     owner_pid = getpid();

@@ -7,6 +7,7 @@
 #include "heap_analysis.h"
 #include "json_text.h"
 #include "loaded_objects.h"
+#include "report_file.h"
 #include "python_api.h"
 #include "report_frames.h"
 #include "signals.h"
@@ -133,20 +134,6 @@ bool report_is_suppressed(struct finding *finding)
     return suppressed;
 }
 
-/* Writes all of `length` bytes to fd; false on an error. Async-signal-safe. */
-static bool write_all(int fd, const char *bytes, size_t length)
-{
-    for (size_t done = 0; done < length;) {
-        ssize_t n = write(fd, bytes + done, length - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        done += n;
-    }
-    return true;
-}
-
 /* A writer's output in memory; NULL (with *length 0) when nothing could be rendered. */
 static char *render(const struct report_writer *writer, const struct report_request *request,
                     size_t *length)
@@ -173,30 +160,8 @@ static void write_text(const struct report_request *request)
     size_t length;
     char *text = render(&text_report_writer, request, &length);
     if (length > 1) /* only the newline: a clean process prints nothing at all */
-        write_all(STDERR_FILENO, text, length);
+        report_file_write_all(STDERR_FILENO, text, length);
     free(text);
-}
-
-/*
- * Replaces `path` atomically: a reader sees the old file or the new one, never a torn file.
- * The temporary file is created exclusively and without following links, so a link planted in
- * a shared directory is never written through. `option` names the option that chose the path.
- */
-static void write_file_atomically(const char *path, const char *option, const char *content,
-                                  size_t length)
-{
-    char temporary[PATH_MAX];
-    snprintf(temporary, sizeof temporary, "%s.%d.tmp", path, (int)getpid());
-    unlink(temporary); /* a leftover of an earlier write by this pid that was cut short */
-    int fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    bool written = fd >= 0 && write_all(fd, content, length);
-    if (fd >= 0 && close(fd) != 0)
-        written = false;
-    if (!written || rename(temporary, path) != 0) {
-        extsan_log(0, "cannot write %s: %s (option %s)", path, strerror(errno), option);
-        if (fd >= 0)
-            unlink(temporary);
-    }
 }
 
 /* log_dir/extsan.<pid>.json; false when there is no log_dir. */
@@ -218,7 +183,7 @@ static void write_json(const struct report_request *request)
     size_t length;
     char *json = render(&json_report_writer, request, &length);
     if (json)
-        write_file_atomically(path, "log_dir", json, length);
+        report_file_replace(path, "log_dir", json, length);
     free(json);
 }
 
@@ -231,7 +196,7 @@ static void write_dot_file(struct finding *finding, void *context)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/extsan.%d.cycle%u.dot", extsan_options.dot_dir, (int)getpid(),
              ++*written);
-    write_file_atomically(path, "dot_dir", finding->heap->dot, strlen(finding->heap->dot));
+    report_file_replace(path, "dot_dir", finding->heap->dot, strlen(finding->heap->dot));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -375,7 +340,7 @@ void report_snapshot(void)
     decide_suppressions();
     struct snapshot *snapshot = take_snapshot();
     if (snapshot && snapshot->path[0])
-        write_file_atomically(snapshot->path, "log_dir", snapshot->json, snapshot->json_length);
+        report_file_replace(snapshot->path, "log_dir", snapshot->json, snapshot->json_length);
     lock_release(LOCK_REPORT);
 }
 
@@ -397,7 +362,7 @@ struct safe_output {
 
 static void safe_flush(struct safe_output *out)
 {
-    if (out->used && !write_all(out->fd, out->buffer, out->used))
+    if (out->used && !report_file_write_all(out->fd, out->buffer, out->used))
         out->failed = true;
     out->used = 0;
 }
@@ -407,7 +372,7 @@ static void safe_put(struct safe_output *out, const char *bytes, size_t length)
     if (length > sizeof out->buffer - out->used) {
         safe_flush(out);
         if (length > sizeof out->buffer) {
-            out->failed |= !write_all(out->fd, bytes, length);
+            out->failed |= !report_file_write_all(out->fd, bytes, length);
             return;
         }
     }
@@ -530,7 +495,7 @@ void report_snapshot_text_safely(int signal, bool crash)
     if (!extsan_options.text_report || death_text_written)
         return;
     if (snapshot && snapshot->pid == getpid() && snapshot->text_length > 1)
-        write_all(STDERR_FILENO, snapshot->text, snapshot->text_length);
+        report_file_write_all(STDERR_FILENO, snapshot->text, snapshot->text_length);
     if (!crash)
         return;
     struct safe_output out = {.fd = STDERR_FILENO};
