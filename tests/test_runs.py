@@ -532,3 +532,18 @@ def test_non_utf8_argv_and_names_keep_the_report_valid(python, fixtures, tmp_pat
     junit = outputs["--junit"].read_text()
     ElementTree.fromstring(junit)  # well-formed XML
     assert "thread-caf" in junit, junit
+
+
+def test_core_of_another_version_reports_the_process_unchecked(python, shim_libraries, tmp_path):
+    """A core loaded into a Python it was not built for stays dormant, and says so: the run
+    fails with 125 naming the process, as when no core loads at all."""
+    minor = "3.%d" % python.minor
+    wrong = [lib for lib in shim_libraries if lib.name.startswith("libextsan-py3.")
+             and lib.name != "libextsan-py%s.so" % minor]
+    assert wrong, "no core for another Python version in %s" % shim_libraries
+    command = [str(python.path), "-c", UNCHECKED_PARENT, str(wrong[0]), "0"]
+    out = run_command(tmp_path, "run", [], command)
+    assert out.returncode == EXTSAN_FAILURE_STATUS, describe(out)
+    child = printed_pid(out, "child")
+    (named,) = [line for line in out.stderr.splitlines() if line.startswith("extsan: pid %d " % child)]
+    assert "ran unchecked: this core was built for another Python version" in named, describe(out)
