@@ -108,18 +108,16 @@ static void *report_stack; /* REPORT_STACK_BYTES, its lowest page a guard; NULL:
 static ucontext_t handler_context, report_context;
 static const struct crash *death_crash;
 
-/* The full report: the deadly-signal finding recorded with its Python stack, then written. */
+/* The full report of a crash: the deadly-signal finding with its Python stack, then written. */
 static void report_death(void)
 {
     const struct crash *crash = death_crash;
-    if (crash) {
-        struct finding *finding = findings_record_deadly(crash->signal, crash->code, crash->address,
-                                                         crash->pcs, crash->depth, &crash->thread);
-        PyThreadState *thread = python_api.is_initialized() ? gil_attached_thread_state() : NULL;
-        if (finding && thread) {
-            struct site_key key = {.context = finding->context};
-            finding->python_site = site_create(&key, thread);
-        }
+    struct finding *finding = findings_record_deadly(crash->signal, crash->code, crash->address,
+                                                     crash->pcs, crash->depth, &crash->thread);
+    PyThreadState *thread = python_api.is_initialized() ? gil_attached_thread_state() : NULL;
+    if (finding && thread) {
+        struct site_key key = {.context = finding->context};
+        finding->python_site = site_create(&key, thread);
     }
     report_at_death(dying_signal);
 }
@@ -147,8 +145,19 @@ static void on_deadly_signal(int signal, siginfo_t *info, void *ucontext)
         thread_describe(&described.thread);
     }
     report_snapshot_write_safely(signal, crash ? &described : NULL);
+    /*
+     * A termination signal arrives at any instruction of any thread, inside malloc as well: a
+     * full report would allocate on top of the interrupted allocation and corrupt the heap (seen
+     * with processes terminated while they start). The snapshot holds every finding already,
+     * symbolised when it was made: its text goes out as it is.
+     */
+    if (!crash) {
+        report_snapshot_text_safely(signal, false);
+        errno = saved_errno;
+        die_by(signal);
+    }
     arm_watchdog();
-    death_crash = crash ? &described : NULL;
+    death_crash = &described;
     if (report_stack && getcontext(&report_context) == 0) {
         report_context.uc_stack.ss_sp = report_stack;
         report_context.uc_stack.ss_size = REPORT_STACK_BYTES;

@@ -18,9 +18,11 @@
  *
  * The handler first does what is safe whatever state the process is in: the JSON report is
  * written from the snapshot prepared when the last finding was made (report.h), with the current
- * counts and, for a crash, the deadly-signal finding with its unsymbolised stack. Then it writes
- * the full report (symbolised, text on stderr), which allocates and takes locks: a watchdog
- * (alarm) ends the process with the original signal should that hang, after printing the
+ * counts and, for a crash, the deadly-signal finding with its unsymbolised stack. A termination
+ * then prints the snapshot's text, and that is all it may do: it can arrive inside malloc. A
+ * crash is synchronous: the full report (the deadly-signal finding symbolised, text on stderr),
+ * which allocates and takes locks, is written then, on a stack of its own, under a watchdog
+ * (alarm) that ends the process with the original signal should that hang, after printing the
  * snapshot's text.
  */
 #ifndef EXTSAN_SIGNALS_H

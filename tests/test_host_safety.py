@@ -410,3 +410,33 @@ def test_output_dir_that_cannot_be_made_stops_the_process_at_start(python, fixtu
     assert out.returncode == 125, out.stderr
     (line,) = out.stderr.splitlines()
     assert "log_dir=%s/logs: cannot create" % blocker in line, line
+
+
+POOLS_TERMINATED_AT_START = """
+import multiprocessing, os, sys, time
+if __name__ == "__main__":
+    print("pid", os.getpid(), flush=True)
+    slowest = 0
+    for i in range(40):
+        started = time.monotonic()
+        with multiprocessing.get_context(sys.argv[1]).Pool(2):
+            pass  # terminate(): SIGTERM to workers that may still be starting up
+        slowest = max(slowest, time.monotonic() - started)
+    print("slowest %.2f" % slowest)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_terminated_while_they_start_die_cleanly(run, tmp_path, method):
+    """SIGTERM can arrive anywhere, inside malloc too (a worker starting up): the handler only
+    writes what was prepared, without allocating. A full report written there corrupted the
+    heap ("malloc assertion failure") or waited for a lock the interrupted code held (the
+    5-second watchdog)."""
+    script = tmp_path / "pools.py"
+    script.write_text(POOLS_TERMINATED_AT_START)
+    result = run(script=script, args=[method])
+    assert result.returncode == 0, result.describe()
+    assert "malloc" not in result.stderr and "Fatal" not in result.stderr, result.describe()
+    slowest = float(result.stdout.split("slowest")[1])
+    assert slowest < 3, result.describe()
+    result.check_process_checked(program_pid(result))
