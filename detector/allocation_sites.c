@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "allocation_sites.h"
+#include "locks.h"
 
 #include "options.h"
 
@@ -35,7 +36,6 @@ typedef struct site_record *_Atomic site_slot;
 static site_slot *_Atomic site_chunks[SITE_MAX_CHUNKS];
 
 /* Serialises site creation: ids, chunks, string interning. Never taken on the fast path. */
-static pthread_mutex_t sites_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t site_total;
 static size_t record_bytes;
 
@@ -55,7 +55,7 @@ const struct allocation_site *allocation_site_get(site_id site)
 
 /* ---- interned strings ------------------------------------------------------------------------
  * File names and function names repeat across sites: each distinct string is stored once, in a
- * chained hash set, under sites_lock.
+ * chained hash set, under LOCK_SITES.
  */
 
 struct interned {
@@ -149,7 +149,7 @@ site_id site_create(const struct site_key *key, PyThreadState *thread)
     /* An allocation can happen while an exception is being raised: keep it as it was. */
     PyObject *error_type, *error_value, *error_traceback;
     python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
-    pthread_mutex_lock(&sites_lock);
+    lock_acquire(LOCK_SITES);
     for (unsigned i = 0; i < depth; i++) {
         record->python[i].file = intern_unicode(refs[i].code->co_filename);
         record->python[i].function = intern_unicode(python_code_name(refs[i].code));
@@ -173,7 +173,7 @@ site_id site_create(const struct site_key *key, PyThreadState *thread)
             record_bytes += bytes;
         }
     }
-    pthread_mutex_unlock(&sites_lock);
+    lock_release(LOCK_SITES);
     python_api.PyErr_Restore(error_type, error_value, error_traceback);
     if (!id) {
         free(record);
@@ -271,9 +271,9 @@ site_id site_publish(const struct site_key *key, site_id site)
 
 size_t sites_memory_bytes(void)
 {
-    pthread_mutex_lock(&sites_lock);
+    lock_acquire(LOCK_SITES);
     size_t bytes = record_bytes + string_bytes + string_bucket_count * sizeof *string_buckets;
-    pthread_mutex_unlock(&sites_lock);
+    lock_release(LOCK_SITES);
     return bytes + cache.capacity * sizeof(struct cache_entry);
 }
 
@@ -289,7 +289,6 @@ size_t sites_count(void)
  */
 void sites_restore_stacks_after_fork(void)
 {
-    pthread_mutex_init(&sites_lock, NULL);
     for (uint32_t index = 0; index < site_total; index++) {
         site_slot *chunk =
             atomic_load_explicit(&site_chunks[index >> SITE_CHUNK_SHIFT], memory_order_relaxed);

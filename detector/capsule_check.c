@@ -52,10 +52,12 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
     thread_describe(&thread);
     /* Then take the GIL: the capsule's fields are safe to read for the report. */
     bool protected = extsan_options.protect && gil_borrow(&call->borrowed);
-    struct finding *finding = findings_record_capsule(api, capsule_name(capsule, name), &thread);
+    bool first;
+    struct finding *finding =
+        findings_record_capsule(api, capsule_name(capsule, name), &thread, &first);
     /* With the GIL borrowed the thread's own frames can be read: the Python code that called
        into the extension (none on a thread that never ran Python). First occurrence only. */
-    if (protected && finding && finding->count == 1 && !finding->python_site) {
+    if (protected && first && finding) {
         struct site_key key = {.context = context_current()};
         finding->python_site = site_create(&key, gil_attached_thread_state());
     }
@@ -67,7 +69,7 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
         halt();
     }
     /* Unprotected, the call may crash the process (3.12+): the finding must be out first. */
-    if (!protected && finding && finding->count == 1)
+    if (!protected && first && finding)
         report_now();
     in_slow_path = false;
 }

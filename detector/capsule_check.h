@@ -32,7 +32,7 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
 static inline void capsule_call_begin(struct capsule_call *call, const char *api, PyObject *capsule,
                                       const char *name)
 {
-    call->borrowed.taken = false;
+    call->borrowed.how = BORROW_NONE;
     if (__builtin_expect(!extsan_options.check_capsules || gil_held(), 1))
         return;
     capsule_call_without_gil(call, api, capsule, name);
@@ -40,7 +40,7 @@ static inline void capsule_call_begin(struct capsule_call *call, const char *api
 
 static inline void capsule_call_end(struct capsule_call *call)
 {
-    if (__builtin_expect(call->borrowed.taken, 0))
+    if (__builtin_expect(call->borrowed.how != BORROW_NONE, 0))
         gil_give_back(&call->borrowed);
 }
 

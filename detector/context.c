@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "context.h"
+#include "locks.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -15,7 +16,6 @@ struct interned_context {
 
 #define CONTEXT_BUCKETS 4096
 
-static pthread_mutex_t contexts_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct interned_context *buckets[CONTEXT_BUCKETS];
 static size_t interned_bytes;
 
@@ -47,17 +47,17 @@ void context_set(const char *name)
 {
     const char *interned = NULL;
     if (name && *name) {
-        pthread_mutex_lock(&contexts_lock);
+        lock_acquire(LOCK_CONTEXTS);
         interned = intern(name);
-        pthread_mutex_unlock(&contexts_lock);
+        lock_release(LOCK_CONTEXTS);
     }
     atomic_store_explicit(&current_context, interned, memory_order_release);
 }
 
 size_t context_memory_bytes(void)
 {
-    pthread_mutex_lock(&contexts_lock);
+    lock_acquire(LOCK_CONTEXTS);
     size_t bytes = interned_bytes;
-    pthread_mutex_unlock(&contexts_lock);
+    lock_release(LOCK_CONTEXTS);
     return bytes;
 }

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "findings.h"
+#include "locks.h"
 
 #include "context.h"
 #include "gil.h"
@@ -13,7 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static pthread_mutex_t findings_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct finding *first_finding, *last_finding;
 static unsigned finding_total;
 
@@ -42,7 +42,7 @@ void thread_describe(struct thread_description *out)
     out->has_python_state = thread_has_python_state();
 }
 
-/* Appends a new finding; findings_lock held. */
+/* Appends a new finding; LOCK_FINDINGS held. */
 static struct finding *append_finding(enum finding_kind kind, stack_id stack)
 {
     struct finding *finding = calloc(1, sizeof *finding);
@@ -61,7 +61,7 @@ static struct finding *append_finding(enum finding_kind kind, stack_id stack)
     return finding;
 }
 
-/* The first finding `matches` accepts (the finding and `wanted`); findings_lock held. */
+/* The first finding `matches` accepts (the finding and `wanted`); LOCK_FINDINGS held. */
 static struct finding *first_match(bool (*matches)(const struct finding *, const void *),
                                    const void *wanted)
 {
@@ -87,7 +87,7 @@ static bool is_about_type(const struct finding *finding, const void *wanted)
 
 struct finding *findings_record_type(enum finding_kind kind, struct type_record *type)
 {
-    pthread_mutex_lock(&findings_lock);
+    lock_acquire(LOCK_FINDINGS);
     struct finding *finding = first_match(is_about_type, &(struct type_key){kind, type, false});
     if (finding)
         finding->count++;
@@ -95,15 +95,15 @@ struct finding *findings_record_type(enum finding_kind kind, struct type_record 
         finding->type = type;
         snprintf(finding->type_name, sizeof finding->type_name, "%s", type->type->tp_name);
     }
-    pthread_mutex_unlock(&findings_lock);
+    lock_release(LOCK_FINDINGS);
     return finding;
 }
 
 struct finding *findings_find_heap(enum finding_kind kind, struct type_record *type)
 {
-    pthread_mutex_lock(&findings_lock);
+    lock_acquire(LOCK_FINDINGS);
     struct finding *finding = first_match(is_about_type, &(struct type_key){kind, type, true});
-    pthread_mutex_unlock(&findings_lock);
+    lock_release(LOCK_FINDINGS);
     return finding;
 }
 
@@ -133,17 +133,17 @@ static bool is_like_leaked_cycle(const struct finding *finding, const void *want
 struct finding *findings_find_leaked_cycle(struct type_record *type,
                                            const struct heap_details *details)
 {
-    pthread_mutex_lock(&findings_lock);
+    lock_acquire(LOCK_FINDINGS);
     struct finding *finding =
         first_match(is_like_leaked_cycle, &(struct leaked_cycle_key){type, details});
-    pthread_mutex_unlock(&findings_lock);
+    lock_release(LOCK_FINDINGS);
     return finding;
 }
 
 struct finding *findings_record_heap(enum finding_kind kind, struct type_record *type,
                                      struct heap_details *details)
 {
-    pthread_mutex_lock(&findings_lock);
+    lock_acquire(LOCK_FINDINGS);
     struct finding *finding = append_finding(kind, type->created_at);
     if (finding) {
         finding->type = type;
@@ -154,7 +154,7 @@ struct finding *findings_record_heap(enum finding_kind kind, struct type_record 
         if (site)
             finding->context = site->context;
     }
-    pthread_mutex_unlock(&findings_lock);
+    lock_release(LOCK_FINDINGS);
     return finding;
 }
 
@@ -172,49 +172,43 @@ static bool is_same_capsule_call(const struct finding *finding, const void *want
 }
 
 struct finding *findings_record_capsule(const char *api, const char *capsule_name,
-                                        const struct thread_description *thread)
+                                        const struct thread_description *thread, bool *first)
 {
     stack_id stack = stack_capture_caller((unsigned)extsan_options.stack_depth);
-    pthread_mutex_lock(&findings_lock);
+    lock_acquire(LOCK_FINDINGS);
     struct finding *finding = first_match(is_same_capsule_call, &(struct capsule_key){api, stack});
+    *first = finding == NULL;
     if (finding) {
         finding->count++;
-        pthread_mutex_unlock(&findings_lock);
-        return finding;
+    } else if ((finding = append_finding(FINDING_CAPSULE_WITHOUT_GIL, stack))) {
+        finding->api = api;
+        finding->has_capsule_name = capsule_name != NULL;
+        if (capsule_name)
+            snprintf(finding->capsule, sizeof finding->capsule, "%s", capsule_name);
+        finding->thread = *thread;
     }
-    finding = append_finding(FINDING_CAPSULE_WITHOUT_GIL, stack);
-    if (!finding) {
-        pthread_mutex_unlock(&findings_lock);
-        return NULL;
-    }
-    finding->api = api;
-    finding->has_capsule_name = capsule_name != NULL;
-    if (capsule_name)
-        snprintf(finding->capsule, sizeof finding->capsule, "%s", capsule_name);
-    finding->thread = *thread;
-    pthread_mutex_unlock(&findings_lock);
+    lock_release(LOCK_FINDINGS);
     return finding;
 }
 
 void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context)
 {
-    pthread_mutex_lock(&findings_lock);
+    lock_acquire(LOCK_FINDINGS);
     for (struct finding *finding = first_finding; finding; finding = finding->next)
         visit(finding, context);
-    pthread_mutex_unlock(&findings_lock);
+    lock_release(LOCK_FINDINGS);
 }
 
 unsigned findings_count(void)
 {
-    pthread_mutex_lock(&findings_lock);
+    lock_acquire(LOCK_FINDINGS);
     unsigned total = finding_total;
-    pthread_mutex_unlock(&findings_lock);
+    lock_release(LOCK_FINDINGS);
     return total;
 }
 
 void findings_reset_after_fork(void)
 {
-    pthread_mutex_init(&findings_lock, NULL);
     first_finding = last_finding = NULL; /* the parent's records stay allocated, unreferenced */
     finding_total = 0;
 }

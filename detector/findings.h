@@ -62,10 +62,11 @@ void thread_describe(struct thread_description *out);
  * Records one occurrence of a capsule-without-gil finding at the caller's stack (extsan's own
  * frames are dropped). capsule_name is NULL for an unnamed capsule or an unknown object; thread
  * describes the calling thread as it was when the call was made.
- * Returns the stored finding, NULL when out of memory.
+ * Returns the stored finding, NULL when out of memory; *first says whether this call made it
+ * (decided under the findings' lock: of two threads making the same call, exactly one is first).
  */
 struct finding *findings_record_capsule(const char *api, const char *capsule_name,
-                                        const struct thread_description *thread);
+                                        const struct thread_description *thread, bool *first);
 
 /*
  * Records a finding about a type (once per kind and type; a repeat only counts). The stack is

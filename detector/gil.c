@@ -1,12 +1,15 @@
 #define _GNU_SOURCE
 #include "gil.h"
 
+#include "locks.h"
 #include "log.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #if PY_VERSION_HEX < 0x030C0000
 /* The internal header only for offsetof; after Python.h, as python_stack.c explains. */
@@ -27,6 +30,7 @@
 /* Set once by whichever thread verifies it first; the field it points to never moves. */
 PyThreadState *_Atomic *_Atomic gil_holder_variable;
 EXTSAN_THREAD_LOCAL unsigned long gil_this_thread;
+EXTSAN_THREAD_LOCAL PyThreadState *gil_own_state;
 static atomic_bool holder_unusable;
 
 PyThreadState *gil_locate_thread_state(void)
@@ -50,6 +54,33 @@ PyThreadState *gil_locate_thread_state(void)
         }
     }
     return gil_holder_if_ours(current, gil_this_thread);
+}
+
+/*
+ * Reads `length` bytes at `address` of this process without faulting: a thread state that is
+ * not ours may be freed, and its memory returned to the system, while we look at it.
+ */
+static bool read_safely(const void *address, void *out, size_t length)
+{
+    struct iovec local = {out, length}, remote = {(void *)address, length};
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)length;
+}
+
+PyThreadState *gil_identify_holder(PyThreadState *current, unsigned long this_thread)
+{
+    /* This thread's gilstate state is its own; reading the thread's own TSS is always safe. */
+    if (current == python_api.gilstate_this_thread()) {
+        gil_own_state = current;
+        return current;
+    }
+    /* Another state of this thread's (a subinterpreter's), or another thread's. */
+    unsigned long holder_thread;
+    if (read_safely(&current->thread_id, &holder_thread, sizeof holder_thread) &&
+        holder_thread == this_thread) {
+        gil_own_state = current;
+        return current;
+    }
+    return NULL;
 }
 
 #else
@@ -148,19 +179,71 @@ bool python_is_running(void)
     return python_api.is_initialized() && !python_api.is_finalizing();
 }
 
+/*
+ * Borrowing the GIL. A thread that has a thread state (it released the GIL) takes it back with
+ * PyGILState_Ensure and gives it up again with PyGILState_Release. A thread that has none needs
+ * one made for the call and deleted after; PyGILState_Ensure and _Release would do that too, but
+ * both steps take the runtime's HEAD_LOCK without holding the GIL, and up to 3.11 a fork while
+ * another thread holds HEAD_LOCK hangs the child: PyOS_AfterFork_Child deletes the other
+ * threads' states under HEAD_LOCK before it re-initialises that lock (3.12 holds HEAD_LOCK
+ * across the fork instead). A program that never made a thread state on such a thread never had
+ * that hang, so extsan makes and deletes the state itself, each step under LOCK_THREAD_STATES,
+ * which fork holds (locks.h): a fork then never splits one. The GIL is waited for outside the
+ * lock, since the forking thread holds the GIL.
+ */
+#if PY_VERSION_HEX < 0x030C0000
+static bool borrow_with_new_thread_state(struct gil_borrow *borrow)
+{
+    lock_acquire(LOCK_THREAD_STATES);
+    PyThreadState *state = python_api.PyThreadState_New(python_api.PyInterpreterState_Main());
+    lock_release(LOCK_THREAD_STATES);
+    if (!state)
+        return false;
+    /* As PyGILState_Ensure leaves it: a nested Ensure/Release pair must not delete it. */
+    state->gilstate_counter = 1;
+    python_api.PyEval_RestoreThread(state);
+    borrow->created = state;
+    borrow->how = BORROW_CREATED;
+    return true;
+}
+
+static void delete_borrowed_thread_state(struct gil_borrow *borrow)
+{
+    python_api.PyThreadState_Clear(borrow->created);
+    lock_acquire(LOCK_THREAD_STATES);
+    python_api.PyThreadState_DeleteCurrent(); /* releases the GIL */
+    lock_release(LOCK_THREAD_STATES);
+    gil_own_state = NULL; /* its memory may hold another thread's state next */
+}
+#endif
+
 bool gil_borrow(struct gil_borrow *borrow)
 {
-    borrow->taken = false;
+    borrow->how = BORROW_NONE;
     if (!python_is_running())
         return false;
+#if PY_VERSION_HEX < 0x030C0000
+    if (!python_api.gilstate_this_thread())
+        return borrow_with_new_thread_state(borrow);
+#endif
     borrow->state = python_api.gil_ensure();
-    borrow->taken = true;
+    borrow->how = BORROW_ENSURED;
     return true;
 }
 
 void gil_give_back(struct gil_borrow *borrow)
 {
-    if (borrow->taken)
+    switch (borrow->how) {
+    case BORROW_ENSURED:
         python_api.gil_release(borrow->state);
-    borrow->taken = false;
+        break;
+    case BORROW_CREATED:
+#if PY_VERSION_HEX < 0x030C0000
+        delete_borrowed_thread_state(borrow);
+#endif
+        break;
+    case BORROW_NONE:
+        break;
+    }
+    borrow->how = BORROW_NONE;
 }

@@ -34,20 +34,27 @@ extern EXTSAN_THREAD_LOCAL unsigned long gil_this_thread;
 PyThreadState *gil_locate_thread_state(void);
 
 #if PY_VERSION_HEX < 0x030C0000
+/* The thread state this thread was last found to hold the GIL with (3.9-3.11). */
+extern EXTSAN_THREAD_LOCAL PyThreadState *gil_own_state;
+
+/* gil.c: whether `current`, the GIL holder and not gil_own_state, is this thread's. */
+PyThreadState *gil_identify_holder(PyThreadState *current, unsigned long this_thread);
+
 /*
- * 3.9-3.11: the GIL holder `current` is this thread's attached state when it was created on
- * this thread (the common case: a compare of thread ids) or when it is this thread's gilstate
- * state (a state handed to another thread than its creator). The holder cannot be freed while
- * we read it unless it is dropped concurrently, a window of a few instructions on an
- * already-buggy path (we only get here when it is not ours).
+ * 3.9-3.11: the GIL holder `current` is this thread's attached state, or NULL. The holder is
+ * usually another thread's when it is not the state this thread last held the GIL with, and
+ * that thread may free it at any moment after releasing the GIL: it is never dereferenced here
+ * unless it is that remembered state (gil_identify_holder reads it safely). The thread id
+ * compare catches a remembered state that was deleted and whose memory now holds another
+ * thread's state, which then holds the GIL and is alive.
  */
 static inline PyThreadState *gil_holder_if_ours(PyThreadState *current, unsigned long this_thread)
 {
     if (!current)
         return NULL;
-    if (current->thread_id == this_thread)
+    if (__builtin_expect(current == gil_own_state && current->thread_id == this_thread, 1))
         return current;
-    return current == python_api.gilstate_this_thread() ? current : NULL;
+    return gil_identify_holder(current, this_thread);
 }
 #endif
 
@@ -84,8 +91,9 @@ bool thread_has_python_state(void);
 bool python_is_running(void);
 
 struct gil_borrow {
-    bool taken;
-    PyGILState_STATE state;
+    enum { BORROW_NONE, BORROW_ENSURED, BORROW_CREATED } how;
+    PyGILState_STATE state; /* BORROW_ENSURED: what PyGILState_Release restores */
+    PyThreadState *created; /* BORROW_CREATED: the thread state made for the call */
 };
 
 /*

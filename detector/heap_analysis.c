@@ -6,6 +6,7 @@
 #include "log.h"
 #include "memory_map.h"
 #include "options.h"
+#include "pointer_set.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -131,6 +132,11 @@ struct graph {
     uint32_t *adjacency, *first_out;
     struct cycle_search search;
     struct memory_map *memory;
+    struct pointer_set live_types; /* every live readied type, from the type walk */
+    /* Registry records found stale by `enumerate` (their objects were freed unseen), to drop
+       from the registry once the passes are done with its records. */
+    PyObject **stale;
+    size_t stale_count, stale_capacity;
     uint32_t current_source; /* the node whose traverse is running */
     PyObject *current_type;  /* and its type */
     /* Whether objects of a type can be nodes at all (collected, or extension instances),
@@ -454,6 +460,8 @@ static void graph_free(struct graph *graph)
     free(graph->search.parent_edge);
     free(graph->search.queue);
     memory_map_free(graph->memory);
+    pointer_set_clear(&graph->live_types);
+    big_free(graph->stale, graph->stale_capacity * sizeof *graph->stale);
 }
 
 /* Immortal objects (3.12+) have no meaningful refcount: never nodes, never targets. */
@@ -476,12 +484,61 @@ static int32_t refcount_of(PyObject *object)
 
 /* ---- pass: enumerate -------------------------------------------------------------------------
  * After it: every object the collector tracks and every live extension instance is a node, with
- * `unexplained` = its refcount (less the reference gc.get_objects' list holds).
+ * `unexplained` = its refcount (less the reference gc.get_objects' list holds). Registry records
+ * whose object is not proven alive are left out, and the stale ones listed for dropping.
  */
+
+/*
+ * A registry record may be stale: its object was freed without passing through a slot extsan
+ * wrapped (a dealloc that calls its base's dealloc function directly, memory released by hand,
+ * a deallocation without the GIL), and the memory may since hold anything or be unmapped. So
+ * nothing of the object is read before the record proves alive:
+ *   - its header lies in mapped memory (the analysis' snapshot of /proc/self/maps);
+ *   - its type is a live type: one the type walk reached, so reading it is safe;
+ *   - the record's type is that type or one of its bases;
+ *   - its refcount is a count: at least 1 and at most 2^32 - 1 (3.12+ immortals included). A
+ *     deallocated object had a count of 0 before its memory was released, and the allocators
+ *     write a pointer (pymalloc's and glibc's free lists; the high bits of a user-space address,
+ *     or safe-linking's mangling of one) or zero over the first word of a freed block;
+ *   - an object of a GC type is one the collector tracks: its list holds live objects only, and
+ *     extension instances are tracked for as long as they live. An untracked one is left out of
+ *     this analysis but not dropped: it may be alive and not yet tracked.
+ */
+enum record_state { RECORD_LIVE, RECORD_UNTRACKED, RECORD_STALE };
+
+#define MAX_PLAUSIBLE_REFCOUNT ((Py_ssize_t)UINT32_MAX)
+
+static enum record_state judge_record(const struct graph *graph,
+                                      const struct instance_record *record)
+{
+    PyObject *object = record->object;
+    if (!memory_map_readable(graph->memory, (uintptr_t)object, sizeof(PyObject)))
+        return RECORD_STALE;
+    PyTypeObject *type = Py_TYPE(object);
+    if (!pointer_set_contains(&graph->live_types, type))
+        return RECORD_STALE;
+    Py_ssize_t refcount = Py_REFCNT(object);
+    if (refcount < 1 || refcount > MAX_PLAUSIBLE_REFCOUNT)
+        return RECORD_STALE;
+    PyTypeObject *ancestor = type;
+    while (ancestor && ancestor != record->type->type)
+        ancestor = ancestor->tp_base;
+    if (!ancestor)
+        return RECORD_STALE;
+    if (PyType_IS_GC(type) && node_lookup(graph, (uintptr_t)object) == NO_NODE)
+        return RECORD_UNTRACKED;
+    return RECORD_LIVE;
+}
 
 static void list_instance(struct instance_record *instance, void *context)
 {
     struct graph *graph = context;
+    enum record_state state = judge_record(graph, instance);
+    if (state == RECORD_STALE && grow((void **)&graph->stale, &graph->stale_capacity,
+                                      graph->stale_count, sizeof *graph->stale))
+        graph->stale[graph->stale_count++] = instance->object;
+    if (state != RECORD_LIVE)
+        return;
     if (!grow((void **)&graph->instances, &graph->instance_capacity, graph->instance_count,
               sizeof *graph->instances)) {
         graph->out_of_memory = true;
@@ -692,17 +749,31 @@ static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, 
     }
 }
 
+/*
+ * The bytes an object of its type spans, from the header on: tp_basicsize plus the items of a
+ * variable-size object, as _PyObject_VAR_SIZE computes them. A record's size can exceed it only
+ * when the record outlived its object and the memory now holds a smaller one.
+ */
+static size_t object_extent(PyObject *object, const struct memory_map *memory)
+{
+    PyTypeObject *type = Py_TYPE(object);
+    if (!type->tp_itemsize || !memory_map_readable(memory, (uintptr_t)object, sizeof(PyVarObject)))
+        return (size_t)type->tp_basicsize;
+    Py_ssize_t items = Py_SIZE(object);
+    return _PyObject_VAR_SIZE(type, items < 0 ? -items : items);
+}
+
 /* Bytes of an instance that belong to it, from the header on. */
 static size_t instance_extent(const struct graph *graph, const struct node *node)
 {
     size_t recorded = instance_of(graph, node)->size;
-    PyTypeObject *type = Py_TYPE(node->object);
+    size_t bound = object_extent(node->object, graph->memory);
     if (recorded)
-        return recorded;
+        return recorded < bound ? recorded : bound;
     /* Unknown allocation (PyObject_Init on memory extsan did not see allocated): the header and
        one pointer, what the smallest wrapper (nanobind's for an external C++ object) has. */
     size_t minimal = sizeof(PyObject) + sizeof(void *);
-    return (size_t)type->tp_basicsize < minimal ? (size_t)type->tp_basicsize : minimal;
+    return bound < minimal ? bound : minimal;
 }
 
 /*
@@ -1421,8 +1492,8 @@ static void analyse(void)
     python_api.PyGC_Collect(); /* collect */
     double collect_seconds = seconds_since(&start);
     plan_huge_pages();
-    registry_walk_types();
     struct graph graph = {.memory = memory_map_load()};
+    registry_walk_types(&graph.live_types);
     PyObject *tracked_objects = call_gc("get_objects");
     if (!graph.memory || !tracked_objects || !PyList_Check(tracked_objects)) {
         extsan_log(0, "the heap analysis could not start (no object list or no memory map)");
@@ -1459,6 +1530,12 @@ static void analyse(void)
 out_of_memory:
     extsan_log(0, "the heap analysis ran out of memory; its findings are incomplete");
 done:
+    /* The records the passes read are in the registry's table: dropped only now. */
+    for (size_t i = 0; i < graph.stale_count; i++)
+        registry_forget_stale(graph.stale[i]);
+    if (graph.stale_count)
+        extsan_log(1, "heap analysis: dropped %zu stale registry records (objects freed unseen)",
+                   graph.stale_count);
     graph_free(&graph);
     if (tracked_objects)
         python_api.Py_DecRef(tracked_objects);

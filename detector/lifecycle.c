@@ -5,9 +5,11 @@
 #include "findings.h"
 #include "gil.h"
 #include "heap_analysis.h"
+#include "locks.h"
 #include "log.h"
 #include "options.h"
 #include "python_api.h"
+#include "registry.h"
 #include "report.h"
 #include "report_frames.h"
 #include "suppressions.h"
@@ -19,8 +21,23 @@
 /* The process whose report has been written: a forked child inherits this and differs. */
 static pid_t reported_pid;
 
+/*
+ * The process that owns this memory: set at start and in a forked child. A process that shares
+ * the memory without having passed through fork's handlers is a vfork or posix_spawn child
+ * (CLONE_VM), which may only exec or _exit: it has no report of its own, and writing one would
+ * change the parent's state under its feet (the static Python's _posixsubprocess calls _exit(255)
+ * from its vfork child when exec fails).
+ */
+static pid_t owner_pid;
+
+static bool in_shared_memory_child(void)
+{
+    return getpid() != owner_pid;
+}
+
 static void forget_parent_records(void)
 {
+    owner_pid = getpid();
     findings_reset_after_fork();
     stack_depot_reset_after_fork();
     suppressions_reset_after_fork();
@@ -29,7 +46,7 @@ static void forget_parent_records(void)
 void lifecycle_process_exit(void)
 {
     pid_t pid = getpid();
-    if (reported_pid == pid)
+    if (reported_pid == pid || in_shared_memory_child())
         return;
     reported_pid = pid;
     report_at_exit();
@@ -37,6 +54,9 @@ void lifecycle_process_exit(void)
 
 void lifecycle_immediate_exit(void)
 {
+    if (in_shared_memory_child())
+        return;
+    registry_log_statistics("at os._exit");
     if (python_api.is_initialized() && gil_held() && python_is_running())
         heap_analysis_run();
     lifecycle_process_exit();
@@ -73,6 +93,8 @@ bool lifecycle_start(void)
         extsan_log(1, "dormant: %s", why_not);
         return false;
     }
+    owner_pid = getpid();
+    locks_hold_across_fork(); /* first: the child handlers below take locks */
     pthread_atfork(NULL, NULL, forget_parent_records);
     /*
      * C atexit runs after Py_FinalizeEx, so capsules destroyed while modules are torn down are

@@ -28,8 +28,9 @@ struct memory_map *memory_map_load(void)
         char permissions[5];
         if (sscanf(line, "%lx-%lx %4s", &start, &end, permissions) != 3 || permissions[0] != 'r')
             continue;
-        /* [vvar] is readable on paper but faults on some kernels: never touch it. */
-        if (strstr(line, "[vvar]") || strstr(line, "[vsyscall]"))
+        /* [vvar] (and [vvar_vclock], split off it by Linux 6.x) is readable on paper but faults
+           on some kernels: never touch it. */
+        if (strstr(line, "[vvar") || strstr(line, "[vsyscall]"))
             continue;
         if (map->count == capacity) {
             capacity = capacity ? 2 * capacity : 256;

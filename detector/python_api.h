@@ -38,7 +38,13 @@
     X(PyObject *, PySys_GetObject, (const char *name))                                             \
     X(int, PyCode_Addr2Line, (PyCodeObject * code, int byte_offset))                               \
     X(int, PyFrame_GetLineNumber, (PyFrameObject * frame))                                         \
-    X(PyInterpreterState *, PyInterpreterState_Main, (void))
+    X(PyInterpreterState *, PyInterpreterState_Main, (void))                                       \
+    X(PyThreadState *, PyThreadState_New, (PyInterpreterState * interpreter))                      \
+    X(void, PyEval_RestoreThread, (PyThreadState * thread))                                        \
+    X(void, PyThreadState_Clear, (PyThreadState * thread))                                         \
+    X(void, PyThreadState_DeleteCurrent, (void))                                                   \
+    X(void, PyObject_GC_Del, (void *memory))                                                       \
+    X(void, PyObject_Free, (void *memory))
 
 struct python_api {
     const char *version; /* Py_GetVersion(), e.g. "3.12.1 (main, ...)" */

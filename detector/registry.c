@@ -2,7 +2,7 @@
  * The type and instance registry (registry.h): type records and their lookup, the slot wrappers
  * extsan puts on extension types, instance registration, the type walk.
  *
- * Locking. Types: created, instrumented and forgotten under types_lock (a mutex of extsan's own,
+ * Locking. Types: created, instrumented and forgotten under LOCK_TYPES (a mutex of extsan's own,
  * never held while calling into Python except for the GIL-holding type walk); looked up without
  * any lock, because the slot wrappers must also work on a thread without the GIL (see
  * type_table). Instances and the site cache: serialised by the GIL, which every registration
@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "registry.h"
+#include "locks.h"
 
 #include "allocation_sites.h"
 #include "context.h"
@@ -22,6 +23,7 @@
 #include "gil.h"
 #include "instance_map.h"
 #include "log.h"
+#include "pointer_set.h"
 #include "python_stack.h"
 
 #include <dlfcn.h>
@@ -52,7 +54,6 @@ const char *binding_library_name(enum binding_library binding)
 /* ---- locks ------------------------------------------------------------------------------------
  */
 
-static pthread_mutex_t types_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_flag instances_busy = ATOMIC_FLAG_INIT;
 static PyInterpreterState *main_interpreter;
 static atomic_bool several_interpreters;
@@ -86,7 +87,7 @@ static inline void instances_end(bool locked)
 
 /* ---- the type table ----------------------------------------------------------------------------
  * Open addressing keyed by the type object's address. Readers take no lock: writers (under
- * types_lock) fill a slot's record before its key, with release stores, and grow by building a
+ * LOCK_TYPES) fill a slot's record before its key, with release stores, and grow by building a
  * new table and publishing it; an old table is never freed, since a reader may still be in it
  * (tables double, so the abandoned ones add up to less than the live one). A forgotten type keeps
  * its key with a NULL record, so probe runs never break; the next growth drops such slots.
@@ -104,7 +105,7 @@ struct type_table {
 };
 
 static struct type_table *_Atomic type_table;
-static struct type_record *first_record, *last_record; /* every record, under types_lock */
+static struct type_record *first_record, *last_record; /* every record, under LOCK_TYPES */
 static size_t type_record_count, type_table_bytes;
 
 static size_t type_home(const PyTypeObject *type, size_t capacity)
@@ -161,7 +162,7 @@ static void table_insert(struct type_table *table, PyTypeObject *type, struct ty
     }
 }
 
-/* Publishes `record` under `type`; types_lock held. False when out of memory. */
+/* Publishes `record` under `type`; LOCK_TYPES held. False when out of memory. */
 static bool publish_type(PyTypeObject *type, struct type_record *record)
 {
     struct type_table *table = atomic_load_explicit(&type_table, memory_order_relaxed);
@@ -210,9 +211,9 @@ struct type_record *registry_find_type_or_ancestor(PyTypeObject *type)
 
 void registry_for_each_type(void (*visit)(struct type_record *type, void *context), void *context)
 {
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *last = last_record;
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     /* Records are only appended and never freed: the list up to `last` is stable. */
     for (struct type_record *record = first_record; record; record = record->next_created) {
         if (!record->dead && !record->python_class)
@@ -306,7 +307,7 @@ static int find_object(struct dl_phdr_info *info, size_t size, void *context)
     return 0;
 }
 
-/* The objects judged so far (CPython never unloads one); types_lock held. */
+/* The objects judged so far (CPython never unloads one); LOCK_TYPES held. */
 static struct judged_object {
     uintptr_t base;
     char *path;
@@ -333,7 +334,7 @@ static bool describe_creator(const void *address, char *path, size_t path_size,
      * dl_iterate_phdr for the path as well as the segments: dladdr names the executable by
      * argv[0], which need not be a path at all.
      */
-    static struct object_lookup lookup; /* large; types_lock held */
+    static struct object_lookup lookup; /* large; LOCK_TYPES held */
     memset(&lookup, 0, sizeof lookup);
     lookup.address = (uintptr_t)address;
     dl_iterate_phdr(find_object, &lookup);
@@ -377,7 +378,7 @@ static bool is_binding_machinery(const PyTypeObject *type, enum binding_library 
 /* ---- records ----------------------------------------------------------------------------------
  */
 
-/* A new record for `type`, published; types_lock held. NULL when out of memory. */
+/* A new record for `type`, published; LOCK_TYPES held. NULL when out of memory. */
 static struct type_record *new_record(PyTypeObject *type)
 {
     struct type_record *record = calloc(1, sizeof *record);
@@ -412,7 +413,7 @@ static void set_created_at(struct type_record *record, stack_id stack)
 
 struct type_record *registry_add_type(PyTypeObject *type, stack_id created_at, const void *caller)
 {
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *record = record_for(type);
     if (record) {
         record->python_class = false;
@@ -422,7 +423,7 @@ struct type_record *registry_add_type(PyTypeObject *type, stack_id created_at, c
             record->creator[0] = '\0';
         record->binding_machinery = is_binding_machinery(type, record->binding);
     }
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     return record;
 }
 
@@ -517,6 +518,11 @@ static void forget_instance(PyObject *object)
     }
 }
 
+void registry_forget_stale(PyObject *object)
+{
+    forget_instance(object);
+}
+
 static PyObject *slot_alloc(PyTypeObject *type, Py_ssize_t items)
 {
     /*
@@ -582,9 +588,28 @@ static void slot_dealloc(PyObject *object)
 }
 
 /*
- * tp_free of a type whose tp_dealloc stays subtype_dealloc: the instance is forgotten when its
- * memory goes. tp_free functions (PyObject_Free, PyObject_GC_Del) do not call other slots.
+ * tp_free wrappers: the instance is forgotten when its memory goes, whichever dealloc ran. A
+ * dealloc may bypass the wrapped tp_dealloc of a registered ancestor (ctypes' CFuncPtr dealloc
+ * calls PyCData_dealloc directly, not through the slot), or the type's dealloc may be the
+ * runtime's subtype_dealloc, which extsan leaves in place; both end in tp_free. tp_free functions
+ * do not call other slots.
+ *
+ * The runtime's two tp_free functions each get a wrapper of their own, which needs no type
+ * lookup: a dealloc may already have released the type when it frees the memory. A custom
+ * tp_free goes through slot_free, which finds the original through the object's type.
  */
+static void free_gc_object(void *memory)
+{
+    forget_instance(memory);
+    python_api.PyObject_GC_Del(memory);
+}
+
+static void free_object(void *memory)
+{
+    forget_instance(memory);
+    python_api.PyObject_Free(memory);
+}
+
 static void slot_free(void *memory)
 {
     PyObject *object = memory;
@@ -596,25 +621,42 @@ static void slot_free(void *memory)
         return;
     }
     /* Cannot happen while the records are intact; what the runtime's own types use. */
-    (PyType_IS_GC(type) ? python_api.type_type : python_api.base_object_type)->tp_free(memory);
+    (PyType_IS_GC(type) ? python_api.PyObject_GC_Del : python_api.PyObject_Free)(memory);
 }
 
-/* True when no type from `type` up has an instrumented tp_dealloc to forget its instances. */
-static bool deaths_unseen(PyTypeObject *type)
+static bool is_free_wrapper(freefunc free)
 {
-    return !slot_owner(type, WRAPPED_DEALLOC);
+    return free == free_gc_object || free == free_object || free == slot_free;
 }
 
+/*
+ * Wraps tp_free of a registered type or class; LOCK_TYPES held. PyObject_Free is wrapped only
+ * where no C type can inherit it: CPython gives a GC subtype of a non-GC base PyObject_GC_Del
+ * only when the base's tp_free *is* PyObject_Free (inherit_slots), and would leave it NULL with
+ * a wrapper there. Python classes always get their own tp_free, and a type whose dealloc is
+ * subtype_dealloc has no other place where its deaths are seen.
+ */
 static void instrument_free(struct type_record *record)
 {
     PyTypeObject *type = record->type;
-    if (type->tp_free && type->tp_free != slot_free) {
-        record->original_free = type->tp_free;
+    freefunc original = type->tp_free;
+    bool only_place = record->python_class || is_subtype_dealloc(type);
+    if (!original || is_free_wrapper(original))
+        return;
+    if (original == python_api.PyObject_GC_Del) {
+        type->tp_free = free_gc_object;
+    } else if (!only_place) {
+        return;
+    } else if (original == python_api.PyObject_Free) {
+        type->tp_free = free_object;
+    } else {
+        record->original_free = original;
         type->tp_free = slot_free;
     }
 }
 
-/* Replaces tp_alloc and tp_dealloc (or tp_free) of a registered type; types_lock held. */
+/* Replaces tp_alloc, tp_dealloc (unless it is subtype_dealloc) and tp_free of a registered
+   type; LOCK_TYPES held. */
 static void instrument_slots(struct type_record *record)
 {
     PyTypeObject *type = record->type;
@@ -624,14 +666,11 @@ static void instrument_slots(struct type_record *record)
             type->tp_alloc == generic_alloc_hook ? python_api.generic_alloc : type->tp_alloc;
         type->tp_alloc = slot_alloc;
     }
-    if (type->tp_dealloc && is_subtype_dealloc(type)) {
-        /* See original_free in registry.h. An instrumented base's dealloc would see them. */
-        if (deaths_unseen(type->tp_base))
-            instrument_free(record);
-    } else if (type->tp_dealloc && type->tp_dealloc != slot_dealloc) {
+    if (type->tp_dealloc && !is_subtype_dealloc(type) && type->tp_dealloc != slot_dealloc) {
         record->original_dealloc = type->tp_dealloc;
         type->tp_dealloc = slot_dealloc;
     }
+    instrument_free(record);
 }
 
 /* ---- PyType_Type's own slots --------------------------------------------------------------------
@@ -647,7 +686,7 @@ static void type_dealloc_wrapper(PyObject *object)
 {
     struct type_record *record = lookup_record((PyTypeObject *)object);
     if (record) {
-        pthread_mutex_lock(&types_lock);
+        lock_acquire(LOCK_TYPES);
         record->dead = true;
         struct type_table *table = atomic_load_explicit(&type_table, memory_order_relaxed);
         size_t mask = table->capacity - 1;
@@ -657,7 +696,7 @@ static void type_dealloc_wrapper(PyObject *object)
             if (atomic_load_explicit(&table->slots[slot].record, memory_order_relaxed) == record)
                 atomic_store_explicit(&table->slots[slot].record, NULL, memory_order_release);
         }
-        pthread_mutex_unlock(&types_lock);
+        lock_release(LOCK_TYPES);
     }
     real_type_dealloc(object);
 }
@@ -670,17 +709,15 @@ static void python_class_created(PyTypeObject *type)
     struct type_record *base = registry_find_type_or_ancestor(type->tp_base);
     if (!base || !slot_owner(type->tp_base, WRAPPED_ALLOC))
         return; /* no extension type among its bases was instrumented */
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *record = lookup_record(type) ? NULL : new_record(type);
     if (record) {
         record->python_class = true;
         record->original_alloc = type->tp_alloc;
         type->tp_alloc = slot_alloc;
-        /* Its subtype_dealloc ends in the bases' deallocs: is one of them extsan's? */
-        if (deaths_unseen(type->tp_base))
-            instrument_free(record);
+        instrument_free(record);
     }
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     if (record)
         extsan_log(2, "instrumented tp_alloc of Python class %s (derives from %s)", type->tp_name,
                    base->type->tp_name);
@@ -735,7 +772,7 @@ void registry_type_created(PyTypeObject *type, const void *caller)
 {
     if (!type || !extsan_options.track_instances || !gil_held())
         return;
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *record = record_for(type);
     bool fresh = record && !record->hooked;
     if (fresh) {
@@ -747,7 +784,7 @@ void registry_type_created(PyTypeObject *type, const void *caller)
         record->binding_machinery = is_binding_machinery(type, record->binding);
         instrument_slots(record);
     }
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     if (!record || !fresh)
         return; /* out of memory, or PyType_Ready of a type already registered */
     extsan_log(2, "registered type %s (%s%s) created by %s", type->tp_name,
@@ -867,9 +904,9 @@ size_t registry_instance_count(void)
 size_t registry_memory_bytes(void)
 {
     size_t bytes = instance_map_bytes() + sites_memory_bytes();
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     bytes += type_table_bytes + type_record_count * sizeof(struct type_record) + judged_bytes;
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
     return bytes;
 }
 
@@ -894,7 +931,6 @@ void registry_log_statistics(const char *when)
  */
 static void restore_stacks_after_fork(void)
 {
-    pthread_mutex_init(&types_lock, NULL);
     atomic_flag_clear(&instances_busy);
     for (struct type_record *record = first_record; record; record = record->next_created)
         if (record->created_at)
@@ -963,7 +999,7 @@ static void instrument_found_type(PyTypeObject *type)
         python_class_created(type);
         return;
     }
-    pthread_mutex_lock(&types_lock);
+    lock_acquire(LOCK_TYPES);
     struct type_record *owner = slot_owner(type->tp_base, WRAPPED_DEALLOC);
     if (owner && type->tp_dealloc && type->tp_dealloc == owner->original_dealloc)
         type->tp_dealloc = slot_dealloc;
@@ -972,7 +1008,7 @@ static void instrument_found_type(PyTypeObject *type)
         type->tp_alloc = slot_alloc;
     if (record)
         instrument_slots(record);
-    pthread_mutex_unlock(&types_lock);
+    lock_release(LOCK_TYPES);
 }
 
 struct type_queue {
@@ -995,50 +1031,17 @@ static bool enqueue(struct type_queue *queue, PyTypeObject *type)
     return true;
 }
 
-/* Open-addressing set of the types already queued (a type has several bases). */
-struct type_set {
-    PyTypeObject **slots;
-    size_t capacity, count;
-};
-
-static bool set_add(struct type_set *set, PyTypeObject *type)
-{
-    if ((set->count + 1) * 2 > set->capacity) {
-        size_t capacity = set->capacity ? 2 * set->capacity : 1024;
-        PyTypeObject **slots = calloc(capacity, sizeof *slots);
-        if (!slots)
-            return false;
-        for (size_t i = 0; i < set->capacity; i++) {
-            if (!set->slots[i])
-                continue;
-            size_t slot = type_home(set->slots[i], capacity);
-            while (slots[slot])
-                slot = (slot + 1) & (capacity - 1);
-            slots[slot] = set->slots[i];
-        }
-        free(set->slots);
-        set->slots = slots;
-        set->capacity = capacity;
-    }
-    size_t slot = type_home(type, set->capacity);
-    for (; set->slots[slot]; slot = (slot + 1) & (set->capacity - 1))
-        if (set->slots[slot] == type)
-            return false;
-    set->slots[slot] = type;
-    set->count++;
-    return true;
-}
-
-void registry_walk_types(void)
+void registry_walk_types(struct pointer_set *seen_types)
 {
     if (!gil_held())
         return;
+    struct pointer_set own = {0};
+    struct pointer_set *seen = seen_types ? seen_types : &own;
     PyObject *error_type, *error_value, *error_traceback;
     python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
     struct type_queue queue = {0};
-    struct type_set seen = {0};
     unsigned found = 0;
-    if (set_add(&seen, python_api.base_object_type))
+    if (pointer_set_add(seen, python_api.base_object_type))
         enqueue(&queue, python_api.base_object_type);
     for (; queue.head < queue.count; queue.head++) {
         PyTypeObject *type = queue.items[queue.head];
@@ -1059,7 +1062,7 @@ void registry_walk_types(void)
             PyListObject *list = (PyListObject *)subclasses;
             for (Py_ssize_t i = 0; i < list->ob_base.ob_size; i++) {
                 PyObject *item = list->ob_item[i];
-                if (PyType_Check(item) && set_add(&seen, (PyTypeObject *)item))
+                if (PyType_Check(item) && pointer_set_add(seen, item))
                     enqueue(&queue, (PyTypeObject *)item);
             }
         } else {
@@ -1071,7 +1074,7 @@ void registry_walk_types(void)
     for (size_t i = 0; i < queue.count; i++)
         python_api.Py_DecRef((PyObject *)queue.items[i]);
     free(queue.items);
-    free(seen.slots);
+    pointer_set_clear(&own);
     python_api.PyErr_Restore(error_type, error_value, error_traceback);
     extsan_log(1, "type walk: %zu types seen, %u extension types found outside the hooks",
                queue.count, found);

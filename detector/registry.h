@@ -15,9 +15,11 @@
  * runtime sets to PyType_GenericAlloc for every class statement, out of the GOT hooks' sight.
  *
  * Known gaps, each a deliberate trade:
- * - An object freed without passing through an instrumented tp_dealloc or tp_free (a free list
- *   that recycles it, memory released by hand, a deallocation without the GIL) stays registered
- *   until a new instance is registered at the same address, which replaces the record.
+ * - An object freed without passing through an instrumented tp_dealloc or tp_free (a dealloc
+ *   that calls PyObject_Free itself, a free list that recycles it, a deallocation without the
+ *   GIL) stays registered until a new instance is registered at the same address, which
+ *   replaces the record, or until the heap analysis finds the record stale and drops it. A
+ *   record is therefore never trusted: the analysis proves its object alive before reading it.
  * - An object resurrected by its finalizer from inside tp_dealloc was already forgotten.
  * - A class made without type.__new__ is not instrumented: its instances are seen only when an
  *   extension allocates them through a hooked function. (Classes made before extsan was loaded,
@@ -164,9 +166,17 @@ size_t registry_memory_bytes(void);
  * type.__subclasses__() from object and registers those whose slots point into an extension
  * module (not the runtime, not extsan), and gives the types it visits the slot wrappers the
  * hooks would have (see instrument_found_type). Called by the analysis before it starts, and
- * when extsan is activated in a running interpreter.
+ * when extsan is activated in a running interpreter. Every type it visits, which is every live
+ * type that has been readied, is added to `seen_types` unless that is NULL.
  */
-void registry_walk_types(void);
+struct pointer_set;
+void registry_walk_types(struct pointer_set *seen_types);
+
+/*
+ * Drops the record of `object`, found stale (its object was freed unseen) by the analysis.
+ * GIL held, and not while the instances are being iterated.
+ */
+void registry_forget_stale(PyObject *object);
 
 /* True for a loaded object that belongs to the Python runtime or its standard library. */
 bool registry_is_runtime_or_stdlib(const char *object_path);

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "report.h"
+#include "locks.h"
 
 #include "log.h"
 #include "options.h"
@@ -17,7 +18,6 @@
 #include <unistd.h>
 
 /* Reports of one process are written one at a time (several threads may find at once). */
-static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void report_for_each_frame(stack_id stack,
                            void (*emit)(const struct frame_info *frame, unsigned index,
@@ -26,7 +26,7 @@ void report_for_each_frame(stack_id stack,
 {
     unsigned depth;
     const uintptr_t *pcs = stack_depot_get(stack, &depth);
-    static struct frame_info frame; /* large; used only under report_lock */
+    static struct frame_info frame; /* large; used only under LOCK_REPORT */
     for (unsigned i = 0; pcs && i < depth; i++) {
         if (!symbolize_pc(pcs[i], extsan_options.symbolize, &frame)) {
             memset(&frame, 0, sizeof frame);
@@ -46,7 +46,7 @@ const char *report_python_version(void)
 
 /* ---------------------------------------------------------------------------------------------
  * Suppressions: each finding is decided once, when it is first reported, because matching needs
- * its frames symbolised. report_lock held.
+ * its frames symbolised. LOCK_REPORT held.
  */
 
 struct suppression_offer {
@@ -74,7 +74,7 @@ static void offer_stack(struct suppression_offer *offer, stack_id stack)
 {
     unsigned depth;
     const uintptr_t *pcs = stack_depot_get(stack, &depth);
-    static struct frame_info frame; /* large; used only under report_lock */
+    static struct frame_info frame; /* large; used only under LOCK_REPORT */
     for (unsigned i = 0; pcs && i < depth && !offer->done; i++) {
         if (!symbolize_pc(pcs[i], true, &frame))
             continue;
@@ -121,10 +121,10 @@ bool report_is_suppressed(struct finding *finding)
 {
     if (!suppressions_in_force())
         return false;
-    pthread_mutex_lock(&report_lock);
+    lock_acquire(LOCK_REPORT);
     decide_suppression(finding, NULL);
     bool suppressed = finding->suppressed_by != NULL;
-    pthread_mutex_unlock(&report_lock);
+    lock_release(LOCK_REPORT);
     return suppressed;
 }
 
@@ -224,17 +224,17 @@ static void write_dot_file(struct finding *finding, void *context)
 
 void report_now(void)
 {
-    pthread_mutex_lock(&report_lock);
+    lock_acquire(LOCK_REPORT);
     decide_suppressions();
     if (extsan_options.text_report)
         write_text(false);
     write_json(false);
-    pthread_mutex_unlock(&report_lock);
+    lock_release(LOCK_REPORT);
 }
 
 void report_at_exit(void)
 {
-    pthread_mutex_lock(&report_lock);
+    lock_acquire(LOCK_REPORT);
     decide_suppressions();
     if (extsan_options.text_report)
         write_text(true);
@@ -243,13 +243,13 @@ void report_at_exit(void)
         struct dot_context dot = {0};
         findings_for_each(write_dot_file, &dot);
     }
-    pthread_mutex_unlock(&report_lock);
+    lock_release(LOCK_REPORT);
 }
 
 void report_text_since(FILE *out, unsigned first)
 {
-    pthread_mutex_lock(&report_lock);
+    lock_acquire(LOCK_REPORT);
     decide_suppressions();
     text_report_write_since(out, first);
-    pthread_mutex_unlock(&report_lock);
+    lock_release(LOCK_REPORT);
 }

@@ -34,7 +34,7 @@ void report_at_exit(void);
  * shows for the findings of one test (shim/activate.c). No summary line.
  */
 void report_text_since(FILE *out, unsigned first);
-void text_report_write_since(FILE *out, unsigned first); /* report_text.c; report_lock held */
+void text_report_write_since(FILE *out, unsigned first); /* report_text.c; LOCK_REPORT held */
 
 /*
  * Whether a rule of the suppressions file matches the finding (decided once, at the first

@@ -15,6 +15,7 @@
 #define UNW_LOCAL_ONLY
 
 #include "stacks.h"
+#include "locks.h"
 
 #include "symbolize.h"
 
@@ -106,8 +107,7 @@ typedef struct stack_record *_Atomic record_slot;
 /* Read without the lock; written (release) under it. Index: (id - 1) >> DEPOT_CHUNK_SHIFT. */
 static record_slot *_Atomic depot_chunks[DEPOT_MAX_CHUNKS];
 
-/* Everything below is touched only with depot_lock held. */
-static pthread_mutex_t depot_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Everything below is touched only with LOCK_DEPOT held. */
 
 static struct {
     uint32_t stack_count; /* ids 1 .. stack_count are in use */
@@ -203,7 +203,7 @@ static void grow_buckets(void)
     depot.bucket_count = new_count;
 }
 
-/* The body of stack_depot_put, with depot_lock held. */
+/* The body of stack_depot_put, with LOCK_DEPOT held. */
 static stack_id find_or_insert(const uintptr_t *pcs, unsigned depth, uint32_t hash)
 {
     if (depot.buckets == NULL) {
@@ -257,9 +257,9 @@ stack_id stack_depot_put(const uintptr_t *pcs, unsigned depth)
         depth = STACK_MAX_DEPTH;
     uint32_t hash = hash_pcs(pcs, depth);
 
-    pthread_mutex_lock(&depot_lock);
+    lock_acquire(LOCK_DEPOT);
     stack_id id = find_or_insert(pcs, depth, hash);
-    pthread_mutex_unlock(&depot_lock);
+    lock_release(LOCK_DEPOT);
     return id;
 }
 
@@ -272,14 +272,13 @@ const uintptr_t *stack_depot_get(stack_id id, unsigned *depth)
 }
 
 /*
- * The child of fork has one thread, but the parent's other threads may have held depot_lock or
- * been halfway through a put. Nothing of the old state is trusted: it is dropped (its memory
- * leaks, which is bounded and harmless) and the lock is made anew.
+ * In the child of fork the parent's stack ids mean nothing (its findings are the parent's to
+ * report): the depot starts empty. Its memory leaks, which is bounded and harmless. LOCK_DEPOT is
+ * free and the depot consistent (locks.h).
  */
 void stack_depot_reset_after_fork(void)
 {
     for (unsigned i = 0; i < DEPOT_MAX_CHUNKS; i++)
         atomic_store_explicit(&depot_chunks[i], NULL, memory_order_relaxed);
     memset(&depot, 0, sizeof depot);
-    pthread_mutex_init(&depot_lock, NULL);
 }

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 
 #include "symbolize.h"
+#include "locks.h"
 
 #include <dlfcn.h>
 #include <elfutils/libdwfl.h>
@@ -22,9 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static pthread_mutex_t symbolize_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Everything below is touched only with symbolize_lock held. */
+/* Everything below is touched only with LOCK_SYMBOLIZE held. */
 
 static Dwfl *session;       /* NULL until the first full lookup, or after libdwfl failed */
 static bool session_failed; /* libdwfl could not start: use dladdr alone from now on */
@@ -187,13 +186,11 @@ static Dwfl_Module *find_module(Dwarf_Addr address, Dwarf_Addr object_start)
 }
 
 /*
- * In a forked child the session describes the parent (its pid names the vdso) and the lock may
- * have been held by a thread that no longer exists: start again from nothing. The old session
- * leaks; the child never touches it.
+ * In a forked child the session describes the parent (its pid names the vdso): start again from
+ * nothing. The old session leaks; the child never touches it.
  */
 static void reset_in_child(void)
 {
-    pthread_mutex_init(&symbolize_lock, NULL);
     session = NULL;
     session_failed = false;
     reported_load_events = 0;
@@ -272,7 +269,7 @@ bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out)
     uintptr_t call_site = pc - 1;
 
     pthread_once(&fork_handler_once, register_fork_handler);
-    pthread_mutex_lock(&symbolize_lock);
+    lock_acquire(LOCK_SYMBOLIZE);
     Dl_info dl = {0};
     struct link_map *map = NULL;
     bool found = dladdr1((void *)call_site, &dl, (void **)&map, RTLD_DL_LINKMAP) != 0 && map;
@@ -282,7 +279,7 @@ bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out)
         if (full)
             describe_call_site(out, call_site, &dl);
     }
-    pthread_mutex_unlock(&symbolize_lock);
+    lock_release(LOCK_SYMBOLIZE);
     return found;
 }
 

@@ -39,7 +39,7 @@ static void catch_up(void)
     caught_up = true;
     heap_analysis_arm();
     if (extsan_options.track_instances)
-        registry_walk_types();
+        registry_walk_types(NULL);
     extsan_log(1, "activated in a running interpreter: extension types made so far are found by "
                   "the type walk; objects made so far are not registered");
 }

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "got_patch.h"
+#include "../detector/locks.h"
 
 #include "../detector/log.h"
 #include "../detector/python_api.h"
@@ -30,8 +31,6 @@ struct loaded_object {
     /* RELRO pages are read-only after start-up; slots there need an mprotect around the write. */
     ElfW(Addr) relro_start, relro_end;
 };
-
-static pthread_mutex_t patch_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* glibc relocates most .dynamic pointers in place, but not for every object (the vdso). */
 static ElfW(Addr) dynamic_pointer(const struct loaded_object *object, ElfW(Addr) pointer)
@@ -179,8 +178,8 @@ static int patch_one_object(struct dl_phdr_info *info, size_t size, void *total_
 unsigned got_patch_loaded_objects(void)
 {
     unsigned written = 0;
-    pthread_mutex_lock(&patch_lock);
+    lock_acquire(LOCK_PATCH);
     dl_iterate_phdr(patch_one_object, &written);
-    pthread_mutex_unlock(&patch_lock);
+    lock_release(LOCK_PATCH);
     return written;
 }

@@ -267,7 +267,6 @@ void *extsan_dlopen(const char *file, int mode)
 
 void extsan__exit(int status)
 {
-    registry_log_statistics("at os._exit");
     lifecycle_immediate_exit();
     real__exit(status);
     __builtin_unreachable();

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import jsonschema
 import pytest
@@ -231,12 +231,32 @@ def build_fixtures(python):
                 and json.loads(stamp.read_text()) == wanted
             if not configured:
                 shutil.rmtree(builddir, ignore_errors=True)
-                _step(_meson() + ["setup", str(builddir), str(FIXTURES_SRC)]
-                      + ["-D%s=%s" % item for item in wanted.items()],
-                      log, "meson setup of the fixtures for Python %s" % python.id)
+                _meson_setup(FIXTURES_SRC, builddir, wanted, log, "the fixtures for Python %s" % python.id)
                 stamp.write_text(json.dumps(wanted))
-            _step(_meson() + ["compile", "-C", str(builddir)], log,
-                  "meson compile of the fixtures for Python %s" % python.id)
+            _meson_compile(builddir, log, "the fixtures for Python %s" % python.id)
+    return builddir
+
+
+def _meson_setup(source, builddir, options, log, what):
+    _step(_meson() + ["setup", str(builddir), str(source)] + ["-D%s=%s" % item for item in options.items()],
+          log, "meson setup of " + what)
+
+
+def _meson_compile(builddir, log, what):
+    _step(_meson() + ["compile", "-C", str(builddir)], log, "meson compile of " + what)
+
+
+def rebuild_fixtures_elsewhere(python, directory, c_args):
+    """Rebuilds the C fixture extensions (not the nanobind/pybind11 ones) from a copy of
+    tests/fixtures in directory/fixtures, into directory/build, with c_args added to the
+    compiler's flags: the same sources from another checkout, built another way. Returns the
+    build directory (for PYTHONPATH)."""
+    source, builddir = directory / "fixtures", directory / "build"
+    shutil.copytree(str(FIXTURES_SRC), str(source))
+    what = "the fixtures rebuilt in %s" % directory
+    with open(directory / "build.log", "w") as log:
+        _meson_setup(source, builddir, {"python": str(python.path), "c_args": c_args}, log, what)
+        _meson_compile(builddir, log, what)
     return builddir
 
 
@@ -359,17 +379,60 @@ def check_report(report, where):
 # ---- running programs under extsan ----------------------------------------------------------
 
 
+def check_process_checked(report, describe, pid=None, argv=None):
+    """Fails unless the merged report lists the program's own process, by pid and/or argv, once
+    and with "complete": true.
+
+    An empty findings list proves nothing by itself: a process extsan never ran in (no
+    preload, no core for its Python, a crash before the report) reports no finding either. The
+    process's own complete report is what shows that extsan ran in it to the end.
+    """
+    assert pid is not None or argv is not None, "the program's process needs a pid or an argv"
+    if report is None:
+        pytest.fail("no JSON report was written\n" + describe, pytrace=False)
+    wanted = dict(pid=pid, argv=list(argv) if argv is not None else None)
+    wanted = {key: value for key, value in wanted.items() if value is not None}
+    mine = [p for p in report["processes"] if all(p.get(k) == v for k, v in wanted.items())]
+    assert len(mine) == 1, "the report lists %d processes with %s, not one: extsan did not check " \
+        "the program's process\n%s" % (len(mine), json.dumps(wanted), describe)
+    assert mine[0].get("complete") is True, \
+        "the program's process did not complete its report:\n" + describe
+
+
+def program_pid(result):
+    """The pid the program printed on its first line, `pid N`."""
+    first = result.stdout.splitlines()[:1]
+    assert first and first[0].startswith("pid "), "the program did not start:\n" + result.describe()
+    return int(first[0].split()[1])
+
+
 class Run(NamedTuple):
     returncode: int
     stdout: str
     stderr: str
     report: Optional[dict]
+    command: Tuple[str, ...] = ()  # the program's argv
 
     def findings(self, kind=KIND):
         """The report's findings of kind; fails the test when there is no report."""
+        return [f for f in self.all_findings() if f["kind"] == kind]
+
+    def all_findings(self):
         if self.report is None:
             pytest.fail("no JSON report was written\n" + self.describe(), pytrace=False)
-        return [f for f in self.report["findings"] if f["kind"] == kind]
+        return self.report["findings"]
+
+    def check_process_checked(self, pid=None):
+        """The program's own process (its argv, and pid when given) is in the report, complete."""
+        check_process_checked(self.report, self.describe(), pid=pid, argv=self.command)
+
+    def check_silent(self, pid=None):
+        """A clean run: status 0, no finding in the report nor on stderr, and the program's own
+        process checked to the end (so that the silence is extsan's, not its absence)."""
+        assert self.returncode == 0, self.describe()
+        assert self.all_findings() == [], self.describe()
+        assert stderr_finding_lines(self.stderr) == [], self.describe()
+        self.check_process_checked(pid)
 
     def describe(self):
         report = json.dumps(self.report, indent=1)[:12000] if self.report is not None else "none"
@@ -402,11 +465,12 @@ def run_extsan(python, builddir, tmp_path, code=None, script=None, args=(), exts
                env=None, json_report=True, timeout=RUN_TIMEOUT):
     """Runs `python -c code` (or `python script args`) under `scripts/extsan run [--json F]`.
 
-    Returns Run(returncode, stdout, stderr, report); report is None when no file was written.
+    Returns Run(returncode, stdout, stderr, report, command); report is None when no file was
+    written.
     env adds to a clean environment with PYTHONPATH=builddir.
     """
     assert (code is None) != (script is None)
-    command = [str(python.path)] + (["-c", code] if code is not None else [str(script)]) + list(args)
+    command = [str(python.path)] + (["-c", code] if code is not None else [str(script)]) + [str(a) for a in args]
     report_path = None
     cli = [str(EXTSAN), "run"]
     if json_report:
@@ -422,7 +486,7 @@ def run_extsan(python, builddir, tmp_path, code=None, script=None, args=(), exts
         except ValueError as e:
             pytest.fail("%s is not JSON: %s\n%s" % (report_path, e, text[:4000]), pytrace=False)
         check_report(report, report_path)
-    return Run(out.returncode, out.stdout, out.stderr, report)
+    return Run(out.returncode, out.stdout, out.stderr, report, tuple(command))
 
 
 @pytest.fixture
@@ -492,3 +556,14 @@ def stderr_finding_lines(stderr, pid=None):
     """The text report's lines (`==PID==extsan:`), for pid or any."""
     prefix = re.compile(r"^==%s==extsan:" % (pid if pid is not None else r"\d+"))
     return [line for line in stderr.splitlines() if prefix.match(line)]
+
+
+def check_stopped_before_command(out, status=EXTSAN_FAILURE_STATUS):
+    """Fails unless the completed process `out`, a command that prints `ran`, was stopped before
+    it ran, with `status` and one line of stderr starting `extsan: `; returns that line."""
+    describe = "status %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (out.returncode, out.stdout, out.stderr)
+    assert out.returncode == status, describe
+    assert "ran" not in out.stdout, "the command ran:\n" + describe
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("extsan: "), describe
+    return lines[0]

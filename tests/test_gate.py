@@ -12,12 +12,11 @@ the SARIF 2.1.0 schema, the JUnit file, and atomic writes. Unit tests check the 
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import jsonschema
 import pytest
@@ -30,8 +29,9 @@ from conftest import (
     ROOT,
     RUN_TIMEOUT,
     base_env,
+    check_process_checked,
     defect_sites,
-    extension_path,
+    rebuild_fixtures_elsewhere,
 )
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -58,6 +58,7 @@ class Gate(NamedTuple):
     stdout: str
     stderr: str
     report: Optional[dict]  # the --json output, when written
+    command: Tuple[str, ...]  # the program's argv
 
     @property
     def summary(self):
@@ -68,6 +69,11 @@ class Gate(NamedTuple):
         report = json.dumps(self.report, indent=1)[:8000] if self.report is not None else "none"
         return "status %d\n--- stdout ---\n%s\n--- stderr ---\n%s\n--- report ---\n%s" % (
             self.returncode, self.stdout[-4000:], self.stderr[-8000:], report)
+
+    def check_process_checked(self):
+        """The program's own process is in the --json output, complete: a verdict of "0 new
+        findings" is extsan's, not the sign that it never ran."""
+        check_process_checked(self.report, self.describe(), argv=self.command)
 
     def statuses(self):
         """{(kind, status)} of the findings of the --json output."""
@@ -87,7 +93,7 @@ def run_gate(python, pythonpath, cwd, program, *gate_args, env=None, json_path=N
     report = None
     if json_path and Path(json_path).exists():
         report = json.loads(Path(json_path).read_text())
-    return Gate(out.returncode, out.stdout, out.stderr, report)
+    return Gate(out.returncode, out.stdout, out.stderr, report, tuple(command))
 
 
 @pytest.fixture
@@ -124,6 +130,7 @@ def test_clean_code_passes(gate):
     assert result.stdout == "42\n", result.describe()
     assert result.summary == summary(0, 0, 0), result.describe()
     assert result.report["findings"] == [], result.describe()
+    result.check_process_checked()
 
 
 @GATE_PYTHONS
@@ -221,6 +228,7 @@ def test_the_command_failure_wins(gate, program):
     assert result.returncode == 5, result.describe()
     new = 1 if program == DEFECT else 0
     assert result.summary == summary(new, 0, 0, command_status=5), result.describe()
+    result.check_process_checked()
 
 
 def test_command_not_found_is_127(tmp_path):
@@ -320,18 +328,41 @@ def test_outputs_replace_a_symlink_instead_of_following_it(gate, tmp_path):
 
 
 @GATE_PYTHONS
-def test_fingerprints_survive_runs_and_a_rebuild_elsewhere(gate, fixtures, tmp_path):
-    """Equal over two runs, and with the extension copied to another directory (its module path,
-    and with it every address, differs)."""
+def test_fingerprints_survive_runs_and_a_rebuild_elsewhere(python, gate, tmp_path):
+    """Equal over two runs, and for the extension rebuilt from a copy of its sources in another
+    directory with functions aligned to 64 bytes: its module path, source path and the defect's
+    offset all differ (checked, so that the test proves the rebuild changed them)."""
     first, second = gate(DEFECT), gate(DEFECT)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    shutil.copy2(str(extension_path(fixtures, "capsule_defects")), str(elsewhere))
-    moved = gate(DEFECT, pythonpath=elsewhere)
-    findings = [run.report["findings"][0] for run in (first, second, moved)]
-    assert len({f["fingerprint"] for f in findings}) == 1, [run.describe() for run in (first, moved)]
-    assert os.path.dirname(findings[2]["stack"][0]["module"]) == str(elsewhere), moved.describe()
-    assert findings[0]["stack"][0]["module"] != findings[2]["stack"][0]["module"]
+    # Alignment moves the functions without changing their code, and so the frames.
+    rebuilt_dir = rebuild_fixtures_elsewhere(python, tmp_path / "elsewhere", "-falign-functions=64")
+    rebuilt = gate(DEFECT, pythonpath=rebuilt_dir)
+    runs = (first, second, rebuilt)
+    described = "\n".join(run.describe() for run in runs)
+    for run in runs:
+        assert run.returncode == NEW_FINDINGS_STATUS, run.describe()
+    findings = [one_finding(run) for run in runs]
+    assert len({f["fingerprint"] for f in findings}) == 1, described
+    before, after = [defect_frame(f, described) for f in (findings[0], findings[2])]
+    assert os.path.dirname(after["module"]) == str(rebuilt_dir), described
+    assert before["module"] != after["module"], described
+    copied_source = (tmp_path / "elsewhere" / "fixtures" / "capsule_defects.c").resolve()
+    assert Path(rebuilt_dir, after["file"]).resolve() == copied_source, described
+    assert Path(before["file"]).name == Path(after["file"]).name and before["file"] != after["file"], described
+    assert before["offset"] != after["offset"], "the rebuild did not move the defect:\n" + described
+    assert before["line"] == after["line"], described
+
+
+def one_finding(run):
+    findings = run.report["findings"] if run.report else []
+    assert len(findings) == 1, run.describe()
+    return findings[0]
+
+
+def defect_frame(finding, described):
+    """The frame of the planted defect's function."""
+    frames = [f for f in finding["stack"] if f.get("function") == "get_pointer_without_gil"]
+    assert frames and frames[0].get("file"), described
+    return frames[0]
 
 
 CAPSULE_FINDING = {
@@ -529,6 +560,7 @@ def test_sarif_of_baselined_and_suppressed_findings(gate, tmp_path):
 def test_sarif_of_a_clean_run(gate, tmp_path):
     result = gate(CLEAN, "--sarif", tmp_path / "extsan.sarif")
     assert result.returncode == 0, result.describe()
+    result.check_process_checked()
     assert check_sarif(tmp_path / "extsan.sarif")["results"] == []
 
 
@@ -562,5 +594,6 @@ def test_junit(gate, tmp_path):
 
     result = gate(CLEAN, "--junit", junit)
     assert result.returncode == 0, result.describe()
+    result.check_process_checked()
     suite, (case,) = junit_cases(junit)
     assert suite.get("failures") == "0" and list(case) == [], ET.tostring(suite)

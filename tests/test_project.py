@@ -29,11 +29,23 @@ def test_readme_starts_with_the_two_commands():
     assert "scripts/run-tests" in ci
 
 
-def test_c_unit_tests_pass():
-    result = subprocess.run([str(BUILD / "test-stacks")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+UNIT_SOURCES = sorted((ROOT / "tests" / "unit").glob("test_*.c"))
+
+
+def run_unit_test(source, *args):
+    """Runs the program meson.build makes of tests/unit/test_NAME.c, build/test-NAME (with '_'
+    turned into '-'), and fails unless its checks all passed, and there were some."""
+    program = BUILD / ("test-" + source.stem[len("test_"):].replace("_", "-"))
+    assert program.exists(), "%s is not built: is it registered in meson.build?" % program
+    result = subprocess.run([str(program), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stdout
-    assert re.search(r"^\d+ passed, 0 failed$", result.stdout, re.M), result.stdout
+    assert re.search(r"^[1-9]\d* passed, 0 failed$", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.parametrize("source", UNIT_SOURCES, ids=lambda source: source.stem)
+def test_c_unit_tests_pass(source):
+    run_unit_test(source)
 
 
 def test_c_sources_are_formatted():
@@ -42,6 +54,7 @@ def test_c_sources_are_formatted():
         pytest.fail("clang-format is not installed (scripts/install-deps installs it)")
     sources = sorted(str(p) for d in ["shim", "detector", "tests/unit", "tests/bench", "tests/fixtures"]
                      for p in (ROOT / d).glob("*") if p.suffix in {".c", ".h", ".cpp"})
+    assert UNIT_SOURCES and all(str(source) in sources for source in UNIT_SOURCES), sources
     result = subprocess.run([clang_format, "--dry-run", "-Werror", *sources],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode == 0, result.stdout[:2000]
