@@ -71,6 +71,8 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
     /* Unprotected, the call may crash the process (3.12+): the finding must be out first. */
     if (!protected && first && finding)
         report_now();
+    else if (first && finding)
+        report_snapshot();
     in_slow_path = false;
 }
 

@@ -30,6 +30,8 @@ const char *finding_kind_name(enum finding_kind kind)
         return "incomplete-traverse";
     case FINDING_LEAKED_CYCLE:
         return "leaked-cycle";
+    case FINDING_DEADLY_SIGNAL:
+        return "deadly-signal";
     }
     return "unknown";
 }
@@ -185,6 +187,23 @@ struct finding *findings_record_capsule(const char *api, const char *capsule_nam
         finding->has_capsule_name = capsule_name != NULL;
         if (capsule_name)
             snprintf(finding->capsule, sizeof finding->capsule, "%s", capsule_name);
+        finding->thread = *thread;
+    }
+    lock_release(LOCK_FINDINGS);
+    return finding;
+}
+
+struct finding *findings_record_deadly(int signal, int code, uintptr_t fault_address,
+                                       const uintptr_t *pcs, unsigned depth,
+                                       const struct thread_description *thread)
+{
+    stack_id stack = stack_depot_put(pcs, depth);
+    lock_acquire(LOCK_FINDINGS);
+    struct finding *finding = append_finding(FINDING_DEADLY_SIGNAL, stack);
+    if (finding) {
+        finding->signal = signal;
+        finding->signal_code = code;
+        finding->fault_address = fault_address;
         finding->thread = *thread;
     }
     lock_release(LOCK_FINDINGS);

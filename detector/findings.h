@@ -16,6 +16,7 @@ enum finding_kind {
     FINDING_HIDDEN_REFERENCE,
     FINDING_INCOMPLETE_TRAVERSE,
     FINDING_LEAKED_CYCLE,
+    FINDING_DEADLY_SIGNAL, /* the process was killed by a crash signal (signals.h) */
 };
 
 struct type_record;
@@ -45,6 +46,10 @@ struct finding {
     struct type_record *type;
     char type_name[256];
     struct heap_details *heap;
+    /* deadly-signal: the signal, its si_code, and the faulting address (SIGSEGV, SIGBUS) */
+    int signal;
+    int signal_code;
+    uintptr_t fault_address;
     /* The test (context.h) current at the first occurrence; for the heap analysis' kinds, the
        one the example holder was allocated in. NULL when none was set. */
     const char *context;
@@ -90,6 +95,15 @@ struct finding *findings_find_leaked_cycle(struct type_record *type,
  */
 struct finding *findings_record_heap(enum finding_kind kind, struct type_record *type,
                                      struct heap_details *details);
+
+/*
+ * Records the deadly-signal finding of a crash: the signal as siginfo describes it and the
+ * stack of the thread it hit (already captured, pcs[0] the faulting instruction). In a signal
+ * handler, on the path that may allocate (signals.c). NULL when out of memory.
+ */
+struct finding *findings_record_deadly(int signal, int code, uintptr_t fault_address,
+                                       const uintptr_t *pcs, unsigned depth,
+                                       const struct thread_description *thread);
 
 /* Calls visit for each finding in order of first occurrence, under the findings lock. */
 void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context);

@@ -6,6 +6,8 @@
 #include "log.h"
 #include "memory_map.h"
 #include "options.h"
+#include "report.h"
+#include "signals.h"
 #include "pointer_set.h"
 
 #include <stdarg.h>
@@ -151,6 +153,9 @@ struct graph {
         bool checked;
     } holder_cache[64];
     bool out_of_memory;
+    bool interrupted;    /* an interrupt stopped the passes (signals.h) */
+    const char *failure; /* why the passes could not run, or NULL */
+    const char *pass;    /* the pass running, or the last one entered */
 };
 
 /* ---- the graph's memory ---------------------------------------------------------------------- */
@@ -482,6 +487,17 @@ static int32_t refcount_of(PyObject *object)
     return count > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)count;
 }
 
+/*
+ * Whether a pass's loop at step `step` goes on: a few times per million steps it looks whether
+ * an interrupt arrived (signals.h), and stops the analysis if one did.
+ */
+static inline bool keep_going(struct graph *graph, size_t step)
+{
+    if ((step & 0x3FFF) == 0 && signals_interrupted())
+        graph->interrupted = true;
+    return !graph->interrupted;
+}
+
 /* ---- pass: enumerate -------------------------------------------------------------------------
  * After it: every object the collector tracks and every live extension instance is a node, with
  * `unexplained` = its refcount (less the reference gc.get_objects' list holds). Registry records
@@ -607,7 +623,7 @@ static bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
     }
     /* Memory latency is the cost here: fetch the objects a few steps ahead. */
     const Py_ssize_t ahead = 16;
-    for (Py_ssize_t i = 0; i < count; i++) {
+    for (Py_ssize_t i = 0; i < count && keep_going(graph, (size_t)i); i++) {
         if (i + ahead < count)
             __builtin_prefetch(PyList_GET_ITEM(tracked_objects, i + ahead));
         PyObject *object = PyList_GET_ITEM(tracked_objects, i);
@@ -646,7 +662,7 @@ static bool account_visible_references(struct graph *graph)
     if (!graph->instance_order)
         return false;
     const size_t ahead = 8; /* fetch the object a few traverses ahead */
-    for (size_t i = 0; i < graph->node_count; i++) {
+    for (size_t i = 0; i < graph->node_count && keep_going(graph, i); i++) {
         if (i + ahead < graph->node_count)
             __builtin_prefetch(graph->nodes[i + ahead].object);
         struct node *node = &graph->nodes[i];
@@ -809,7 +825,7 @@ static bool misses_own_type_visit(struct graph *graph, const struct node *node)
 static void scan_instances(struct graph *graph)
 {
     struct scan_state scan = {.graph = graph};
-    for (size_t k = 0; k < graph->ordered_count; k++) {
+    for (size_t k = 0; k < graph->ordered_count && keep_going(graph, k); k++) {
         uint32_t i = graph->instance_order[k];
         struct node *node = &graph->nodes[i];
         if (!holder_is_checked(graph, node))
@@ -1473,7 +1489,53 @@ done:
     free(stack);
 }
 
-/* ---- the passes in order --------------------------------------------------------------------- */
+/* ---- progress -----------------------------------------------------------------------------
+ * How far the analysis got, for the reports: "not run", "running <pass>", "done", "interrupted
+ * by SIGINT during <pass>", "failed: ...". A signal handler reads it (the JSON's "analysis"), so
+ * it is plain ASCII without quotes, written in place and always terminated.
+ */
+
+#define STATE_SIZE 64
+static char state[STATE_SIZE + 1] = "not run";
+static bool state_incomplete; /* started and not finished */
+
+static void set_state(bool incomplete, const char *format, ...)
+{
+    char text[STATE_SIZE + 1] = {0};
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(text, sizeof text, format, arguments);
+    va_end(arguments);
+    for (size_t i = 0; i < STATE_SIZE; i++)
+        state[i] = text[i] == '"' || text[i] == '\\' ? '\'' : text[i];
+    state_incomplete = incomplete;
+}
+
+const char *heap_analysis_state(void)
+{
+    return state;
+}
+
+bool heap_analysis_completed(void)
+{
+    return !state_incomplete;
+}
+
+/*
+ * Enters a pass. False when the analysis must stop: an interrupt arrived (signals.h), or an
+ * earlier pass ran out of memory.
+ */
+static bool enter_pass(struct graph *graph, const char *pass)
+{
+    if (signals_interrupted())
+        graph->interrupted = true;
+    if (graph->interrupted || graph->out_of_memory)
+        return false;
+    graph->pass = pass;
+    set_state(true, "running %s", pass);
+    extsan_log(2, "heap analysis: %s", pass);
+    return true;
+}
 
 static double seconds_since(const struct timespec *start)
 {
@@ -1482,54 +1544,70 @@ static double seconds_since(const struct timespec *start)
     return (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
-static void analyse(void)
+/* ---- the passes in order --------------------------------------------------------------------- */
+
+/* The passes in order; each stops early when interrupted or out of memory. */
+static void run_passes(struct graph *graph, const struct timespec *start)
+{
+    double collect_seconds = 0;
+    if (enter_pass(graph, "collect")) {
+        python_api.PyGC_Collect();
+        collect_seconds = seconds_since(start);
+    }
+    PyObject *tracked_objects = NULL;
+    if (enter_pass(graph, "enumerate")) {
+        plan_huge_pages();
+        graph->memory = memory_map_load();
+        registry_walk_types(&graph->live_types);
+        tracked_objects = call_gc("get_objects");
+        if (!graph->memory || !tracked_objects || !PyList_Check(tracked_objects))
+            graph->failure = "could not start (no object list or no memory map)";
+        else if (!enumerate_nodes(graph, tracked_objects))
+            graph->out_of_memory = true;
+    }
+    if (!graph->failure && enter_pass(graph, "account") && !account_visible_references(graph))
+        graph->out_of_memory = true;
+    if (!graph->failure && enter_pass(graph, "scan")) {
+        scan_instances(graph);
+        add_missed_type_references(graph);
+    }
+    if (!graph->failure && enter_pass(graph, "validate"))
+        validate_candidates(graph);
+    if (!graph->failure && enter_pass(graph, "reach") && !reach_from_roots(graph))
+        graph->out_of_memory = true;
+    if (!graph->failure && enter_pass(graph, "report")) {
+        report_hidden_references(graph);
+        report_missed_type_visits(graph);
+        report_leaked_cycles(graph);
+    }
+    if (tracked_objects)
+        python_api.Py_DecRef(tracked_objects);
+    extsan_log(
+        1, "heap analysis: %zu nodes, %zu edges, %zu candidates, %.3f s (its collection %.3f s)",
+        graph->node_count, graph->edge_count, graph->candidate_count, seconds_since(start),
+        collect_seconds);
+}
+
+static void analyse(bool at_exit)
 {
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     PyObject *error_type, *error_value, *error_traceback;
     python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
-
-    python_api.PyGC_Collect(); /* collect */
-    double collect_seconds = seconds_since(&start);
-    plan_huge_pages();
-    struct graph graph = {.memory = memory_map_load()};
-    registry_walk_types(&graph.live_types);
-    PyObject *tracked_objects = call_gc("get_objects");
-    if (!graph.memory || !tracked_objects || !PyList_Check(tracked_objects)) {
-        extsan_log(0, "the heap analysis could not start (no object list or no memory map)");
-        goto done;
-    }
-    extsan_log(2, "heap analysis: walk and list %.3f s", seconds_since(&start));
-    if (!enumerate_nodes(&graph, tracked_objects))
-        goto out_of_memory;
-    extsan_log(2, "heap analysis: enumerate %.3f s", seconds_since(&start));
-    if (!account_visible_references(&graph))
-        goto out_of_memory;
-    extsan_log(2, "heap analysis: account %.3f s", seconds_since(&start));
-    scan_instances(&graph);
-    add_missed_type_references(&graph);
-    extsan_log(2, "heap analysis: scan %.3f s", seconds_since(&start));
-    validate_candidates(&graph);
-    if (graph.out_of_memory)
-        goto out_of_memory;
-    extsan_log(2, "heap analysis: validate %.3f s", seconds_since(&start));
-    if (!reach_from_roots(&graph))
-        goto out_of_memory;
-    extsan_log(2, "heap analysis: reach %.3f s", seconds_since(&start));
-    report_hidden_references(&graph);
-    report_missed_type_visits(&graph);
-    report_leaked_cycles(&graph);
-    extsan_log(
-        1, "heap analysis: %zu nodes, %zu edges, %zu candidates, %.3f s (its collection %.3f s)",
-        graph.node_count, graph.edge_count, graph.candidate_count, seconds_since(&start),
-        collect_seconds);
-    extsan_log(
-        2, "heap analysis: its arrays asked for %zu MiB of huge pages, %zu MiB left in the budget",
-        huge_page_asked >> 20, huge_page_budget >> 20);
-    goto done;
-out_of_memory:
-    extsan_log(0, "the heap analysis ran out of memory; its findings are incomplete");
-done:
+    bool interruptible = signals_interruptible_begin();
+    struct graph graph = {0};
+    run_passes(&graph, &start);
+    if (graph.interrupted)
+        set_state(true, "interrupted by SIGINT during %s", graph.pass);
+    else if (graph.failure)
+        set_state(true, "failed: %s", graph.failure);
+    else if (graph.out_of_memory)
+        set_state(true, "failed: out of memory during %s", graph.pass);
+    else
+        set_state(false, "done");
+    if (!heap_analysis_completed())
+        extsan_log(0, "the heap analysis did not complete (%s); its findings are incomplete",
+                   state);
     /* The records the passes read are in the registry's table: dropped only now. */
     for (size_t i = 0; i < graph.stale_count; i++)
         registry_forget_stale(graph.stale[i]);
@@ -1537,10 +1615,11 @@ done:
         extsan_log(1, "heap analysis: dropped %zu stale registry records (objects freed unseen)",
                    graph.stale_count);
     graph_free(&graph);
-    if (tracked_objects)
-        python_api.Py_DecRef(tracked_objects);
     python_api.PyErr_Clear();
     python_api.PyErr_Restore(error_type, error_value, error_traceback);
+    if (interruptible)
+        signals_interruptible_end(at_exit);
+    report_snapshot(); /* the findings reach the report file now, whatever comes after */
 }
 
 /* The exit analysis ran: the last one of the process. */
@@ -1551,7 +1630,7 @@ void heap_analysis_run(void)
     if (exit_analysis_done || !extsan_options.check_hidden_references || !gil_held())
         return;
     exit_analysis_done = true;
-    analyse();
+    analyse(true);
 }
 
 unsigned heap_analysis_check_now(void)
@@ -1560,7 +1639,7 @@ unsigned heap_analysis_check_now(void)
         !python_is_running())
         return 0;
     unsigned before = findings_count();
-    analyse();
+    analyse(false);
     return findings_count() - before;
 }
 

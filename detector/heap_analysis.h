@@ -67,4 +67,13 @@ void heap_analysis_run(void);
  */
 unsigned heap_analysis_check_now(void);
 
+/*
+ * How far the analysis got ("not run", "running scan", "done", "interrupted by SIGINT during
+ * account", "failed: ..."): plain ASCII, readable from a signal handler.
+ */
+const char *heap_analysis_state(void);
+
+/* False when an analysis started and did not finish (interrupted, out of memory, ...). */
+bool heap_analysis_completed(void);
+
 #endif

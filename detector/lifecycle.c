@@ -12,9 +12,15 @@
 #include "registry.h"
 #include "report.h"
 #include "report_frames.h"
+#include "signals.h"
 #include "suppressions.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -41,6 +47,7 @@ static void forget_parent_records(void)
     findings_reset_after_fork();
     stack_depot_reset_after_fork();
     suppressions_reset_after_fork();
+    report_reset_after_fork();
 }
 
 void lifecycle_process_exit(void)
@@ -50,6 +57,7 @@ void lifecycle_process_exit(void)
         return;
     reported_pid = pid;
     report_at_exit();
+    signals_finish_exit();
 }
 
 void lifecycle_immediate_exit(void)
@@ -72,6 +80,47 @@ static void exit_handler(void)
     lifecycle_process_exit();
 }
 
+/* Bytes a report's file name adds to its directory: "/extsan.<pid>.json.<pid>.tmp" at most. */
+#define REPORT_NAME_MAX 40
+
+/*
+ * The directory an option names for extsan's files (empty: none) exists when this returns true:
+ * made if it did not exist (with its parents). A path too long for the files to be named in it,
+ * or one that cannot be made, is a bad option, named in `error`.
+ */
+static bool prepare_output_dir(const char *option, const char *dir, char *error, size_t size)
+{
+    if (!*dir)
+        return true;
+    if (strlen(dir) + REPORT_NAME_MAX >= PATH_MAX) {
+        snprintf(error, size, "%s: the path is too long (%zu bytes; at most %d)", option,
+                 strlen(dir), PATH_MAX - REPORT_NAME_MAX - 1);
+        return false;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *slash = path + 1;; slash++) {
+        bool last = !*slash;
+        if (*slash != '/' && !last)
+            continue;
+        *slash = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            snprintf(error, size, "%s=%s: cannot create %s: %s", option, dir, path,
+                     strerror(errno));
+            return false;
+        }
+        if (last)
+            break;
+        *slash = '/';
+    }
+    struct stat status;
+    if (stat(dir, &status) != 0 || !S_ISDIR(status.st_mode)) {
+        snprintf(error, size, "%s=%s: not a directory", option, dir);
+        return false;
+    }
+    return true;
+}
+
 bool lifecycle_start(void)
 {
     options_set_defaults(&extsan_options);
@@ -84,6 +133,11 @@ bool lifecycle_start(void)
     if (*extsan_options.suppressions &&
         !suppressions_load(extsan_options.suppressions, error, sizeof error)) {
         extsan_log(0, "%s", error);
+        _exit(EXTSAN_EXIT_BAD_OPTIONS);
+    }
+    if (!prepare_output_dir("log_dir", extsan_options.log_dir, error, sizeof error) ||
+        !prepare_output_dir("dot_dir", extsan_options.dot_dir, error, sizeof error)) {
+        extsan_log(0, "EXTSAN_OPTIONS: %s", error);
         _exit(EXTSAN_EXIT_BAD_OPTIONS);
     }
     if (extsan_options.help)
@@ -101,6 +155,8 @@ bool lifecycle_start(void)
      * in the report. os._exit skips it; the _exit hook covers that.
      */
     atexit(exit_handler);
+    signals_install();
+    report_snapshot(); /* the report exists from the start: the run knows this process */
     extsan_log(1, "active in pid %d, Python %s", (int)getpid(), report_python_version());
     return true;
 }

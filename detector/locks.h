@@ -20,8 +20,8 @@ enum extsan_lock {
     LOCK_CONTEXTS,  /* context.c: interned test names */
     LOCK_TYPES,     /* registry.c: type records */
     LOCK_SITES,     /* allocation_sites.c: site records */
-    LOCK_PATCH,     /* got_patch.c: GOT rewriting */
-    LOCK_SYMBOLIZE, /* symbolize.c: the libdwfl session */
+    LOCK_SYMBOLIZE, /* symbolize.c: the libdwfl session (libdw may load libdebuginfod) */
+    LOCK_PATCH,     /* got_patch.c: GOT rewriting, also when a dlsym follows a load */
     LOCK_DEPOT,     /* stacks.c: the stack depot's writers */
     /* gil.c: creating and deleting the thread state of a thread that borrows the GIL */
     LOCK_THREAD_STATES,

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pointer_set.h"
 #include "python_stack.h"
+#include "report.h"
 
 #include <dlfcn.h>
 #include <limits.h>
@@ -792,8 +793,9 @@ void registry_type_created(PyTypeObject *type, const void *caller)
                record->binding_machinery ? ", the library's own" : "", record->creator);
 #if PY_VERSION_HEX < 0x030B0000
     /* 3.11+ refuses such a type with SystemError; 3.9/3.10 accept it and crash in gc.collect. */
-    if ((type->tp_flags & Py_TPFLAGS_HAVE_GC) && !type->tp_traverse)
-        findings_record_type(FINDING_TRAVERSE_MISSING_GC, record);
+    if ((type->tp_flags & Py_TPFLAGS_HAVE_GC) && !type->tp_traverse &&
+        findings_record_type(FINDING_TRAVERSE_MISSING_GC, record))
+        report_snapshot();
 #endif
 }
 

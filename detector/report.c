@@ -5,14 +5,19 @@
 #include "log.h"
 #include "options.h"
 #include "heap_analysis.h"
+#include "json_text.h"
+#include "loaded_objects.h"
 #include "python_api.h"
 #include "report_frames.h"
+#include "signals.h"
 #include "suppressions.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -128,32 +133,48 @@ bool report_is_suppressed(struct finding *finding)
     return suppressed;
 }
 
-/* The text report goes out in one write(2), so it is never interleaved with other output. */
-static void write_text(bool final)
+/* Writes all of `length` bytes to fd; false on an error. Async-signal-safe. */
+static bool write_all(int fd, const char *bytes, size_t length)
 {
-    char *buffer = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buffer, &size);
-    if (!out)
-        return;
-    /* A newline first: the program's last output may not have ended its line (nanobind's
-       leak message does not), and every report line must start with ==PID==. */
-    fputc('\n', out);
-    text_report_writer.write(out, final);
-    fclose(out);
-    if (size <= 1) { /* nothing to say: a clean process prints nothing at all */
-        free(buffer);
-        return;
-    }
-    for (size_t done = 0; done < size;) {
-        ssize_t n = write(STDERR_FILENO, buffer + done, size - done);
+    for (size_t done = 0; done < length;) {
+        ssize_t n = write(fd, bytes + done, length - done);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            break;
+            return false;
         done += n;
     }
-    free(buffer);
+    return true;
+}
+
+/* A writer's output in memory; NULL (with *length 0) when nothing could be rendered. */
+static char *render(const struct report_writer *writer, const struct report_request *request,
+                    size_t *length)
+{
+    char *buffer = NULL;
+    *length = 0;
+    FILE *out = open_memstream(&buffer, length);
+    if (!out)
+        return NULL;
+    /* The text starts with a newline: the program's last output may not have ended its line
+       (nanobind's leak message does not), and every report line must start with ==PID==. */
+    if (writer == &text_report_writer)
+        fputc('\n', out);
+    writer->write(out, request);
+    fclose(out);
+    return buffer;
+}
+
+/* The text report goes out in one write(2), so it is never interleaved with other output. */
+static void write_text(const struct report_request *request)
+{
+    if (!extsan_options.text_report)
+        return;
+    size_t length;
+    char *text = render(&text_report_writer, request, &length);
+    if (length > 1) /* only the newline: a clean process prints nothing at all */
+        write_all(STDERR_FILENO, text, length);
+    free(text);
 }
 
 /*
@@ -161,88 +182,405 @@ static void write_text(bool final)
  * The temporary file is created exclusively and without following links, so a link planted in
  * a shared directory is never written through. `option` names the option that chose the path.
  */
-static void write_file_atomically(const char *path, const char *option,
-                                  void (*write_content)(FILE *out, const void *context),
-                                  const void *context)
+static void write_file_atomically(const char *path, const char *option, const char *content,
+                                  size_t length)
 {
     char temporary[PATH_MAX];
     snprintf(temporary, sizeof temporary, "%s.%d.tmp", path, (int)getpid());
     unlink(temporary); /* a leftover of an earlier write by this pid that was cut short */
     int fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!out) {
+    bool written = fd >= 0 && write_all(fd, content, length);
+    if (fd >= 0 && close(fd) != 0)
+        written = false;
+    if (!written || rename(temporary, path) != 0) {
         extsan_log(0, "cannot write %s: %s (option %s)", path, strerror(errno), option);
         if (fd >= 0)
-            close(fd);
-        return;
-    }
-    write_content(out, context);
-    bool failed = fflush(out) != 0 || ferror(out);
-    failed |= fclose(out) != 0;
-    if (failed || rename(temporary, path) != 0) {
-        extsan_log(0, "cannot write %s: %s (option %s)", path, strerror(errno), option);
-        unlink(temporary);
+            unlink(temporary);
     }
 }
 
-static void write_json_content(FILE *out, const void *final)
-{
-    json_report_writer.write(out, *(const bool *) final);
-}
-
-/* log_dir/extsan.<pid>.json, replaced whole each time it is written. */
-static void write_json(bool final)
+/* log_dir/extsan.<pid>.json; false when there is no log_dir. */
+static bool json_path(char *path, size_t size)
 {
     const char *dir = extsan_options.log_dir;
     if (!dir || !*dir)
-        return;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/extsan.%d.json", dir, (int)getpid());
-    write_file_atomically(path, "log_dir", write_json_content, &final);
+        return false;
+    snprintf(path, size, "%s/extsan.%d.json", dir, (int)getpid());
+    return true;
 }
 
-static void write_text_content(FILE *out, const void *text)
+/* log_dir/extsan.<pid>.json, replaced whole each time it is written. */
+static void write_json(const struct report_request *request)
 {
-    fputs(text, out);
+    char path[PATH_MAX];
+    if (!json_path(path, sizeof path))
+        return;
+    size_t length;
+    char *json = render(&json_report_writer, request, &length);
+    if (json)
+        write_file_atomically(path, "log_dir", json, length);
+    free(json);
 }
-
-struct dot_context {
-    unsigned written;
-};
 
 /* Each leaked cycle as its own Graphviz file in dot_dir (written once, at exit). */
 static void write_dot_file(struct finding *finding, void *context)
 {
-    struct dot_context *dot = context;
+    unsigned *written = context;
     if (finding->kind != FINDING_LEAKED_CYCLE || !finding->heap || !finding->heap->dot)
         return;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/extsan.%d.cycle%u.dot", extsan_options.dot_dir, (int)getpid(),
-             ++dot->written);
-    write_file_atomically(path, "dot_dir", write_text_content, finding->heap->dot);
+             ++*written);
+    write_file_atomically(path, "dot_dir", finding->heap->dot, strlen(finding->heap->dot));
 }
 
-void report_now(void)
+/* ---------------------------------------------------------------------------------------------
+ * The snapshot a signal handler writes. Each time a finding is made, the JSON report is rendered
+ * to memory with every field that may change before the process dies (report_field_kind) at a
+ * fixed width, padded with blanks, and their places noted; the text blocks not printed yet are
+ * rendered too. Both are published for the signal handler, which writes them with the fields
+ * filled in using nothing but write(2): no allocation, no lock, no stdio.
+ */
+
+struct report_field {
+    size_t offset;
+    enum report_field_kind kind;
+    const struct finding *finding;
+};
+
+struct report_fields {
+    struct report_field *items;
+    unsigned count, capacity;
+};
+
+struct snapshot {
+    pid_t pid;
+    char *json;
+    size_t json_length;
+    struct report_fields fields;
+    char *text;
+    size_t text_length;
+    char path[PATH_MAX], temporary[PATH_MAX]; /* empty without log_dir */
+};
+
+/* Published with a release store; a replaced snapshot is never freed (a handler may read it). */
+static struct snapshot *_Atomic published;
+
+static const unsigned field_width[] = {
+    [FIELD_COUNT] = 20, [FIELD_SIGNAL] = 12, [FIELD_ANALYSIS] = 72, [FIELD_MORE_FINDINGS] = 0};
+
+/* Decimal digits of `value` into out; returns their number. Async-signal-safe. */
+static size_t format_decimal(unsigned long value, char *out)
+{
+    char digits[24];
+    size_t count = 0;
+    do {
+        digits[count++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    for (size_t i = 0; i < count; i++)
+        out[i] = digits[count - 1 - i];
+    return count;
+}
+
+static size_t copy_text(char *out, size_t size, const char *text)
+{
+    size_t length = 0;
+    while (text[length] && length < size)
+        out[length] = text[length], length++;
+    return length;
+}
+
+/*
+ * The JSON value of a field now, into out (at least 80 bytes); returns its length. The
+ * analysis' state is plain ASCII (heap_analysis.c). Async-signal-safe.
+ */
+static size_t field_value(enum report_field_kind kind, const struct finding *finding, int signal,
+                          char *out)
+{
+    size_t length = 0;
+    switch (kind) {
+    case FIELD_COUNT:
+        return format_decimal(finding->count, out);
+    case FIELD_SIGNAL:
+        if (!signal)
+            return copy_text(out, 8, "null");
+        out[length++] = '"';
+        length += copy_text(out + length, 10, signal_name(signal));
+        out[length++] = '"';
+        return length;
+    case FIELD_ANALYSIS:
+        out[length++] = '"';
+        length += copy_text(out + length, field_width[FIELD_ANALYSIS] - 2, heap_analysis_state());
+        out[length++] = '"';
+        return length;
+    case FIELD_MORE_FINDINGS:
+        break;
+    }
+    return 0;
+}
+
+void report_put_field(FILE *out, const struct report_request *request, enum report_field_kind kind,
+                      const struct finding *finding)
+{
+    char value[80];
+    size_t length = field_value(kind, finding, request->signal, value);
+    fwrite(value, 1, length, out);
+    struct report_fields *fields = request->fields;
+    if (!fields)
+        return;
+    for (size_t pad = length; pad < field_width[kind]; pad++)
+        fputc(' ', out);
+    if (fields->count == fields->capacity) {
+        unsigned capacity = fields->capacity ? 2 * fields->capacity : 16;
+        struct report_field *grown = realloc(fields->items, capacity * sizeof *grown);
+        if (!grown)
+            return;
+        fields->items = grown;
+        fields->capacity = capacity;
+    }
+    /* The value's offset: where it started, before the padding. */
+    fields->items[fields->count++] =
+        (struct report_field){(size_t)ftell(out) - field_width[kind], kind, finding};
+}
+
+/* Renders and publishes a new snapshot; LOCK_REPORT held, suppressions decided. */
+static struct snapshot *take_snapshot(void)
+{
+    struct snapshot *snapshot = calloc(1, sizeof *snapshot);
+    if (!snapshot)
+        return NULL;
+    snapshot->pid = getpid();
+    struct report_request json = {.fields = &snapshot->fields};
+    snapshot->json = render(&json_report_writer, &json, &snapshot->json_length);
+    struct report_request text = {.keep_marks = true};
+    snapshot->text = render(&text_report_writer, &text, &snapshot->text_length);
+    if (!snapshot->json || !snapshot->text || snapshot->fields.count == 0) {
+        free(snapshot->json);
+        free(snapshot->text);
+        free(snapshot->fields.items);
+        free(snapshot);
+        return NULL;
+    }
+    if (json_path(snapshot->path, sizeof snapshot->path))
+        snprintf(snapshot->temporary, sizeof snapshot->temporary, "%s.%d.tmp", snapshot->path,
+                 (int)snapshot->pid);
+    atomic_store_explicit(&published, snapshot, memory_order_release);
+    return snapshot;
+}
+
+void report_snapshot(void)
 {
     lock_acquire(LOCK_REPORT);
     decide_suppressions();
-    if (extsan_options.text_report)
-        write_text(false);
-    write_json(false);
+    struct snapshot *snapshot = take_snapshot();
+    if (snapshot && snapshot->path[0])
+        write_file_atomically(snapshot->path, "log_dir", snapshot->json, snapshot->json_length);
+    lock_release(LOCK_REPORT);
+}
+
+void report_reset_after_fork(void)
+{
+    atomic_store_explicit(&published, NULL, memory_order_relaxed);
+}
+
+/* ---- writing in a signal handler --------------------------------------------------------------
+ * A small buffered writer on a file descriptor, and the JSON pieces the handler adds.
+ */
+
+struct safe_output {
+    int fd;
+    size_t used;
+    bool failed;
+    char buffer[2048];
+};
+
+static void safe_flush(struct safe_output *out)
+{
+    if (out->used && !write_all(out->fd, out->buffer, out->used))
+        out->failed = true;
+    out->used = 0;
+}
+
+static void safe_put(struct safe_output *out, const char *bytes, size_t length)
+{
+    if (length > sizeof out->buffer - out->used) {
+        safe_flush(out);
+        if (length > sizeof out->buffer) {
+            out->failed |= !write_all(out->fd, bytes, length);
+            return;
+        }
+    }
+    for (size_t i = 0; i < length; i++)
+        out->buffer[out->used++] = bytes[i];
+}
+
+static void safe_text(struct safe_output *out, const char *text)
+{
+    size_t length = 0;
+    while (text[length])
+        length++;
+    safe_put(out, text, length);
+}
+
+static void safe_decimal(struct safe_output *out, unsigned long value)
+{
+    char digits[24];
+    safe_put(out, digits, format_decimal(value, digits));
+}
+
+static void safe_hex(struct safe_output *out, uintptr_t value)
+{
+    char digits[2 + 2 * sizeof value];
+    size_t count = 0;
+    do {
+        digits[sizeof digits - 1 - count++] = "0123456789abcdef"[value & 15];
+        value >>= 4;
+    } while (value);
+    digits[sizeof digits - 1 - count++] = 'x';
+    digits[sizeof digits - 1 - count++] = '0';
+    safe_put(out, digits + sizeof digits - count, count);
+}
+
+static void put_safely(void *out, const char *bytes, size_t length)
+{
+    safe_put(out, bytes, length);
+}
+
+static void safe_json_string(struct safe_output *out, const char *text)
+{
+    safe_put(out, "\"", 1);
+    json_escape_each(text, put_safely, out);
+    safe_put(out, "\"", 1);
+}
+
+/* The deadly-signal finding of a crash, its frames named by loaded object and offset only. */
+static void safe_crash_finding(struct safe_output *out, const struct crash *crash, bool first)
+{
+    safe_text(out, first ? "\n    {\"kind\": \"deadly-signal\", \"count\": 1, \"signal\": \""
+                         : ",\n    {\"kind\": \"deadly-signal\", \"count\": 1, \"signal\": \"");
+    safe_text(out, signal_name(crash->signal));
+    safe_text(out, "\", \"code\": ");
+    safe_decimal(out, (unsigned long)(unsigned)crash->code);
+    safe_text(out, ", \"address\": \"");
+    safe_hex(out, crash->address);
+    safe_text(out, "\", \"thread\": {\"tid\": ");
+    safe_decimal(out, (unsigned long)crash->thread.tid);
+    safe_text(out, ", \"name\": ");
+    safe_json_string(out, crash->thread.name);
+    safe_text(out, crash->thread.has_python_state ? ", \"python_thread_state\": true}"
+                                                  : ", \"python_thread_state\": false}");
+    safe_text(out, ",\n     \"stack\": [");
+    for (unsigned i = 0; i < crash->depth; i++) {
+        const char *module;
+        uintptr_t base;
+        bool known = loaded_objects_find(crash->pcs[i], &module, &base);
+        safe_text(out, i ? ",\n        {\"function\": null, \"module\": "
+                         : "\n        {\"function\": null, \"module\": ");
+        if (known)
+            safe_json_string(out, module);
+        else
+            safe_text(out, "null");
+        safe_text(out, ", \"offset\": \"");
+        safe_hex(out, known ? crash->pcs[i] - base : 0);
+        safe_text(out, "\", \"pc\": \"");
+        safe_hex(out, crash->pcs[i]);
+        safe_text(out, "\"}");
+    }
+    safe_text(out, "], \"python_stack\": []}");
+}
+
+void report_snapshot_write_safely(int signal, const struct crash *crash)
+{
+    struct snapshot *snapshot = atomic_load_explicit(&published, memory_order_acquire);
+    if (!snapshot || snapshot->pid != getpid() || !snapshot->path[0])
+        return;
+    struct safe_output out = {
+        .fd =
+            open(snapshot->temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644)};
+    if (out.fd < 0)
+        return;
+    size_t done = 0;
+    for (unsigned i = 0; i < snapshot->fields.count; i++) {
+        const struct report_field *field = &snapshot->fields.items[i];
+        safe_put(&out, snapshot->json + done, field->offset - done);
+        done = field->offset + field_width[field->kind];
+        char value[80];
+        size_t length = field_value(field->kind, field->finding, signal, value);
+        safe_put(&out, value, length);
+        for (size_t pad = length; pad < field_width[field->kind]; pad++)
+            safe_put(&out, " ", 1);
+        if (field->kind == FIELD_MORE_FINDINGS && crash)
+            safe_crash_finding(&out, crash, field->finding == NULL);
+    }
+    safe_put(&out, snapshot->json + done, snapshot->json_length - done);
+    safe_flush(&out);
+    bool written = !out.failed;
+    written &= close(out.fd) == 0;
+    if (!written || rename(snapshot->temporary, snapshot->path) != 0)
+        unlink(snapshot->temporary);
+}
+
+/* report_at_death wrote its text: the snapshot's must not follow it. */
+static volatile sig_atomic_t death_text_written;
+
+void report_snapshot_text_safely(int signal, bool crash)
+{
+    struct snapshot *snapshot = atomic_load_explicit(&published, memory_order_acquire);
+    if (!extsan_options.text_report || death_text_written)
+        return;
+    if (snapshot && snapshot->pid == getpid() && snapshot->text_length > 1)
+        write_all(STDERR_FILENO, snapshot->text, snapshot->text_length);
+    if (!crash)
+        return;
+    struct safe_output out = {.fd = STDERR_FILENO};
+    safe_text(&out, "==");
+    safe_decimal(&out, (unsigned long)getpid());
+    safe_text(&out, "==extsan: deadly-signal: ");
+    safe_text(&out, signal_name(signal));
+    safe_text(&out,
+              snapshot && snapshot->path[0]
+                  ? "; the full report could not be written: its stack is in the JSON report\n"
+                  : "; the full report could not be written\n");
+    safe_flush(&out);
+}
+
+/* ---- the reports ------------------------------------------------------------------------------
+ */
+
+void report_now(void)
+{
+    struct report_request request = {0};
+    lock_acquire(LOCK_REPORT);
+    decide_suppressions();
+    write_text(&request);
+    write_json(&request);
+    take_snapshot();
     lock_release(LOCK_REPORT);
 }
 
 void report_at_exit(void)
 {
+    struct report_request request = {.final = true};
     lock_acquire(LOCK_REPORT);
     decide_suppressions();
-    if (extsan_options.text_report)
-        write_text(true);
-    write_json(true);
+    write_text(&request);
+    write_json(&request);
     if (extsan_options.dot_dir && *extsan_options.dot_dir) {
-        struct dot_context dot = {0};
-        findings_for_each(write_dot_file, &dot);
+        unsigned written = 0;
+        findings_for_each(write_dot_file, &written);
     }
+    lock_release(LOCK_REPORT);
+}
+
+void report_at_death(int signal)
+{
+    lock_acquire(LOCK_REPORT);
+    decide_suppressions();
+    /* JSON first ("complete": false: the process did not end), then the text, its last step. */
+    write_json(&(struct report_request){.signal = signal});
+    write_text(&(struct report_request){.final = true, .signal = signal});
+    death_text_written = true;
     lock_release(LOCK_REPORT);
 }
 

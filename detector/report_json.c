@@ -4,24 +4,24 @@
 
 #include "fix_hints.h"
 #include "heap_analysis.h"
+#include "json_text.h"
 #include "report_frames.h"
+#include "signals.h"
 #include "suppressions.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+static void put_to_file(void *out, const char *bytes, size_t length)
+{
+    fwrite(bytes, 1, length, out);
+}
+
 static void write_json_string(FILE *out, const char *text)
 {
     fputc('"', out);
-    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            fprintf(out, "\\%c", *c);
-        else if (*c < 0x20 || *c == 0x7f)
-            fprintf(out, "\\u%04x", *c);
-        else
-            fputc(*c, out); /* UTF-8 passes through; other bytes are the file system's */
-    }
+    json_escape_each(text, put_to_file, out);
     fputc('"', out);
 }
 
@@ -55,8 +55,16 @@ static void write_argv(FILE *out)
 
 struct json_context {
     FILE *out;
-    bool first;
+    const struct report_request *request;
+    const struct finding *last; /* the last finding written, NULL before the first */
 };
+
+static void write_thread(FILE *out, const struct thread_description *thread)
+{
+    fprintf(out, ", \"thread\": {\"tid\": %d, \"name\": ", (int)thread->tid);
+    write_json_string(out, thread->name);
+    fprintf(out, ", \"python_thread_state\": %s}", thread->has_python_state ? "true" : "false");
+}
 
 static void write_frame(const struct frame_info *frame, unsigned index, void *context)
 {
@@ -154,15 +162,28 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
     }
 }
 
+/* deadly-signal: what the signal was, the thread it hit, where (the stack starts at the fault). */
+static void write_deadly_signal_fields(struct json_context *json, const struct finding *finding)
+{
+    FILE *out = json->out;
+    fprintf(out, ", \"signal\": \"%s\", \"code\": %d, \"address\": \"0x%lx\"",
+            signal_name(finding->signal), finding->signal_code,
+            (unsigned long)finding->fault_address);
+    write_thread(out, &finding->thread);
+    write_stack(json, "stack", finding->stack);
+    write_python_stack(out, finding->python_site);
+}
+
 static void write_finding(struct finding *finding, void *context)
 {
     struct json_context *json = context;
     FILE *out = json->out;
-    fputs(json->first ? "\n    {" : ",\n    {", out);
-    json->first = false;
+    fputs(json->last ? ",\n    {" : "\n    {", out);
+    json->last = finding;
     fputs("\"kind\": ", out);
     write_json_string(out, finding_kind_name(finding->kind));
-    fprintf(out, ", \"count\": %lu", finding->count);
+    fputs(", \"count\": ", out);
+    report_put_field(out, json->request, FIELD_COUNT, finding);
     if (finding->context) {
         fputs(", \"test\": ", out);
         write_json_string(out, finding->context);
@@ -180,10 +201,7 @@ static void write_finding(struct finding *finding, void *context)
             write_json_string(out, finding->capsule);
         else
             fputs("null", out);
-        fprintf(out, ", \"thread\": {\"tid\": %d, \"name\": ", (int)finding->thread.tid);
-        write_json_string(out, finding->thread.name);
-        fprintf(out, ", \"python_thread_state\": %s}",
-                finding->thread.has_python_state ? "true" : "false");
+        write_thread(out, &finding->thread);
         write_stack(json, "stack", finding->stack);
         write_python_stack(out, finding->python_site);
         break;
@@ -196,6 +214,9 @@ static void write_finding(struct finding *finding, void *context)
     case FINDING_LEAKED_CYCLE:
         write_type_fields(json, finding);
         write_heap_fields(json, finding);
+        break;
+    case FINDING_DEADLY_SIGNAL:
+        write_deadly_signal_fields(json, finding);
         break;
     }
     fputc('}', out);
@@ -218,16 +239,23 @@ static void write_suppressions(FILE *out)
     fputc(']', out);
 }
 
-static void write_json_report(FILE *out, bool final)
+static void write_json_report(FILE *out, const struct report_request *request)
 {
-    fprintf(out, "{\"extsan\": 1, \"pid\": %d, \"ppid\": %d, \"complete\": %s, \"python\": ",
-            (int)getpid(), (int)getppid(), final ? "true" : "false");
+    fprintf(out,
+            "{\"extsan\": 1, \"pid\": %d, \"ppid\": %d, \"checked\": true, \"complete\": %s, "
+            "\"python\": ",
+            (int)getpid(), (int)getppid(), request->final ? "true" : "false");
     write_json_string(out, report_python_version());
+    fputs(",\n \"signal\": ", out);
+    report_put_field(out, request, FIELD_SIGNAL, NULL);
+    fputs(", \"analysis\": ", out);
+    report_put_field(out, request, FIELD_ANALYSIS, NULL);
     fputs(",\n \"argv\": ", out);
     write_argv(out);
     fputs(",\n \"findings\": [", out);
-    struct json_context json = {.out = out, .first = true};
+    struct json_context json = {.out = out, .request = request};
     findings_for_each(write_finding, &json);
+    report_put_field(out, request, FIELD_MORE_FINDINGS, json.last);
     fputc(']', out);
     write_suppressions(out);
     fputs("}\n", out);

@@ -6,14 +6,17 @@
 #include "heap_analysis.h"
 #include "options.h"
 #include "report_frames.h"
+#include "signals.h"
 #include "suppressions.h"
 
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
 struct text_context {
     FILE *out;
     int pid;
+    bool keep_marks; /* print blocks not printed yet, leaving them marked as not printed */
     unsigned findings, occurrences, blocks;
 };
 
@@ -156,6 +159,20 @@ static void write_heap_finding(const struct finding *finding, struct text_contex
     fputc('\n', out);
 }
 
+static void write_deadly_signal(const struct finding *finding, struct text_context *text)
+{
+    FILE *out = text->out;
+    fprintf(out, "==%d==extsan: deadly-signal: %s", text->pid, signal_name(finding->signal));
+    if (finding->signal == SIGSEGV || finding->signal == SIGBUS)
+        fprintf(out, " on address 0x%lx", (unsigned long)finding->fault_address);
+    fprintf(out, " in thread %d \"%s\"\n", (int)finding->thread.tid, finding->thread.name);
+    write_context(finding, text);
+    report_for_each_frame(finding->stack, write_frame, text);
+    write_python_frames(text, "in Python code", allocation_site_get(finding->python_site));
+    fprintf(out, "  HINT: the process dies of this signal, as it would without extsan; the "
+                 "findings above were made before it.\n\n");
+}
+
 static void write_type_finding(const struct finding *finding, struct text_context *text)
 {
     fprintf(text->out,
@@ -174,7 +191,7 @@ static void write_finding(struct finding *finding, void *context)
     text->occurrences += finding->count;
     if (finding->text_written)
         return;
-    finding->text_written = true;
+    finding->text_written = !text->keep_marks;
     text->blocks++;
     switch (finding->kind) {
     case FINDING_CAPSULE_WITHOUT_GIL:
@@ -187,6 +204,9 @@ static void write_finding(struct finding *finding, void *context)
     case FINDING_INCOMPLETE_TRAVERSE:
     case FINDING_LEAKED_CYCLE:
         write_heap_finding(finding, text);
+        break;
+    case FINDING_DEADLY_SIGNAL:
+        write_deadly_signal(finding, text);
         break;
     }
 }
@@ -222,20 +242,27 @@ static void write_suppressions(struct text_context *text)
     }
 }
 
-static void write_text_report(FILE *out, bool final)
+static void write_text_report(FILE *out, const struct report_request *request)
 {
-    struct text_context text = {.out = out, .pid = getpid()};
+    struct text_context text = {.out = out, .pid = getpid(), .keep_marks = request->keep_marks};
     findings_for_each(write_finding, &text);
     /*
      * A clean process prints nothing: extsan must not change what a passing test run shows. One
      * whose findings are all suppressed counts as clean; its suppressions block shows at
      * verbosity 1.
      */
-    if (final && text.findings)
+    if (!request->final)
+        return;
+    if (text.findings && !heap_analysis_completed())
+        fprintf(out,
+                "==%d==extsan: the heap analysis did not complete (%s): references hidden "
+                "from the GC may be missing from this report\n",
+                text.pid, heap_analysis_state());
+    if (text.findings)
         fprintf(out, "==%d==extsan: SUMMARY: %u finding%s (%u occurrence%s) in %s\n", text.pid,
                 text.findings, text.findings == 1 ? "" : "s", text.occurrences,
                 text.occurrences == 1 ? "" : "s", "this process");
-    if (final && suppressions_in_force() && (text.findings || extsan_options.verbosity >= 1))
+    if (suppressions_in_force() && (text.findings || extsan_options.verbosity >= 1))
         write_suppressions(&text);
 }
 

@@ -63,6 +63,24 @@ __attribute__((noinline)) unsigned stack_capture(uintptr_t *pcs, unsigned max_de
     return kept;
 }
 
+unsigned stack_capture_interrupted(void *ucontext, uintptr_t *pcs, unsigned max_depth)
+{
+    unw_cursor_t cursor;
+    if (!pcs || !ucontext ||
+        unw_init_local2(&cursor, (unw_context_t *)ucontext, UNW_INIT_SIGNAL_FRAME) < 0)
+        return 0;
+    if (max_depth > STACK_MAX_DEPTH)
+        max_depth = STACK_MAX_DEPTH;
+    unsigned depth = 0;
+    do {
+        unw_word_t pc;
+        if (unw_get_reg(&cursor, UNW_REG_IP, &pc) < 0 || pc == 0)
+            break;
+        pcs[depth++] = (uintptr_t)pc;
+    } while (depth < max_depth && unw_step(&cursor) > 0);
+    return depth;
+}
+
 stack_id stack_capture_caller(unsigned max_depth)
 {
     uintptr_t pcs[STACK_MAX_DEPTH];

@@ -20,6 +20,12 @@ typedef uint32_t stack_id;
 unsigned stack_capture(uintptr_t *pcs, unsigned max_depth, unsigned skip);
 
 /*
+ * The stack of the thread a signal interrupted, from the ucontext_t the handler was given:
+ * pcs[0] is the interrupted instruction, then its callers. Async-signal-safe; does not allocate.
+ */
+unsigned stack_capture_interrupted(void *ucontext, uintptr_t *pcs, unsigned max_depth);
+
+/*
  * The stack of whoever called into extsan: captures the calling thread's stack, drops the
  * innermost frames that lie in extsan's own library (however the compiler inlined them), keeps
  * up to max_depth of the rest and stores them. 0 when nothing could be captured or stored.

@@ -17,6 +17,7 @@ static const char *const kind_names[] = {
     [FINDING_HIDDEN_REFERENCE] = "hidden-reference",
     [FINDING_INCOMPLETE_TRAVERSE] = "incomplete-traverse",
     [FINDING_LEAKED_CYCLE] = "leaked-cycle",
+    [FINDING_DEADLY_SIGNAL] = "deadly-signal",
 };
 #define KIND_COUNT   (sizeof kind_names / sizeof kind_names[0])
 #define UNKNOWN_KIND (-2)

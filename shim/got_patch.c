@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "got_patch.h"
+#include "../detector/loaded_objects.h"
 #include "../detector/locks.h"
 
 #include "../detector/log.h"
@@ -8,6 +9,8 @@
 #include <elf.h>
 #include <link.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -46,6 +49,19 @@ static const struct hook *hook_for_symbol(const char *name)
     return NULL;
 }
 
+static bool hook_applies(const struct hook *hook, const struct loaded_object *object)
+{
+    switch (hook->scope) {
+    case PATCH_IN_EXTENSIONS:
+        return !object->is_python_runtime;
+    case PATCH_IN_RUNTIME:
+        return object->is_python_runtime;
+    case PATCH_EVERYWHERE:
+        return true;
+    }
+    return false;
+}
+
 static bool write_slot(const struct loaded_object *object, void **slot, void *value)
 {
     ElfW(Addr) address = (ElfW(Addr))slot;
@@ -78,7 +94,7 @@ static unsigned patch_relocations(const struct loaded_object *object, const void
         if (symbol->st_shndx != SHN_UNDEF)
             continue; /* the object's own definition: its internal calls are not ours to see */
         const struct hook *hook = hook_for_symbol(object->strings + symbol->st_name);
-        if (!hook || !*hook->real || (hook->scope == PATCH_IN_RUNTIME) != object->is_python_runtime)
+        if (!hook || !*hook->real || !hook_applies(hook, object))
             continue;
         void **slot = (void **)(object->base + relocation->r_offset);
         if (*slot == hook->wrapper)
@@ -100,11 +116,40 @@ static bool is_extsan_or_loader(const char *name)
     return false;
 }
 
+/* Every object visited, extsan's own and the loader's included, is noted (loaded_objects.h). */
+static void note_object(const struct dl_phdr_info *info)
+{
+    ElfW(Addr) lowest = UINTPTR_MAX, highest = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *header = &info->dlpi_phdr[i];
+        if (header->p_type != PT_LOAD)
+            continue;
+        ElfW(Addr) start = info->dlpi_addr + header->p_vaddr;
+        lowest = start < lowest ? start : lowest;
+        highest = start + header->p_memsz > highest ? start + header->p_memsz : highest;
+    }
+    if (lowest < highest)
+        loaded_objects_note(info->dlpi_name, info->dlpi_addr, lowest, highest);
+}
+
+/*
+ * glibc counts the objects ever loaded (dl_phdr_info's dlpi_adds, the same in every callback):
+ * the count the last walk saw tells whether anything was loaded since.
+ */
+static _Atomic unsigned long long loads_patched;
+
+static bool has_load_count(size_t size)
+{
+    return size >= offsetof(struct dl_phdr_info, dlpi_adds) + sizeof(unsigned long long);
+}
+
 static int patch_one_object(struct dl_phdr_info *info, size_t size, void *total_written)
 {
-    (void)size;
+    if (has_load_count(size))
+        atomic_store_explicit(&loads_patched, info->dlpi_adds, memory_order_relaxed);
     struct loaded_object object = {.name = info->dlpi_name[0] ? info->dlpi_name : "(executable)",
                                    .base = info->dlpi_addr};
+    note_object(info);
     if (is_extsan_or_loader(object.name))
         return 0;
     const ElfW(Dyn) *dynamic = NULL;
@@ -182,4 +227,21 @@ unsigned got_patch_loaded_objects(void)
     dl_iterate_phdr(patch_one_object, &written);
     lock_release(LOCK_PATCH);
     return written;
+}
+
+static int read_load_count(struct dl_phdr_info *info, size_t size, void *count)
+{
+    if (has_load_count(size))
+        *(unsigned long long *)count = info->dlpi_adds;
+    return 1; /* the first object tells */
+}
+
+bool got_patch_objects_loaded_since(void)
+{
+    unsigned long long count = 0;
+    dl_iterate_phdr(read_load_count, &count);
+    if (count == atomic_load_explicit(&loads_patched, memory_order_relaxed))
+        return false;
+    got_patch_loaded_objects();
+    return true;
 }

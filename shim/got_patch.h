@@ -16,4 +16,10 @@
  */
 unsigned got_patch_loaded_objects(void);
 
+/*
+ * Patches the objects loaded since the last patching, if any (whoever loaded them); true when
+ * there were some. A look at the dynamic linker's load count when nothing is new.
+ */
+bool got_patch_objects_loaded_since(void);
+
 #endif

@@ -5,9 +5,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <signal.h>
 #include <unistd.h>
 
-enum hook_scope { PATCH_IN_EXTENSIONS, PATCH_IN_RUNTIME };
+enum hook_scope { PATCH_IN_EXTENSIONS, PATCH_IN_RUNTIME, PATCH_EVERYWHERE };
 
 #define HOOK(where, ret, name, params)                                                             \
     extern ret(*real_##name) params;                                                               \

@@ -11,6 +11,7 @@
 #include "../detector/lifecycle.h"
 #include "../detector/log.h"
 #include "../detector/registry.h"
+#include "../detector/signals.h"
 
 #include <errno.h>
 
@@ -263,6 +264,68 @@ void *extsan_dlopen(const char *file, int mode)
         errno = saved_errno;
     }
     return handle;
+}
+
+/*
+ * dlsym: objects loaded since the last patching are patched first, then the real dlsym runs as
+ * if called directly: the trampoline jumps to it with the caller's arguments and return address,
+ * which dlsym reads to resolve RTLD_NEXT from the caller's place.
+ */
+void extsan_before_dlsym(void);
+void extsan_before_dlsym(void)
+{
+    int saved_errno = errno;
+    if (got_patch_objects_loaded_since())
+        lifecycle_object_loaded();
+    errno = saved_errno;
+}
+
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl extsan_dlsym\n"
+        ".hidden extsan_dlsym\n"
+        ".type extsan_dlsym, @function\n"
+        "extsan_dlsym:\n"
+        "    .cfi_startproc\n"
+        "    push %rdi\n"
+        "    .cfi_adjust_cfa_offset 8\n"
+        "    push %rsi\n"
+        "    .cfi_adjust_cfa_offset 8\n"
+        "    sub $8, %rsp\n" /* the call needs a 16-byte aligned stack */
+        "    .cfi_adjust_cfa_offset 8\n"
+        "    call extsan_before_dlsym\n"
+        "    add $8, %rsp\n"
+        "    .cfi_adjust_cfa_offset -8\n"
+        "    pop %rsi\n"
+        "    .cfi_adjust_cfa_offset -8\n"
+        "    pop %rdi\n"
+        "    .cfi_adjust_cfa_offset -8\n"
+        "    jmp *real_dlsym(%rip)\n"
+        "    .cfi_endproc\n"
+        ".size extsan_dlsym, .-extsan_dlsym\n");
+#elif defined(__aarch64__)
+__asm__(".text\n"
+        ".globl extsan_dlsym\n"
+        ".hidden extsan_dlsym\n"
+        ".type extsan_dlsym, %function\n"
+        "extsan_dlsym:\n"
+        "    stp x29, x30, [sp, #-32]!\n"
+        "    mov x29, sp\n"
+        "    stp x0, x1, [sp, #16]\n"
+        "    bl extsan_before_dlsym\n"
+        "    ldp x0, x1, [sp, #16]\n"
+        "    ldp x29, x30, [sp], #32\n"
+        "    adrp x16, real_dlsym\n"
+        "    ldr x16, [x16, :lo12:real_dlsym]\n"
+        "    br x16\n"
+        ".size extsan_dlsym, .-extsan_dlsym\n");
+#else
+#error "extsan's dlsym trampoline knows x86_64 and aarch64 only"
+#endif
+
+int extsan_sigaction(int signal, const struct sigaction *action, struct sigaction *old)
+{
+    return signals_sigaction(signal, action, old);
 }
 
 void extsan__exit(int status)

@@ -5,12 +5,17 @@ extsan's sight, deaths by signal, capsule threads racing a fork, ...) and checks
 ends exactly as it would without extsan and that every finding reaches the merged report.
 """
 
+import json
+import os
 import re
 import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import KIND, program_pid
+from conftest import (EXTSAN, KIND, Run, base_env, check_report, check_stack, program_pid,
+                      run_captured)
 
 PRELUDE = "import os, sys, host_stress\n"
 
@@ -119,3 +124,237 @@ def test_vfork_child_that_fails_to_exec_writes_no_report(run):
     assert [p["pid"] for p in result.report["processes"]] == [pid], result.describe()
     assert {f["pid"] for f in result.report["findings"]} == {pid}, result.describe()
     assert len(result.findings(KIND)) == 1, result.describe()
+
+
+# ---- deaths by signal --------------------------------------------------------------------------
+
+CRASH = """
+import os, signal, sys, capsule_defects, host_stress
+print("pid", os.getpid(), flush=True)
+capsule_defects.new_without_gil()
+{crash}
+print("survived", flush=True)
+"""
+
+CRASHES = {
+    # id: (statement, signal, the function whose frame names the crash site)
+    "segv": ("host_stress.crash_segv()", signal.SIGSEGV, "crash_segv"),
+    "abort": ("host_stress.crash_abort()", signal.SIGABRT, "crash_abort"),
+    "bus": ("host_stress.crash_signal(signal.SIGBUS)", signal.SIGBUS, "crash_signal"),
+    "fpe": ("host_stress.crash_signal(signal.SIGFPE)", signal.SIGFPE, "crash_signal"),
+    "ill": ("host_stress.crash_signal(signal.SIGILL)", signal.SIGILL, "crash_signal"),
+}
+
+
+def check_died_with_report(result, signal_number, crash=True):
+    """The process died of the signal (the status a shell reports), its report says so, and
+    the finding made before the death is in it, in JSON and on stderr."""
+    assert result.returncode == 128 + signal_number, result.describe()
+    pid = program_pid(result)
+    (process,) = [p for p in result.report["processes"] if p["pid"] == pid]
+    assert process["signal"] == signal.Signals(signal_number).name, result.describe()
+    assert process["complete"] is False, result.describe()
+    assert len(result.findings(KIND)) == 1, result.describe()
+    assert "capsule-without-gil" in result.stderr, result.describe()
+    deadly = result.findings("deadly-signal")
+    assert len(deadly) == (1 if crash else 0), result.describe()
+    return deadly[0] if crash else None
+
+
+@pytest.mark.parametrize("crash", CRASHES, ids=str)
+def test_crash_is_reported_and_the_process_dies_of_it(run, crash):
+    """A crash is a deadly-signal finding with the crashing frame (function, file:line) and the
+    Python code that called it; the findings made before are kept; the process dies of the same
+    signal, as without extsan."""
+    statement, number, function = CRASHES[crash]
+    result = run(CRASH.format(crash=statement))
+    finding = check_died_with_report(result, number)
+    assert finding["signal"] == signal.Signals(number).name, result.describe()
+    check_stack(finding, function, api="deadly-signal", module="host_stress",
+                inline_headers=("raise.c", "pthread_kill.c", "abort.c"))
+    assert finding["python_stack"] and finding["python_stack"][0]["line"] == 5, result.describe()
+    assert "deadly-signal: %s" % signal.Signals(number).name in result.stderr, result.describe()
+
+
+def test_crash_under_faulthandler_is_reported_after_its_traceback(run):
+    """faulthandler (pytest turns it on) puts back the disposition it found and raises again:
+    its traceback comes first, then extsan's report, and the process dies of SIGSEGV."""
+    result = run("import faulthandler; faulthandler.enable()\n" +
+                 CRASH.format(crash="host_stress.crash_segv()"))
+    check_died_with_report(result, signal.SIGSEGV)
+    assert "Fatal Python error: Segmentation fault" in result.stderr, result.describe()
+    assert result.stderr.index("Fatal Python error") < result.stderr.index("deadly-signal"), \
+        result.describe()
+
+
+def test_crash_inside_malloc_still_writes_the_report(run):
+    """glibc aborts inside free() on a corrupt heap, holding its lock: the full report cannot be
+    written (malloc would wait forever, or abort again). The report written first, without
+    allocating, is there: every finding, the deadly signal with its unsymbolised stack."""
+    result = run(CRASH.format(crash="host_stress.crash_in_malloc()"), timeout=120)
+    finding = check_died_with_report(result, signal.SIGABRT)
+    modules = [os.path.basename(frame["module"] or "") for frame in finding["stack"]]
+    assert any(m.startswith("libc.so") for m in modules), result.describe()
+    assert any(m.startswith("host_stress.") for m in modules), result.describe()
+
+
+def test_abort_in_a_py_atexit_callback_keeps_the_exit_analysis(run):
+    """nanobind's leak check aborts from a Py_AtExit callback (NB_ABORT_ON_LEAK), after the
+    exit analysis ran: its findings (here a hidden reference and the cycle it leaks) are in the
+    report, with the deadly signal."""
+    code = CRASH.format(crash="host_stress.abort_at_exit()") + """
+import gc_defects
+def leak():
+    holder = gc_defects.Holder()
+    holder.set_callback(lambda: holder.touch())
+leak()
+"""
+    result = run(code)
+    finding = check_died_with_report(result, signal.SIGABRT)
+    check_stack(finding, "abort_now", api="deadly-signal", module="host_stress",
+                inline_headers=("raise.c", "pthread_kill.c", "abort.c"))
+    kinds = {f["kind"] for f in result.report["findings"]}
+    assert {"hidden-reference", "leaked-cycle"} <= kinds, result.describe()
+    pid = program_pid(result)
+    (process,) = [p for p in result.report["processes"] if p["pid"] == pid]
+    assert process["analysis"] == "done", result.describe()
+
+
+TERMINATED = """
+import os, signal, sys, time, capsule_defects
+{setup}
+capsule_defects.new_without_gil()
+print("pid", os.getpid(), flush=True)
+time.sleep(60)
+"""
+
+
+def run_and_signal(python, fixtures, tmp_path, code, signal_number, when="pid ", extsan_args=()):
+    """Runs code under `extsan run --json`, sends it signal_number once it printed `when`;
+    returns the Run."""
+    report_path = tmp_path / "report.json"
+    command = [str(python.path), "-c", code]
+    process = subprocess.Popen([str(EXTSAN), "run", "--json", str(report_path), *extsan_args,
+                                "--", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=base_env(fixtures), cwd=str(tmp_path))
+    stream = process.stderr if when.startswith("extsan:") else process.stdout
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if when in line:
+            process.send_signal(signal_number)
+            break
+    stdout, stderr = process.communicate(timeout=120)
+    if stream is process.stdout:
+        stdout = "".join(seen) + stdout
+    else:
+        stderr = "".join(seen) + stderr
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    if report is not None:
+        check_report(report, report_path)
+    return Run(process.returncode, stdout, stderr, report, tuple(command))
+
+
+@pytest.mark.parametrize("setup", ["", "signal.signal(signal.SIGTERM, signal.SIG_DFL)"],
+                         ids=["default", "set-to-default"])
+def test_termination_signal_flushes_the_report(python, fixtures, tmp_path, setup):
+    """SIGTERM (what Pool.terminate() sends) kills the process as without extsan; the findings
+    made before are in the report, which names the signal. A program that sets SIG_DFL itself
+    gets the same."""
+    result = run_and_signal(python, fixtures, tmp_path, TERMINATED.format(setup=setup),
+                            signal.SIGTERM)
+    check_died_with_report(result, signal.SIGTERM, crash=False)
+
+
+DISPOSITIONS = """
+import os, signal
+print("pid", os.getpid())
+names = ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT", "SIGTERM", "SIGHUP", "SIGINT")
+print([(n, signal.getsignal(getattr(signal, n))) for n in names])
+signal.signal(signal.SIGTERM, lambda *a: print("handled"))
+os.kill(os.getpid(), signal.SIGTERM)
+print("after")
+"""
+
+
+@pytest.mark.parametrize("faulthandler", ["", "1"], ids=["plain", "faulthandler"])
+def test_the_program_sees_the_dispositions_it_would_see_without_extsan(python, run, fixtures,
+                                                                     tmp_path, faulthandler):
+    """signal.getsignal() answers as without extsan (SIG_DFL where extsan stands in for it),
+    with faulthandler on or off, and a handler the program sets runs instead of extsan's."""
+    env = {"PYTHONFAULTHANDLER": faulthandler}
+    result = run(DISPOSITIONS, env=env)
+    bare = run_captured([str(python.path), "-c", DISPOSITIONS], base_env(fixtures, env), tmp_path)
+    assert result.returncode == bare.returncode == 0, result.describe()
+    assert result.stdout.splitlines()[1:] == bare.stdout.splitlines()[1:], result.describe()
+    assert "handled" in result.stdout, result.describe()
+    result.check_silent(program_pid(result))
+
+
+BIG_HEAP_EXIT = """
+import os, gc_defects
+print("pid", os.getpid(), flush=True)
+heap = [[i] for i in range(3_000_000)]
+"""
+
+
+def test_interrupt_during_the_exit_analysis_is_honoured(python, fixtures, tmp_path):
+    """Ctrl-C while the exit analysis runs stops it: the process ends by SIGINT, as Python ends
+    on an unhandled KeyboardInterrupt, and the report says the analysis did not complete."""
+    result = run_and_signal(python, fixtures, tmp_path, BIG_HEAP_EXIT, signal.SIGINT,
+                            when="extsan: heap analysis: collect",
+                            extsan_args=["--verbosity", "2"])
+    assert result.returncode == 128 + signal.SIGINT, result.describe()
+    pid = program_pid(result)
+    (process,) = [p for p in result.report["processes"] if p["pid"] == pid]
+    assert process["analysis"].startswith("interrupted by SIGINT during"), result.describe()
+    assert process["complete"] is True, result.describe()
+    assert "the heap analysis did not complete" in result.stderr, result.describe()
+
+
+# ---- objects loaded out of extsan's dlopen hook --------------------------------------------
+
+OTHER_DLOPEN_HOOK = """
+import os, host_stress
+print("pid", os.getpid(), flush=True)
+assert host_stress.hook_runtime_dlopen() > 0
+import capsule_defects
+capsule_defects.new_without_gil()
+assert host_stress.hooked_load_count() > 0  # the module came through the other hook
+print("done")
+"""
+
+
+def test_modules_loaded_through_another_tools_dlopen_hook_are_checked(run):
+    """A tool that hooks the runtime's dlopen itself (memray does) takes extsan's hook out of
+    the way: modules imported after it are still patched, before their init function is looked
+    up, so their GIL-less calls are reported and made safe (3.12+ would crash)."""
+    result = run(OTHER_DLOPEN_HOOK)
+    assert result.returncode == 0 and result.stdout.endswith("done\n"), result.describe()
+    (finding,) = result.findings(KIND)
+    check_stack(finding, "new_without_gil", module="capsule_defects")
+
+
+CTYPES_LIBRARY = """
+import ctypes, os, sys
+print("pid", os.getpid(), flush=True)
+library = ctypes.PyDLL(os.path.join(sys.argv[1], "libcapsule_calls.so"))
+assert library.capsule_calls_new_without_gil() == 1
+print("done")
+"""
+
+
+def test_library_loaded_with_ctypes_is_checked(run, fixtures, tmp_path):
+    """A library that ctypes loads (its own dlopen call, not the runtime's) is patched before
+    ctypes looks up a function of it."""
+    script = tmp_path / "ctypes_library.py"
+    script.write_text(CTYPES_LIBRARY)
+    result = run(script=script, args=[str(fixtures)])
+    assert result.returncode == 0 and result.stdout.endswith("done\n"), result.describe()
+    (finding,) = result.findings(KIND)
+    assert finding["capsule"] == "capsule_calls.payload", result.describe()
+    check_stack(finding, "capsule_calls_new_without_gil")

@@ -1,0 +1,22 @@
+/*
+ * Where each loaded object lies, for naming a code address where nothing else may run: in a
+ * signal handler, where dladdr could wait for the dynamic linker's lock forever. The GOT patcher
+ * notes every object each time it visits them (at start and after every load).
+ */
+#ifndef EXTSAN_LOADED_OBJECTS_H
+#define EXTSAN_LOADED_OBJECTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/*
+ * Notes an object: its path (a string that lives as long as the object does; "" for the
+ * executable), its load base and the span of its loaded segments. Once per object; LOCK_PATCH
+ * held.
+ */
+void loaded_objects_note(const char *path, uintptr_t base, uintptr_t start, uintptr_t end);
+
+/* The object holding `pc`: its path and load base. Async-signal-safe, lock-free. */
+bool loaded_objects_find(uintptr_t pc, const char **path, uintptr_t *base);
+
+#endif
