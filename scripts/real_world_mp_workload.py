@@ -5,7 +5,8 @@
 
 Runs Pools of 2 workers with each start method (fork, forkserver, spawn), each Pool ended both
 ways: close() + join(), and terminate() (what `with Pool() as p:` does on exit; the workers die
-of SIGTERM). Every worker task calls a planted defect of the test fixture capsule_defects
+of SIGTERM); and, 10 times per start method, a Pool terminated at once, before any task, whose
+workers get SIGTERM while they still start up. Every worker task calls a planted defect of the test fixture capsule_defects
 (tests/fixtures/capsule_defects.c): get_pointer_without_gil(), PyCapsule_GetPointer inside
 Py_BEGIN_ALLOW_THREADS, so that each worker process that ran a task must have a
 `capsule-without-gil` finding (api PyCapsule_GetPointer) of its own in extsan's merged report.
@@ -29,7 +30,8 @@ import sys
 import time
 
 METHODS = ("fork", "forkserver", "spawn")
-ENDINGS = ("close-join", "terminate")
+ENDINGS = ("close-join", "terminate", "terminate-at-start")
+QUICK_POOLS = 10  # pools of the terminate-at-start ending, per start method
 WORKERS = 2
 TASKS = 8
 PRELOAD_MODULE = "rw_forkserver_preload"
@@ -85,6 +87,12 @@ def task(args):
 
 def run_pool(ctx, method, ending):
     items = [(method, ending, i) for i in range(TASKS)]
+    if ending == "terminate-at-start":
+        # No task: terminate() at once, so the workers get SIGTERM while they still start up.
+        for _ in range(QUICK_POOLS):
+            with ctx.Pool(WORKERS):
+                pass
+        return None
     if ending == "close-join":
         pool = ctx.Pool(WORKERS)
         pids = pool.map(task, items, chunksize=1)
@@ -123,8 +131,11 @@ def main():
             started = time.monotonic()
             try:
                 pids = run_pool(ctx, method, ending)
-                ok = len(pids) == TASKS and all(isinstance(p, int) and p != os.getpid() for p in pids)
-                detail = "workers %s" % " ".join(str(p) for p in sorted(set(pids)))
+                if pids is None:
+                    ok, detail = True, "%d pools of %d workers, no task" % (QUICK_POOLS, WORKERS)
+                else:
+                    ok = len(pids) == TASKS and all(isinstance(p, int) and p != os.getpid() for p in pids)
+                    detail = "workers %s" % " ".join(str(p) for p in sorted(set(pids)))
             except Exception as e:  # a Pool that breaks is this workload's failure
                 ok, detail = False, "%s: %s" % (type(e).__name__, e)
             passed += ok
