@@ -17,25 +17,6 @@
 static struct finding *first_finding, *last_finding;
 static unsigned finding_total;
 
-const char *finding_kind_name(enum finding_kind kind)
-{
-    switch (kind) {
-    case FINDING_CAPSULE_WITHOUT_GIL:
-        return "capsule-without-gil";
-    case FINDING_TRAVERSE_MISSING_GC:
-        return "traverse-missing-gc";
-    case FINDING_HIDDEN_REFERENCE:
-        return "hidden-reference";
-    case FINDING_INCOMPLETE_TRAVERSE:
-        return "incomplete-traverse";
-    case FINDING_LEAKED_CYCLE:
-        return "leaked-cycle";
-    case FINDING_DEADLY_SIGNAL:
-        return "deadly-signal";
-    }
-    return "unknown";
-}
-
 void thread_describe(struct thread_description *out)
 {
     out->tid = gettid();

@@ -8,23 +8,44 @@
 #include "stacks.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
+/*
+ * Every kind of finding, X(constant, name): the name is the kind's in the reports and in
+ * suppression files, listed in this order where all are (the CLI's list is the same).
+ */
+#define FINDING_KINDS(X)                                                                           \
+    X(FINDING_CAPSULE_WITHOUT_GIL, "capsule-without-gil")                                          \
+    X(FINDING_HIDDEN_REFERENCE, "hidden-reference")                                                \
+    X(FINDING_INCOMPLETE_TRAVERSE, "incomplete-traverse")                                          \
+    X(FINDING_LEAKED_CYCLE, "leaked-cycle")                                                        \
+    /* HAVE_GC without tp_traverse, seen at creation (3.9, 3.10) */                                \
+    X(FINDING_TRAVERSE_MISSING_GC, "traverse-missing-gc")                                          \
+    /* the process was killed by a crash signal (signals.h) */                                     \
+    X(FINDING_DEADLY_SIGNAL, "deadly-signal")
+
 enum finding_kind {
-    FINDING_CAPSULE_WITHOUT_GIL,
-    FINDING_TRAVERSE_MISSING_GC, /* HAVE_GC without tp_traverse, seen at creation (3.9, 3.10) */
-    FINDING_HIDDEN_REFERENCE,
-    FINDING_INCOMPLETE_TRAVERSE,
-    FINDING_LEAKED_CYCLE,
-    FINDING_DEADLY_SIGNAL, /* the process was killed by a crash signal (signals.h) */
+#define DECLARE_KIND(constant, name) constant,
+    FINDING_KINDS(DECLARE_KIND)
+#undef DECLARE_KIND
+        FINDING_KIND_COUNT
 };
 
 struct type_record;
 struct heap_details; /* what the heap analysis found, owned by the finding (heap_analysis.h) */
 struct suppression_rule;
 
-/* The JSON and text name of a kind, e.g. "capsule-without-gil". */
-const char *finding_kind_name(enum finding_kind kind);
+/* The JSON and text name of a kind, e.g. "capsule-without-gil"; NULL for no kind. */
+static inline const char *finding_kind_name(int kind)
+{
+    static const char *const names[] = {
+#define NAME_KIND(constant, name) [constant] = name,
+        FINDING_KINDS(NAME_KIND)
+#undef NAME_KIND
+    };
+    return kind >= 0 && kind < FINDING_KIND_COUNT ? names[kind] : NULL;
+}
 
 struct thread_description {
     pid_t tid;

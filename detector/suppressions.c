@@ -7,23 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * The kinds a rule may name, by enum value. The same names as finding_kind_name() (findings.c),
- * which this file cannot call: the options tool links this file without the runtime.
- */
-static const char *const kind_names[] = {
-    [FINDING_CAPSULE_WITHOUT_GIL] = "capsule-without-gil",
-    [FINDING_TRAVERSE_MISSING_GC] = "traverse-missing-gc",
-    [FINDING_HIDDEN_REFERENCE] = "hidden-reference",
-    [FINDING_INCOMPLETE_TRAVERSE] = "incomplete-traverse",
-    [FINDING_LEAKED_CYCLE] = "leaked-cycle",
-    [FINDING_DEADLY_SIGNAL] = "deadly-signal",
-};
-#define KIND_COUNT   (sizeof kind_names / sizeof kind_names[0])
 #define UNKNOWN_KIND (-2)
-#define KIND_LIST                                                                                  \
-    "capsule-without-gil, hidden-reference, incomplete-traverse, leaked-cycle, "                   \
-    "traverse-missing-gc or *"
 
 /* The rules in force: set once at start-up (lifecycle_start), before any finding exists. */
 static struct suppression_rule *rules;
@@ -53,10 +37,25 @@ static int kind_by_name(const char *name, size_t length)
 {
     if (length == 1 && *name == '*')
         return SUPPRESSION_ANY_KIND;
-    for (size_t i = 0; i < KIND_COUNT; i++)
-        if (strlen(kind_names[i]) == length && !memcmp(kind_names[i], name, length))
-            return (int)i;
+    for (int kind = 0; kind < FINDING_KIND_COUNT; kind++)
+        if (strlen(finding_kind_name(kind)) == length &&
+            !memcmp(finding_kind_name(kind), name, length))
+            return kind;
     return UNKNOWN_KIND;
+}
+
+/* "capsule-without-gil, ..., deadly-signal or *": what a rule may name, for the errors. */
+static const char *kind_list(void)
+{
+    static char list[256];
+    if (!list[0]) {
+        size_t used = 0;
+        for (int kind = 0; kind < FINDING_KIND_COUNT; kind++)
+            used += snprintf(list + used, sizeof list - used, "%s%s", kind ? ", " : "",
+                             finding_kind_name(kind));
+        snprintf(list + used, sizeof list - used, " or *");
+    }
+    return list;
 }
 
 /*
@@ -87,13 +86,13 @@ static bool parse_line(const char *path, unsigned number, char *line, struct sup
     const char *kind = trim(text, &kind_length);
     const char *pattern = trim(colon + 1, &pattern_length);
     if (!kind_length) {
-        snprintf(error, error_size, "%s:%u: no kind before ':' (%s)", path, number, KIND_LIST);
+        snprintf(error, error_size, "%s:%u: no kind before ':' (%s)", path, number, kind_list());
         return false;
     }
     rule->kind = kind_by_name(kind, kind_length);
     if (rule->kind == UNKNOWN_KIND) {
         snprintf(error, error_size, "%s:%u: unknown kind '%.*s' (%s)", path, number,
-                 kind_length > 80 ? 80 : (int)kind_length, kind, KIND_LIST);
+                 kind_length > 80 ? 80 : (int)kind_length, kind, kind_list());
         return false;
     }
     if (!pattern_length) {

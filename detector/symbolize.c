@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <elfutils/libdwfl.h>
+#include <limits.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ static unsigned long long reported_load_events;
  * the network; a sanitizer must not do either at exit.
  */
 static const Dwfl_Callbacks proc_callbacks = {
-    .find_elf = dwfl_linux_proc_find_elf,
+    .find_elf = dwfl_build_id_find_elf,
     .find_debuginfo = dwfl_build_id_find_debuginfo,
 };
 
@@ -133,14 +134,38 @@ static void set_function(struct frame_info *out, const char *name)
  * libdwfl session
  */
 
-/* Re-reads /proc/self/maps: modules still mapped are kept with what they have loaded. */
+/*
+ * Reports one loaded object to the session: its file and its load bias, as the dynamic linker
+ * has them. Not /proc/self/maps, which also lists the files libdw itself maps to read their
+ * debug info: a second mapping of a file makes libdwfl stretch its module over both.
+ */
+static int report_object(struct dl_phdr_info *info, size_t size, void *unused)
+{
+    (void)size;
+    (void)unused;
+    static char executable[PATH_MAX];
+    const char *path = info->dlpi_name;
+    if (!path[0]) {
+        if (!executable[0]) {
+            ssize_t length = readlink("/proc/self/exe", executable, sizeof executable - 1);
+            executable[length > 0 ? length : 0] = '\0';
+        }
+        path = executable;
+    }
+    if (path[0] != '/')
+        return 0; /* the vdso, which has no file */
+    dwfl_report_elf(session, strrchr(path, '/') + 1, path, -1, info->dlpi_addr, true);
+    return 0;
+}
+
+/* Reports every loaded object to the new session. */
 static bool report_modules(void)
 {
-    /* Counted before reading the maps, so an object loaded meanwhile is caught next time. */
+    /* Counted before the walk, so an object loaded meanwhile is caught next time. */
     reported_load_events = load_events();
     dwfl_report_begin(session);
-    int status = dwfl_linux_proc_report(session, getpid());
-    return dwfl_report_end(session, NULL, NULL) == 0 && status == 0;
+    dl_iterate_phdr(report_object, NULL);
+    return dwfl_report_end(session, NULL, NULL) == 0;
 }
 
 static bool open_session(void)
@@ -169,9 +194,10 @@ static bool module_starts_at(Dwfl_Module *module, Dwarf_Addr object_start)
 /*
  * The module for address, which the dynamic linker places in the object mapped from
  * object_start. The session can be stale: objects dlopen'ed after it was built (extension
- * modules, mostly) are missing, or their addresses still belong to the module before them,
- * which libdwfl stretches over the anonymous memory that followed it. Then report again, but
- * only if the dynamic linker has mapped or unmapped something since the last report.
+ * modules, mostly) are missing. Then, if the dynamic linker has mapped or unmapped something
+ * since, a new session is made: libdwfl refuses to report again a module it already has
+ * ("address range overlaps"), so a session cannot be brought up to date in place. What the old
+ * one had loaded is read again when needed.
  */
 static Dwfl_Module *find_module(Dwarf_Addr address, Dwarf_Addr object_start)
 {
@@ -179,8 +205,9 @@ static Dwfl_Module *find_module(Dwarf_Addr address, Dwarf_Addr object_start)
         return NULL;
     Dwfl_Module *module = dwfl_addrmodule(session, address);
     if (!module_starts_at(module, object_start) && load_events() != reported_load_events) {
-        report_modules();
-        module = dwfl_addrmodule(session, address);
+        dwfl_end(session);
+        session = NULL;
+        module = open_session() ? dwfl_addrmodule(session, address) : NULL;
     }
     return module_starts_at(module, object_start) ? module : NULL;
 }

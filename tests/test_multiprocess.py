@@ -3,9 +3,8 @@
 
 Every process reports for its own pid and the merged report lists each finding once, with the
 pid of the process that made it: the pytest process itself, pytest-xdist workers, fork and spawn
-multiprocessing children, subprocesses. A child killed with SIGKILL leaves its snapshot (written
-before the call that might crash, option protect=0) or no report at all, and the merge still
-holds everything else.
+multiprocessing children, subprocesses. A child killed with SIGKILL leaves the report it wrote
+when it made its finding (protected or not), and the merge holds it with everything else.
 """
 
 import json
@@ -64,7 +63,7 @@ def killed_after_snapshot():
 
 
 def killed_silently():
-    # Protected (the default): nothing is written before exit, and there is no exit.
+    # Protected (the default): the finding reaches the report when made, before the kill.
     record("killed-silent")
     m.set_context_without_gil(m.new_with_gil())
     os.kill(os.getpid(), signal.SIGKILL)
@@ -128,13 +127,14 @@ def test_killed_silently():
     assert child("killed_silently").returncode == -signal.SIGKILL
 """
 
-# Capsule API -> the process (recorded name) whose call it is; a killed-silent child reports none.
+# Capsule API -> the process (recorded name) whose call it is.
 CAPSULE_APIS = {
     "PyCapsule_New": "main",
     "PyCapsule_GetPointer": "fork",
     "PyCapsule_SetPointer": "spawn",
     "PyCapsule_IsValid": "subprocess",
     "PyCapsule_GetName": "killed-snapshot",
+    "PyCapsule_SetContext": "killed-silent",
 }
 
 
@@ -145,8 +145,8 @@ def describe(findings):
 
 def test_every_process_reports_once(python, fixtures, tmp_path):
     """The pytest process, a fork and a spawn multiprocessing child, two subprocesses and two
-    killed children: each finding once, with its own process's pid; the killed child's
-    snapshot is in the merge, marked incomplete; the silently killed one is simply absent."""
+    children killed by SIGKILL: each finding once, with its own process's pid; the killed
+    children's reports, written when they made their findings, are in the merge, incomplete."""
     project = write_project(tmp_path / "project", {
         "children.py": CHILDREN,
         "test_processes.py": TEST_PROCESSES.format(workloads=str(FIXTURES_SRC / "gc_workloads.py")),
@@ -160,10 +160,10 @@ def test_every_process_reports_once(python, fixtures, tmp_path):
 
     processes = {p["pid"]: p for p in result.report["processes"]}
     assert len(processes) == len(result.report["processes"]), "a process is listed twice:\n" + result.describe()
-    for name in ("main", "fork", "spawn", "subprocess", "workload", "killed-snapshot"):
+    for name in pids:
         assert pids[name] in processes, "no report from the %s process:\n%s" % (name, result.describe())
-    assert pids["killed-silent"] not in processes, result.describe()
-    assert processes[pids["killed-snapshot"]]["complete"] is False, result.describe()
+    for name in ("killed-snapshot", "killed-silent"):
+        assert processes[pids[name]]["complete"] is False, result.describe()
     for name in ("main", "fork", "spawn", "subprocess", "workload"):
         assert processes[pids[name]]["complete"] is True, result.describe()
 

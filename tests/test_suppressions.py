@@ -29,7 +29,7 @@ from conftest import (
 OPTIONS_TOOL = BUILD / "extsan-options"
 WORKLOADS = FIXTURES_SRC / "gc_workloads.py"
 KINDS = ("capsule-without-gil, hidden-reference, incomplete-traverse, leaked-cycle, "
-         "traverse-missing-gc or *")
+         "traverse-missing-gc, deadly-signal or *")
 RUNTIME_PYTHONS = pytest.mark.pythons("3.12", "debian3.11")
 
 CAPSULE_PRELUDE = """\

@@ -49,6 +49,13 @@ KINDS = {kind.name: kind for kind in (
          "A type has Py_TPFLAGS_HAVE_GC but no tp_traverse: Python 3.11+ refuses it in "
          "PyType_Ready; on 3.9 and 3.10 the next collection that meets an instance crashes.",
          "Give the type a tp_traverse, or drop Py_TPFLAGS_HAVE_GC."),
+    Kind("EXT006", "deadly-signal",
+         "The process crashed",
+         "The process was killed by a crash signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT). "
+         "The stack is the crashing thread's; the findings the process made before are reported "
+         "with it.",
+         "Read the stack from its innermost frame inside the extension; a finding of this process "
+         "(a capsule used without the GIL on 3.12+, say) may be the cause."),
 )}
 
 
@@ -67,6 +74,8 @@ def finding_subject(finding):
         return finding["type"]
     if finding.get("api"):
         return "%s %s" % (finding["api"], finding.get("capsule") or "(unnamed capsule)")
+    if finding.get("kind") == "deadly-signal":
+        return finding.get("signal") or ""
     return ""
 
 
@@ -93,6 +102,8 @@ def finding_headline(finding):
             finding.get("objects", "?"), type_name, binding, cycles)
     if kind == "traverse-missing-gc":
         return "%s has Py_TPFLAGS_HAVE_GC but no tp_traverse" % type_name
+    if kind == "deadly-signal":
+        return "the process was killed by %s" % (finding.get("signal") or "a signal")
     return "%s %s" % (kind, finding_subject(finding))
 
 
@@ -134,6 +145,8 @@ def finding_stacks(finding):
     kind = finding.get("kind")
     if kind == "capsule-without-gil":
         titles = [("stack", "called at")]
+    elif kind == "deadly-signal":
+        titles = [("stack", "crashed at"), ("python_stack", "in Python code")]
     elif kind == "traverse-missing-gc":
         titles = [("type_stack", "type created at"), ("stack", "reported at")]
     else:
