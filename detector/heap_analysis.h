@@ -1,10 +1,13 @@
 /*
  * The exit analysis of references hidden from the cyclic GC. Runs once per process from a Python
  * atexit callback (GIL held, every object still alive), and also on demand before that
- * (heap_analysis_check_now), as named passes:
+ * (heap_analysis_check_now), as named passes; a SIGINT meant to raise KeyboardInterrupt stops
+ * it between steps (signals.h), and its findings are written out as soon as it ends:
  *
  *   collect    a full collection, so what is left is alive or hidden from the collector
- *   enumerate  every tracked object and every live extension instance becomes a node
+ *   enumerate  every tracked object and every extension instance proven alive becomes a node
+ *              (a registry record may have outlived its object: it is checked before it is read,
+ *              and dropped when stale)
  *   account    each node's refcount minus the references tp_traverse shows ("unexplained")
  *   scan       extension instances' memory (and heap blocks it points to) for pointers to nodes
  *   validate   a pointer counts as a hidden reference only while its referent has unexplained
