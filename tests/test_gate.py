@@ -40,7 +40,8 @@ from extsan_tools.common import Failure  # noqa: E402
 
 GATE_PYTHONS = pytest.mark.pythons("3.12", "debian3.11")
 NEW_FINDINGS_STATUS = 3
-SARIF_SCHEMA = ROOT.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json"
+# The OASIS SARIF 2.1.0 JSON schema (oasis-tcs/sarif-spec, sarif-2.1/schema/), kept with the tests.
+SARIF_SCHEMA = ROOT / "tests" / "data" / "sarif-schema-2.1.0.json"
 WORKLOADS = FIXTURES_SRC / "gc_workloads.py"
 OPTIONS_TOOL = BUILD / "extsan-options"
 
