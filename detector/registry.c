@@ -510,13 +510,30 @@ static bool is_subtype_dealloc(PyTypeObject *type)
            address_in_python_runtime((const void *)type->tp_dealloc);
 }
 
+/*
+ * The object this thread forgot last. A dealloc wrapper forgets its object before the original
+ * runs, and the original usually ends in tp_free of the same object: the free wrapper then has
+ * nothing to look up. It holds only while that dealloc runs (slot_dealloc clears it after), and
+ * an object registered at that address meanwhile (memory freed another way and reused) clears it.
+ */
+static EXTSAN_THREAD_LOCAL PyObject *forgotten_last;
+
 static void forget_instance(PyObject *object)
 {
     bool locked;
+    forgotten_last = object;
     if (instances_begin(gil_attached_thread_state(), &locked)) {
         instance_map_remove(object);
         instances_end(locked);
     }
+}
+
+/* In a free wrapper: forgets the object unless its dealloc wrapper just did. */
+static inline void forget_freed_instance(PyObject *object)
+{
+    if (object != forgotten_last)
+        forget_instance(object);
+    forgotten_last = NULL;
 }
 
 void registry_forget_stale(PyObject *object)
@@ -586,6 +603,7 @@ static void slot_dealloc(PyObject *object)
     deallocating = (struct dealloc_in_progress){object, owner->type};
     owner->original_dealloc(object);
     deallocating = outer;
+    forgotten_last = NULL; /* the skip is for a tp_free inside this dealloc only */
 }
 
 /*
@@ -601,13 +619,13 @@ static void slot_dealloc(PyObject *object)
  */
 static void free_gc_object(void *memory)
 {
-    forget_instance(memory);
+    forget_freed_instance(memory);
     python_api.PyObject_GC_Del(memory);
 }
 
 static void free_object(void *memory)
 {
-    forget_instance(memory);
+    forget_freed_instance(memory);
     python_api.PyObject_Free(memory);
 }
 
@@ -818,6 +836,8 @@ static inline __attribute__((always_inline)) void
 register_instance(PyObject *object, struct type_record *type, uint32_t size, const void *caller,
                   enum registration how, PyThreadState *thread)
 {
+    if (__builtin_expect(object == forgotten_last, 0))
+        forgotten_last = NULL;
     /* A class made by an extension metaclass: see registry.h for why its size is 0. */
     if (PyType_Check(object))
         size = 0;
