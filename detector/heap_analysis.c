@@ -156,6 +156,7 @@ struct graph {
     bool interrupted;    /* an interrupt stopped the passes (signals.h) */
     const char *failure; /* why the passes could not run, or NULL */
     const char *pass;    /* the pass running, or the last one entered */
+    struct timespec pass_start;
 };
 
 /* ---- the graph's memory ---------------------------------------------------------------------- */
@@ -525,7 +526,7 @@ enum record_state { RECORD_LIVE, RECORD_UNTRACKED, RECORD_STALE };
 #define MAX_PLAUSIBLE_REFCOUNT ((Py_ssize_t)UINT32_MAX)
 
 static enum record_state judge_record(const struct graph *graph,
-                                      const struct instance_record *record)
+                                      const struct instance_record *record, bool tracked)
 {
     PyObject *object = record->object;
     if (!memory_map_readable(graph->memory, (uintptr_t)object, sizeof(PyObject)))
@@ -541,7 +542,7 @@ static enum record_state judge_record(const struct graph *graph,
         ancestor = ancestor->tp_base;
     if (!ancestor)
         return RECORD_STALE;
-    if (PyType_IS_GC(type) && node_lookup(graph, (uintptr_t)object) == NO_NODE)
+    if (PyType_IS_GC(type) && !tracked)
         return RECORD_UNTRACKED;
     return RECORD_LIVE;
 }
@@ -549,12 +550,6 @@ static enum record_state judge_record(const struct graph *graph,
 static void list_instance(struct instance_record *instance, void *context)
 {
     struct graph *graph = context;
-    enum record_state state = judge_record(graph, instance);
-    if (state == RECORD_STALE && grow((void **)&graph->stale, &graph->stale_capacity,
-                                      graph->stale_count, sizeof *graph->stale))
-        graph->stale[graph->stale_count++] = instance->object;
-    if (state != RECORD_LIVE)
-        return;
     if (!grow((void **)&graph->instances, &graph->instance_capacity, graph->instance_count,
               sizeof *graph->instances)) {
         graph->out_of_memory = true;
@@ -564,9 +559,10 @@ static void list_instance(struct instance_record *instance, void *context)
 }
 
 /*
- * Makes every live extension instance a node (if it is not one already), in the registry's order.
- * The records are listed first, so that each object can be fetched a few records ahead: the
- * registry's order is its hash order, a random walk through the heap. Entries of
+ * Makes every extension instance proven alive a node (if it is not one already), in the
+ * registry's order, and lists the stale records. The records are listed first, so that each
+ * object can be fetched a few records ahead: the registry's order is its hash order, a random
+ * walk through the heap (a prefetch of memory that is not mapped does not fault). Entries of
  * graph.instances are reused in place for the instances that become (or are) nodes.
  */
 static void add_instance_nodes(struct graph *graph)
@@ -579,6 +575,12 @@ static void add_instance_nodes(struct graph *graph)
             __builtin_prefetch(graph->instances[k + ahead].record->object);
         struct instance_record *instance = graph->instances[k].record;
         uint32_t index = node_lookup(graph, (uintptr_t)instance->object);
+        enum record_state state = judge_record(graph, instance, index != NO_NODE);
+        if (state == RECORD_STALE && grow((void **)&graph->stale, &graph->stale_capacity,
+                                          graph->stale_count, sizeof *graph->stale))
+            graph->stale[graph->stale_count++] = instance->object;
+        if (state != RECORD_LIVE)
+            continue;
         if (index == NO_NODE && !is_immortal(instance->object))
             index = add_node(graph, instance->object, refcount_of(instance->object), false);
         if (index == NO_NODE)
@@ -716,7 +718,7 @@ static void add_candidate(struct scan_state *scan, uint32_t referent, unsigned d
  * before it; when that word looks like a chunk size, the block is read up to its end, else a
  * small window. Over-reading only finds stale words, which `validate` weeds out.
  */
-static size_t heap_block_window(const struct memory_map *memory, uintptr_t block)
+static size_t heap_block_window(struct memory_map *memory, uintptr_t block)
 {
     size_t window = DEFAULT_WINDOW;
     if (memory_map_readable(memory, block - sizeof(size_t), sizeof(size_t))) {
@@ -770,7 +772,7 @@ static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, 
  * variable-size object, as _PyObject_VAR_SIZE computes them. A record's size can exceed it only
  * when the record outlived its object and the memory now holds a smaller one.
  */
-static size_t object_extent(PyObject *object, const struct memory_map *memory)
+static size_t object_extent(PyObject *object, struct memory_map *memory)
 {
     PyTypeObject *type = Py_TYPE(object);
     if (!type->tp_itemsize || !memory_map_readable(memory, (uintptr_t)object, sizeof(PyVarObject)))
@@ -1525,23 +1527,27 @@ bool heap_analysis_completed(void)
  * Enters a pass. False when the analysis must stop: an interrupt arrived (signals.h), or an
  * earlier pass ran out of memory.
  */
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
 static bool enter_pass(struct graph *graph, const char *pass)
 {
     if (signals_interrupted())
         graph->interrupted = true;
     if (graph->interrupted || graph->out_of_memory)
         return false;
+    if (graph->pass)
+        extsan_log(2, "heap analysis: %s took %.3f s", graph->pass,
+                   seconds_since(&graph->pass_start));
+    clock_gettime(CLOCK_MONOTONIC, &graph->pass_start);
     graph->pass = pass;
     set_state(true, "running %s", pass);
     extsan_log(2, "heap analysis: %s", pass);
     return true;
-}
-
-static double seconds_since(const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
 /* ---- the passes in order --------------------------------------------------------------------- */

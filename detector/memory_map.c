@@ -13,6 +13,9 @@ struct mapping {
 struct memory_map {
     struct mapping *mappings; /* readable ones, sorted by address (as the kernel lists them) */
     size_t count;
+    /* The mapping found last: the analysis asks about neighbouring objects, mostly in one
+       allocator arena, in a row. Touched by one thread only (the analysis holds the GIL). */
+    size_t last;
 };
 
 struct memory_map *memory_map_load(void)
@@ -56,28 +59,33 @@ void memory_map_free(struct memory_map *map)
     free(map);
 }
 
-static const struct mapping *find_mapping(const struct memory_map *map, uintptr_t address)
+static const struct mapping *find_mapping(struct memory_map *map, uintptr_t address)
 {
+    if (map->last < map->count && address >= map->mappings[map->last].start &&
+        address < map->mappings[map->last].end)
+        return &map->mappings[map->last];
     size_t low = 0, high = map->count;
     while (low < high) {
         size_t middle = low + (high - low) / 2;
-        if (address < map->mappings[middle].start)
+        if (address < map->mappings[middle].start) {
             high = middle;
-        else if (address >= map->mappings[middle].end)
+        } else if (address >= map->mappings[middle].end) {
             low = middle + 1;
-        else
+        } else {
+            map->last = middle;
             return &map->mappings[middle];
+        }
     }
     return NULL;
 }
 
-bool memory_map_readable(const struct memory_map *map, uintptr_t address, size_t length)
+bool memory_map_readable(struct memory_map *map, uintptr_t address, size_t length)
 {
     const struct mapping *mapping = find_mapping(map, address);
     return mapping && length <= mapping->end - address;
 }
 
-size_t memory_map_data_extent(const struct memory_map *map, uintptr_t address, size_t wanted)
+size_t memory_map_data_extent(struct memory_map *map, uintptr_t address, size_t wanted)
 {
     const struct mapping *mapping = find_mapping(map, address);
     if (!mapping || !mapping->writable)

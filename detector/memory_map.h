@@ -15,13 +15,14 @@ struct memory_map;
 struct memory_map *memory_map_load(void);
 void memory_map_free(struct memory_map *map);
 
-/* True when [address, address + length) lies inside one readable mapping. */
-bool memory_map_readable(const struct memory_map *map, uintptr_t address, size_t length);
+/* True when [address, address + length) lies inside one readable mapping. The map remembers the
+   mapping found last (a lookup nearby is then one compare): one thread at a time. */
+bool memory_map_readable(struct memory_map *map, uintptr_t address, size_t length);
 
 /*
  * The number of bytes readable from address up to at most `wanted`, within its writable mapping
  * (heap and anonymous data, where objects live); 0 when address is not in one.
  */
-size_t memory_map_data_extent(const struct memory_map *map, uintptr_t address, size_t wanted);
+size_t memory_map_data_extent(struct memory_map *map, uintptr_t address, size_t wanted);
 
 #endif
