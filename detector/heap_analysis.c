@@ -1070,32 +1070,76 @@ static bool reach_from_roots(struct graph *graph)
 
 /* ---- names and chains ------------------------------------------------------------------------ */
 
-/* The full name of a type, module.Qualname ("function" for builtins). */
+/*
+ * The str value of `dict` under a str key, found by walking it with PyDict_Next and comparing the
+ * keys' text: a lookup could run a key's __eq__. NULL when there is none.
+ */
+static const char *dict_text(PyObject *dict, const char *wanted)
+{
+    if (!dict || !PyDict_Check(dict))
+        return NULL;
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    while (python_api.PyDict_Next(dict, &position, &key, &value)) {
+        if (!PyUnicode_Check(key) || !PyUnicode_Check(value))
+            continue;
+        const char *text = python_api.PyUnicode_AsUTF8(key);
+        if (text && !strcmp(text, wanted))
+            return python_api.PyUnicode_AsUTF8(value);
+    }
+    return NULL;
+}
+
+/*
+ * The full name of a type, module.Qualname ("function" for builtins), read from its C
+ * structures: an attribute lookup could run Python code of the program (a metaclass's
+ * __getattribute__) while the analysis holds borrowed pointers into the heap. A static type's
+ * tp_name is "module.Qualname" already (the runtime's own have no module part); a heap type
+ * keeps its qualified name, and its module in its __dict__.
+ */
 static void type_full_name(PyTypeObject *type, char *out, size_t size)
 {
     PyObject *error_type, *error_value, *error_traceback;
     python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
-    PyObject *module = python_api.PyObject_GetAttrString((PyObject *)type, "__module__");
-    PyObject *qualname = python_api.PyObject_GetAttrString((PyObject *)type, "__qualname__");
-    const char *module_text =
-        module && PyUnicode_Check(module) ? python_api.PyUnicode_AsUTF8(module) : NULL;
-    const char *qualname_text =
-        qualname && PyUnicode_Check(qualname) ? python_api.PyUnicode_AsUTF8(qualname) : NULL;
-    if (qualname_text && module_text && strcmp(module_text, "builtins") != 0)
-        snprintf(out, size, "%s.%s", module_text, qualname_text);
-    else if (qualname_text)
-        snprintf(out, size, "%s", qualname_text);
+    const char *qualname = NULL, *module = NULL;
+    if (type->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        PyObject *name = ((PyHeapTypeObject *)type)->ht_qualname;
+        qualname = name && PyUnicode_Check(name) ? python_api.PyUnicode_AsUTF8(name) : NULL;
+        module = dict_text(type->tp_dict, "__module__");
+    }
+    if (qualname && module && strcmp(module, "builtins") != 0)
+        snprintf(out, size, "%s.%s", module, qualname);
+    else if (qualname)
+        snprintf(out, size, "%s", qualname);
     else
         snprintf(out, size, "%s", type->tp_name);
-    if (module)
-        python_api.Py_DecRef(module);
-    if (qualname)
-        python_api.Py_DecRef(qualname);
-    python_api.PyErr_Clear();
+    python_api.PyErr_Clear(); /* text that is not UTF-8 */
     python_api.PyErr_Restore(error_type, error_value, error_traceback);
 }
 
-/* How `from` refers to `to`, for a visible edge: "[0]", "['key']", "__closure__", or "". */
+/*
+ * The instance dictionary of `object` where the runtime keeps it, or NULL: at tp_dictoffset, or
+ * for a managed dict (3.11+) in the third word before the object, whose low bit tags inline
+ * values rather than a dict on 3.12.
+ */
+static PyObject *instance_dict(PyObject *object)
+{
+    PyTypeObject *type = Py_TYPE(object);
+    if (type->tp_dictoffset > 0)
+        return *(PyObject **)((char *)object + type->tp_dictoffset);
+#if PY_VERSION_HEX >= 0x030B0000
+    if (type->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        uintptr_t word = ((const uintptr_t *)object)[-3];
+        return word & 1 ? NULL : (PyObject *)word;
+    }
+#endif
+    return NULL;
+}
+
+/*
+ * How `from` refers to `to`, for a visible edge: "[0]", "['key']", "__closure__", or "". Read
+ * from the objects' C structures, like type_full_name.
+ */
 static void visible_edge_label(PyObject *from, PyObject *to, char *out, size_t size)
 {
     out[0] = '\0';
@@ -1140,15 +1184,8 @@ static void visible_edge_label(PyObject *from, PyObject *to, char *out, size_t s
         snprintf(out, size, ((PyMethodObject *)from)->im_self == to ? "__self__" : "__func__");
         return;
     }
-    PyObject *error_type, *error_value, *error_traceback;
-    python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
-    PyObject *dict = python_api.PyObject_GetAttrString(from, "__dict__");
-    if (dict == to)
+    if (instance_dict(from) == to)
         snprintf(out, size, "__dict__");
-    if (dict)
-        python_api.Py_DecRef(dict);
-    python_api.PyErr_Clear();
-    python_api.PyErr_Restore(error_type, error_value, error_traceback);
 }
 
 static void format_path(const struct candidate *candidate, char *out, size_t size)

@@ -557,3 +557,54 @@ def test_gc_without_traverse_instance_crashes_collection(python, fixtures, tmp_p
                          cwd=str(tmp_path), timeout=RUN_TIMEOUT, preexec_fn=_no_core_dump)
     assert out.stdout == "instance\n", out
     assert out.returncode == -signal.SIGSEGV, out
+
+
+# ---- the analysis runs no Python code of the program --------------------------------------------
+
+THROUGH_INSTANCE_DICT = """
+import os, sys, gc_defects
+print("pid", os.getpid(), flush=True)
+watching = []  # set once the program is done: the analysis comes after
+
+class Meta(type):
+    def __getattribute__(cls, name):
+        if watching:
+            sys.stderr.write("PROGRAM CODE RAN: %s\\n" % name)
+        return type.__getattribute__(cls, name)
+
+class Owner(metaclass=Meta):
+    def __getattribute__(self, name):
+        if watching:
+            sys.stderr.write("PROGRAM CODE RAN: %s\\n" % name)
+        return object.__getattribute__(self, name)
+    def poke(self):
+        pass
+
+def leak():
+    holder = gc_defects.Holder()
+    owner = Owner()
+    owner.holder = holder
+    owner.tracked = []  # keeps the dict tracked: the collector untracks one of untracked values
+    owner.__dict__  # a dict object on every version (3.11+ keep attributes inline until asked)
+    holder.set_callback(owner.poke)
+
+leak()
+watching.append(True)
+"""
+
+
+def test_cycle_through_an_instance_dict_is_named_without_running_program_code(run, fixtures):
+    """The leaked cycle Holder -> bound method -> Owner (-> its __dict__) -> Holder is written
+    out with each type's name and each link's label, read from the objects' C structures: the
+    class's and the instance's own __getattribute__ never run during the analysis."""
+    result = run(THROUGH_INSTANCE_DICT)
+    assert result.returncode == 0, result.describe()
+    assert "PROGRAM CODE RAN" not in result.stderr, result.describe()
+    (cycle,) = result.findings(LEAKED)
+    chain = cycle["chain"]
+    assert chain.startswith("gc_defects.Holder --hidden @+16--> method --__self__--> "
+                            "__main__.Owner --"), result.describe()
+    assert chain.endswith("--> gc_defects.Holder"), result.describe()
+    # 3.11+ may visit the instance's attribute values without their dict.
+    if "dict" in chain:
+        assert "--__dict__--> dict --['holder']--> gc_defects.Holder" in chain, result.describe()
