@@ -787,9 +787,26 @@ void registry_install(allocfunc generic_alloc)
     pthread_atfork(NULL, NULL, restore_stacks_after_fork);
 }
 
+/*
+ * A type of the runtime's (a static type in its data, which an extension may ready) or of a
+ * standard library module: never registered. Its instances are never judged, and wrapping its
+ * slots would only cost. GIL held.
+ */
+static bool is_runtime_or_stdlib_type(PyTypeObject *type, const void *creator_code)
+{
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) && address_in_python_runtime(type))
+        return true;
+    Dl_info creator;
+    if (!creator_code || address_in_python_runtime(creator_code))
+        return creator_code != NULL;
+    return dladdr(creator_code, &creator) && creator.dli_fname &&
+           registry_is_runtime_or_stdlib(creator.dli_fname);
+}
+
 void registry_type_created(PyTypeObject *type, const void *caller)
 {
-    if (!type || !extsan_options.track_instances || !gil_held())
+    if (!type || !extsan_options.track_instances || !gil_held() ||
+        is_runtime_or_stdlib_type(type, caller))
         return;
     lock_acquire(LOCK_TYPES);
     struct type_record *record = record_for(type);
@@ -1069,7 +1086,8 @@ void registry_walk_types(struct pointer_set *seen_types)
         PyTypeObject *type = queue.items[queue.head];
         if (!lookup_record(type)) {
             const void *origin = type_origin(type);
-            if (origin && registry_add_type(type, 0, origin)) {
+            if (origin && !is_runtime_or_stdlib_type(type, origin) &&
+                registry_add_type(type, 0, origin)) {
                 found++;
                 extsan_log(2, "type walk: registered %s", type->tp_name);
             }

@@ -440,3 +440,29 @@ def test_workers_terminated_while_they_start_die_cleanly(run, tmp_path, method):
     slowest = float(result.stdout.split("slowest")[1])
     assert slowest < 3, result.describe()
     result.check_process_checked(program_pid(result))
+
+
+# ---- what the registry holds ----------------------------------------------------------------
+
+ONLY_EXTENSION_TYPES = """
+import ctypes, os, _struct, host_stress
+print("pid", os.getpid(), flush=True)
+host_stress.ready_runtime_types()
+words = [str(i) * 3 for i in range(1000)] + [bytes(range(256)).decode("latin-1")] * 10
+callbacks = [ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0) for i in range(10)]
+"""
+
+
+def test_the_registry_holds_extension_types_only(run):
+    """Types of the runtime (str, readied again by an extension) and of the standard library
+    (ctypes, _struct) are not registered: their instances are never read as holders."""
+    result = run(ONLY_EXTENSION_TYPES, extsan_args=["--verbosity", "2"])
+    assert result.returncode == 0, result.describe()
+    registered = re.findall(r"^extsan: registered type (\S+) .* created by (.*)$", result.stderr,
+                            re.M)
+    names = {name for name, _ in registered}
+    assert "host_stress.UnseenBase" in names, result.describe()
+    assert not names & {"str", "list"}, result.describe()
+    assert not [creator for _, creator in registered if "/lib-dynload/" in creator
+                or "/lib/python3" in creator and "site-packages" not in creator], result.describe()
+    result.check_silent(program_pid(result))
