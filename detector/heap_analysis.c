@@ -2,6 +2,7 @@
 #include "heap_analysis.h"
 
 #include "findings.h"
+#include "heap_blocks.h"
 #include "gil.h"
 #include "log.h"
 #include "memory_map.h"
@@ -23,8 +24,6 @@
 #define NO_NODE            UINT32_MAX
 #define MAX_PATH_DEPTH     5
 #define BLOCKS_PER_HOLDER  64               /* heap blocks one holder's scan may visit */
-#define DEFAULT_WINDOW     64               /* bytes read of a heap block whose size is unknown */
-#define MAX_WINDOW         512              /* bytes read of any heap block */
 #define CHAIN_SEARCH_LIMIT 200000           /* nodes a cycle search may visit */
 #define MAX_CYCLE_SEARCHES 8                /* holders per type searched for a cycle back to them */
 #define MAX_INSTANCE_NODES ((1u << 27) - 1) /* what struct node's `instance` can number */
@@ -713,24 +712,6 @@ static void add_candidate(struct scan_state *scan, uint32_t referent, unsigned d
     memcpy(candidate->path, scan->path, sizeof candidate->path);
 }
 
-/*
- * How many bytes of the heap block at `block` to read. A glibc chunk keeps its size in the word
- * before it; when that word looks like a chunk size, the block is read up to its end, else a
- * small window. Over-reading only finds stale words, which `validate` weeds out.
- */
-static size_t heap_block_window(struct memory_map *memory, uintptr_t block)
-{
-    size_t window = DEFAULT_WINDOW;
-    if (memory_map_readable(memory, block - sizeof(size_t), sizeof(size_t))) {
-        size_t chunk_size = *(const size_t *)(block - sizeof(size_t)) & ~(size_t)7;
-        if (chunk_size >= 32 && chunk_size <= 64 * 1024)
-            window = chunk_size - sizeof(size_t);
-    }
-    if (window > MAX_WINDOW)
-        window = MAX_WINDOW;
-    return memory_map_data_extent(memory, block, window);
-}
-
 static bool already_visited(struct scan_state *scan, uintptr_t block)
 {
     for (unsigned i = 0; i < scan->visited_count; i++)
@@ -740,6 +721,17 @@ static bool already_visited(struct scan_state *scan, uintptr_t block)
         return true; /* budget spent: treat as seen */
     scan->visited_blocks[scan->visited_count++] = block;
     return false;
+}
+
+/*
+ * Whether `address` holds a Python object that is no node (a static one, an untracked one, an
+ * immortal one): its type word names a live type. Its fields are its own, not the holder's: the
+ * scan does not walk through it (through an array's dtype into the dtype's type, say).
+ */
+static bool is_other_object(struct graph *graph, uintptr_t address)
+{
+    return memory_map_readable(graph->memory, address, sizeof(PyObject)) &&
+           pointer_set_contains(&graph->live_types, Py_TYPE((PyObject *)address));
 }
 
 static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, unsigned depth)
@@ -761,8 +753,8 @@ static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, 
         }
         if (depth + 1 >= (unsigned)extsan_options.scan_hops + 1 || depth + 1 >= MAX_PATH_DEPTH)
             continue;
-        size_t window = heap_block_window(graph->memory, word);
-        if (window && !already_visited(scan, word))
+        size_t window = heap_block_extent(graph->memory, word);
+        if (window && !is_other_object(graph, word) && !already_visited(scan, word))
             scan_words(scan, word, window, depth + 1);
     }
 }

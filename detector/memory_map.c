@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "memory_map.h"
 
+#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,13 +11,68 @@ struct mapping {
     bool writable;
 };
 
+/* Where a loaded object's segment lies (its code, or its static data with its .bss). */
+struct span {
+    uintptr_t start, end;
+};
+
 struct memory_map {
     struct mapping *mappings; /* readable ones, sorted by address (as the kernel lists them) */
     size_t count;
     /* The mapping found last: the analysis asks about neighbouring objects, mostly in one
        allocator arena, in a row. Touched by one thread only (the analysis holds the GIL). */
     size_t last;
+    struct span *images; /* the loaded objects' segments, sorted by address */
+    size_t image_count, image_capacity;
 };
+
+/*
+ * Notes the segments of a loaded object. Their mappings are not data for the scan, even where
+ * writable: .data and .bss are static variables (type objects, module state, vtables), which no
+ * instance owns. Compared by address, not by mapping: the kernel may merge a .bss with anonymous
+ * memory mapped right after it.
+ */
+static int note_images(struct dl_phdr_info *info, size_t size, void *context)
+{
+    (void)size;
+    struct memory_map *map = context;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
+        if (segment->p_type != PT_LOAD)
+            continue;
+        if (map->image_count == map->image_capacity) {
+            size_t capacity = map->image_capacity ? 2 * map->image_capacity : 256;
+            struct span *grown = realloc(map->images, capacity * sizeof *grown);
+            if (!grown)
+                return 1;
+            map->images = grown;
+            map->image_capacity = capacity;
+        }
+        uintptr_t start = info->dlpi_addr + segment->p_vaddr;
+        map->images[map->image_count++] = (struct span){start, start + segment->p_memsz};
+    }
+    return 0;
+}
+
+static int compare_spans(const void *left, const void *right)
+{
+    const struct span *a = left, *b = right;
+    return (a->start > b->start) - (a->start < b->start);
+}
+
+/* The first image span that ends after `address`, or image_count. */
+static size_t image_after(const struct memory_map *map, uintptr_t address)
+{
+    size_t low = 0, high = map->image_count;
+    while (low < high) {
+        size_t middle = low + (high - low) / 2;
+        if (map->images[middle].end <= address)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low;
+}
 
 struct memory_map *memory_map_load(void)
 {
@@ -49,13 +105,19 @@ struct memory_map *memory_map_load(void)
             (struct mapping){.start = start, .end = end, .writable = permissions[1] == 'w'};
     }
     fclose(maps);
+    if (map) {
+        dl_iterate_phdr(note_images, map);
+        qsort(map->images, map->image_count, sizeof *map->images, compare_spans);
+    }
     return map;
 }
 
 void memory_map_free(struct memory_map *map)
 {
-    if (map)
+    if (map) {
         free(map->mappings);
+        free(map->images);
+    }
     free(map);
 }
 
@@ -90,6 +152,14 @@ size_t memory_map_data_extent(struct memory_map *map, uintptr_t address, size_t 
     const struct mapping *mapping = find_mapping(map, address);
     if (!mapping || !mapping->writable)
         return 0;
-    size_t available = mapping->end - address;
+    uintptr_t end = mapping->end;
+    size_t image = image_after(map, address);
+    if (image < map->image_count) {
+        if (map->images[image].start <= address)
+            return 0; /* static data of a loaded object */
+        if (map->images[image].start < end)
+            end = map->images[image].start;
+    }
+    size_t available = end - address;
     return available < wanted ? available : wanted;
 }

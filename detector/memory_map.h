@@ -21,7 +21,9 @@ bool memory_map_readable(struct memory_map *map, uintptr_t address, size_t lengt
 
 /*
  * The number of bytes readable from address up to at most `wanted`, within its writable mapping
- * (heap and anonymous data, where objects live); 0 when address is not in one.
+ * (heap and anonymous data, where objects live) and short of the next loaded object; 0 when
+ * address is not in one, or lies in a loaded object's segments (static data and .bss: no
+ * instance owns them).
  */
 size_t memory_map_data_extent(struct memory_map *map, uintptr_t address, size_t wanted);
 
