@@ -608,3 +608,21 @@ def test_cycle_through_an_instance_dict_is_named_without_running_program_code(ru
     # 3.11+ may visit the instance's attribute values without their dict.
     if "dict" in chain:
         assert "--__dict__--> dict --['holder']--> gc_defects.Holder" in chain, result.describe()
+
+
+# ---- what is no evidence of a reference ----------------------------------------------------
+
+NOT_REFERENCES = """
+import os, evidence
+print("pid", os.getpid(), flush=True)
+tables = [evidence.StaticTable() for i in range(50)]
+names = [evidence.Named() for i in range(50)]
+"""
+
+
+def test_pointers_without_owned_references_are_not_reported(run, fixtures):
+    """Instances that point to a static table of their module (a Cython vtable's case) and to
+    a name string whose block's slack still holds an old pointer: none of those words is a
+    reference the instance owns, and nothing is reported."""
+    result = run(NOT_REFERENCES)
+    result.check_silent(program_pid(result))
