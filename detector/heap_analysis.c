@@ -146,11 +146,6 @@ struct graph {
         PyTypeObject *type;
         bool may_be_node;
     } type_cache[256];
-    /* Whether an extension type's instances are holders to check, cached by record. */
-    struct {
-        const struct type_record *type;
-        bool checked;
-    } holder_cache[64];
     bool out_of_memory;
     bool interrupted;    /* an interrupt stopped the passes (signals.h) */
     const char *failure; /* why the passes could not run, or NULL */
@@ -524,14 +519,24 @@ enum record_state { RECORD_LIVE, RECORD_UNTRACKED, RECORD_STALE };
 
 #define MAX_PLAUSIBLE_REFCOUNT ((Py_ssize_t)UINT32_MAX)
 
+/*
+ * The type of the object at `address` when its header is mapped and names a live type, which is
+ * then safe to read; NULL otherwise.
+ */
+static PyTypeObject *live_type_at(const struct graph *graph, uintptr_t address)
+{
+    if (!memory_map_readable(graph->memory, address, sizeof(PyObject)))
+        return NULL;
+    PyTypeObject *type = Py_TYPE((PyObject *)address);
+    return pointer_set_contains(&graph->live_types, type) ? type : NULL;
+}
+
 static enum record_state judge_record(const struct graph *graph,
                                       const struct instance_record *record, bool tracked)
 {
     PyObject *object = record->object;
-    if (!memory_map_readable(graph->memory, (uintptr_t)object, sizeof(PyObject)))
-        return RECORD_STALE;
-    PyTypeObject *type = Py_TYPE(object);
-    if (!pointer_set_contains(&graph->live_types, type))
+    PyTypeObject *type = live_type_at(graph, (uintptr_t)object);
+    if (!type)
         return RECORD_STALE;
     Py_ssize_t refcount = Py_REFCNT(object);
     if (refcount < 1 || refcount > MAX_PLAUSIBLE_REFCOUNT)
@@ -728,10 +733,9 @@ static bool already_visited(struct scan_state *scan, uintptr_t block)
  * immortal one): its type word names a live type. Its fields are its own, not the holder's: the
  * scan does not walk through it (through an array's dtype into the dtype's type, say).
  */
-static bool is_other_object(struct graph *graph, uintptr_t address)
+static bool is_other_object(const struct graph *graph, uintptr_t address)
 {
-    return memory_map_readable(graph->memory, address, sizeof(PyObject)) &&
-           pointer_set_contains(&graph->live_types, Py_TYPE((PyObject *)address));
+    return live_type_at(graph, address) != NULL;
 }
 
 static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, unsigned depth)
@@ -788,21 +792,13 @@ static size_t instance_extent(const struct graph *graph, const struct node *node
 
 /*
  * The holders whose memory is scanned and whose traverse is judged: instances of the user's
- * extension types, not of the runtime's, the standard library's or a binding library's own
- * machinery (nanobind's nb_func, pybind11's pybind11_type: correct, and not the user's to fix).
+ * extension types (the registry holds no type of the runtime's or the standard library's), not
+ * of a binding library's own machinery (nanobind's nb_func, pybind11's pybind11_type: correct,
+ * and not the user's to fix).
  */
-static bool holder_is_checked(struct graph *graph, const struct node *node)
+static bool holder_is_checked(const struct graph *graph, const struct node *node)
 {
-    const struct type_record *type = node->instance ? instance_of(graph, node)->type : NULL;
-    if (!type)
-        return false;
-    size_t slot = ((uintptr_t)type >> 4) % 64; /* the answer is the type's: cached by record */
-    if (graph->holder_cache[slot].type != type) {
-        graph->holder_cache[slot].type = type;
-        graph->holder_cache[slot].checked =
-            !type->binding_machinery && !registry_is_runtime_or_stdlib(type->creator);
-    }
-    return graph->holder_cache[slot].checked;
+    return node->instance && !instance_of(graph, node)->type->binding_machinery;
 }
 
 /* A checked heap type's own instance whose traverse did not visit Py_TYPE(self) (3.9+ rule). */

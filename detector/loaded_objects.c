@@ -2,7 +2,9 @@
 #include "loaded_objects.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <unistd.h>
 
 #define MAX_OBJECTS 4096
@@ -15,7 +17,53 @@ struct loaded_object {
 /* Entries are filled, then published by the count (release); readers read up to the count. */
 static struct loaded_object objects[MAX_OBJECTS];
 static _Atomic unsigned object_count;
+
+/* glibc (since 2.4) keeps the counts in every entry: the first one answers. */
+static int read_events(struct dl_phdr_info *info, size_t size, void *events)
+{
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+        *(unsigned long long *)events = info->dlpi_adds + info->dlpi_subs;
+    return 1;
+}
+
+unsigned long long loaded_objects_events(void)
+{
+    unsigned long long events = 0;
+    dl_iterate_phdr(read_events, &events);
+    return events;
+}
+
 static char executable_path[PATH_MAX];
+
+static void read_executable_path(void)
+{
+    ssize_t length = readlink("/proc/self/exe", executable_path, sizeof executable_path - 1);
+    executable_path[length > 0 ? length : 0] = '\0';
+}
+
+const char *loaded_objects_executable_path(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, read_executable_path);
+    return executable_path;
+}
+
+bool loaded_object_span(const struct dl_phdr_info *info, uintptr_t *start, uintptr_t *end)
+{
+    uintptr_t lowest = UINTPTR_MAX, highest = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
+        if (segment->p_type != PT_LOAD)
+            continue;
+        uintptr_t segment_start = info->dlpi_addr + segment->p_vaddr;
+        lowest = segment_start < lowest ? segment_start : lowest;
+        if (segment_start + segment->p_memsz > highest)
+            highest = segment_start + segment->p_memsz;
+    }
+    *start = lowest;
+    *end = highest;
+    return lowest < highest;
+}
 
 void loaded_objects_note(const char *path, uintptr_t base, uintptr_t start, uintptr_t end)
 {
@@ -25,11 +73,8 @@ void loaded_objects_note(const char *path, uintptr_t base, uintptr_t start, uint
             return;
     if (count == MAX_OBJECTS)
         return;
-    if (!*path) { /* the executable: the kernel knows its path */
-        ssize_t length = readlink("/proc/self/exe", executable_path, sizeof executable_path - 1);
-        executable_path[length > 0 ? length : 0] = '\0';
-        path = executable_path;
-    }
+    if (!*path)
+        path = loaded_objects_executable_path();
     objects[count] = (struct loaded_object){path, base, start, end};
     atomic_store_explicit(&object_count, count + 1, memory_order_release);
 }

@@ -6,8 +6,21 @@
 #ifndef EXTSAN_LOADED_OBJECTS_H
 #define EXTSAN_LOADED_OBJECTS_H
 
+#include <link.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/*
+ * The objects the dynamic linker has loaded plus those it has unloaded, ever (glibc keeps both
+ * counts): a change says the set of loaded objects changed.
+ */
+unsigned long long loaded_objects_events(void);
+
+/* The executable's path, which the dynamic linker names "" (read once from the kernel). */
+const char *loaded_objects_executable_path(void);
+
+/* The span of an object's loaded segments; false when it has none. */
+bool loaded_object_span(const struct dl_phdr_info *info, uintptr_t *start, uintptr_t *end);
 
 /*
  * Notes an object: its path (a string that lives as long as the object does; "" for the

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "memory_map.h"
 
+#include "loaded_objects.h"
+
 #include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +13,7 @@ struct mapping {
     bool writable;
 };
 
-/* Where a loaded object's segment lies (its code, or its static data with its .bss). */
+/* Where a loaded object lies: its code, its static data and its .bss. */
 struct span {
     uintptr_t start, end;
 };
@@ -22,12 +24,12 @@ struct memory_map {
     /* The mapping found last: the analysis asks about neighbouring objects, mostly in one
        allocator arena, in a row. Touched by one thread only (the analysis holds the GIL). */
     size_t last;
-    struct span *images; /* the loaded objects' segments, sorted by address */
+    struct span *images; /* where the loaded objects lie, sorted by address */
     size_t image_count, image_capacity;
 };
 
 /*
- * Notes the segments of a loaded object. Their mappings are not data for the scan, even where
+ * Notes where a loaded object lies. Its mappings are not data for the scan, even where
  * writable: .data and .bss are static variables (type objects, module state, vtables), which no
  * instance owns. Compared by address, not by mapping: the kernel may merge a .bss with anonymous
  * memory mapped right after it.
@@ -36,21 +38,18 @@ static int note_images(struct dl_phdr_info *info, size_t size, void *context)
 {
     (void)size;
     struct memory_map *map = context;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
-        if (segment->p_type != PT_LOAD)
-            continue;
-        if (map->image_count == map->image_capacity) {
-            size_t capacity = map->image_capacity ? 2 * map->image_capacity : 256;
-            struct span *grown = realloc(map->images, capacity * sizeof *grown);
-            if (!grown)
-                return 1;
-            map->images = grown;
-            map->image_capacity = capacity;
-        }
-        uintptr_t start = info->dlpi_addr + segment->p_vaddr;
-        map->images[map->image_count++] = (struct span){start, start + segment->p_memsz};
+    struct span span;
+    if (!loaded_object_span(info, &span.start, &span.end))
+        return 0;
+    if (map->image_count == map->image_capacity) {
+        size_t capacity = map->image_capacity ? 2 * map->image_capacity : 256;
+        struct span *grown = realloc(map->images, capacity * sizeof *grown);
+        if (!grown)
+            return 1;
+        map->images = grown;
+        map->image_capacity = capacity;
     }
+    map->images[map->image_count++] = span;
     return 0;
 }
 

@@ -22,6 +22,7 @@
 #include "findings.h"
 #include "gil.h"
 #include "instance_map.h"
+#include "loaded_objects.h"
 #include "log.h"
 #include "pointer_set.h"
 #include "python_stack.h"
@@ -296,12 +297,8 @@ static int find_object(struct dl_phdr_info *info, size_t size, void *context)
             continue;
         lookup->found = true;
         lookup->base = info->dlpi_addr;
-        if (info->dlpi_name[0]) {
-            copy_text(lookup->path, sizeof lookup->path, info->dlpi_name);
-        } else { /* the executable */
-            ssize_t length = readlink("/proc/self/exe", lookup->path, sizeof lookup->path - 1);
-            lookup->path[length > 0 ? length : 0] = '\0';
-        }
+        copy_text(lookup->path, sizeof lookup->path,
+                  info->dlpi_name[0] ? info->dlpi_name : loaded_objects_executable_path());
         lookup->binding = scan_for_binding(info);
         return 1;
     }
@@ -792,6 +789,8 @@ void registry_install(allocfunc generic_alloc)
  * standard library module: never registered. Its instances are never judged, and wrapping its
  * slots would only cost. GIL held.
  */
+static bool is_runtime_or_stdlib_object(const char *object_path);
+
 static bool is_runtime_or_stdlib_type(PyTypeObject *type, const void *creator_code)
 {
     if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) && address_in_python_runtime(type))
@@ -800,7 +799,7 @@ static bool is_runtime_or_stdlib_type(PyTypeObject *type, const void *creator_co
     if (!creator_code || address_in_python_runtime(creator_code))
         return creator_code != NULL;
     return dladdr(creator_code, &creator) && creator.dli_fname &&
-           registry_is_runtime_or_stdlib(creator.dli_fname);
+           is_runtime_or_stdlib_object(creator.dli_fname);
 }
 
 void registry_type_created(PyTypeObject *type, const void *caller)
@@ -1184,10 +1183,11 @@ static bool judge_path(const char *object_path)
 }
 
 /*
- * The analysis asks once per instance, about a handful of distinct paths: answers are cached by
- * content (realpath costs a few system calls). Under the GIL, like every caller.
+ * True for a loaded object that belongs to the Python runtime or its standard library. Asked at
+ * every type's creation, about a handful of distinct paths: answers are cached by content
+ * (realpath costs a few system calls). Under the GIL, like every caller.
  */
-bool registry_is_runtime_or_stdlib(const char *object_path)
+static bool is_runtime_or_stdlib_object(const char *object_path)
 {
     static struct {
         char *path;

@@ -178,9 +178,6 @@ void registry_walk_types(struct pointer_set *seen_types);
  */
 void registry_forget_stale(PyObject *object);
 
-/* True for a loaded object that belongs to the Python runtime or its standard library. */
-bool registry_is_runtime_or_stdlib(const char *object_path);
-
 /* ---- what the shim calls ------------------------------------------------------------------ */
 
 /*

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 
 #include "symbolize.h"
+#include "loaded_objects.h"
 #include "locks.h"
 
 #include <dlfcn.h>
@@ -55,24 +56,6 @@ static void copy_string(char *dst, size_t dst_size, const char *src)
         length = dst_size - 1;
     memcpy(dst, src, length);
     dst[length] = '\0';
-}
-
-/*
- * glibc (since 2.4) counts every object it maps and unmaps; the counters are global and present
- * in every entry, so the first one answers.
- */
-static int read_load_events(struct dl_phdr_info *info, size_t size, void *events)
-{
-    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
-        *(unsigned long long *)events = info->dlpi_adds + info->dlpi_subs;
-    return 1;
-}
-
-static unsigned long long load_events(void)
-{
-    unsigned long long events = 0;
-    dl_iterate_phdr(read_load_events, &events);
-    return events;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -143,15 +126,7 @@ static int report_object(struct dl_phdr_info *info, size_t size, void *unused)
 {
     (void)size;
     (void)unused;
-    static char executable[PATH_MAX];
-    const char *path = info->dlpi_name;
-    if (!path[0]) {
-        if (!executable[0]) {
-            ssize_t length = readlink("/proc/self/exe", executable, sizeof executable - 1);
-            executable[length > 0 ? length : 0] = '\0';
-        }
-        path = executable;
-    }
+    const char *path = info->dlpi_name[0] ? info->dlpi_name : loaded_objects_executable_path();
     if (path[0] != '/')
         return 0; /* the vdso, which has no file */
     dwfl_report_elf(session, strrchr(path, '/') + 1, path, -1, info->dlpi_addr, true);
@@ -162,7 +137,7 @@ static int report_object(struct dl_phdr_info *info, size_t size, void *unused)
 static bool report_modules(void)
 {
     /* Counted before the walk, so an object loaded meanwhile is caught next time. */
-    reported_load_events = load_events();
+    reported_load_events = loaded_objects_events();
     dwfl_report_begin(session);
     dl_iterate_phdr(report_object, NULL);
     return dwfl_report_end(session, NULL, NULL) == 0;
@@ -204,7 +179,8 @@ static Dwfl_Module *find_module(Dwarf_Addr address, Dwarf_Addr object_start)
     if (!open_session())
         return NULL;
     Dwfl_Module *module = dwfl_addrmodule(session, address);
-    if (!module_starts_at(module, object_start) && load_events() != reported_load_events) {
+    if (!module_starts_at(module, object_start) &&
+        loaded_objects_events() != reported_load_events) {
         dwfl_end(session);
         session = NULL;
         module = open_session() ? dwfl_addrmodule(session, address) : NULL;
@@ -237,7 +213,6 @@ static void register_fork_handler(void)
 /* The link map names the main executable ""; its path comes from the kernel instead. */
 static void set_module_path(struct frame_info *out, const struct link_map *map, const char *dl_name)
 {
-    static char executable[sizeof out->module];
     if (map->l_name[0] == '/') {
         copy_string(out->module, sizeof out->module, map->l_name);
     } else if (map->l_name[0] != '\0') {
@@ -245,10 +220,7 @@ static void set_module_path(struct frame_info *out, const struct link_map *map, 
         if (realpath(map->l_name, out->module) == NULL)
             copy_string(out->module, sizeof out->module, map->l_name);
     } else {
-        if (executable[0] == '\0') {
-            ssize_t length = readlink("/proc/self/exe", executable, sizeof executable - 1);
-            executable[length > 0 ? length : 0] = '\0';
-        }
+        const char *executable = loaded_objects_executable_path();
         copy_string(out->module, sizeof out->module, executable[0] != '\0' ? executable : dl_name);
     }
 }

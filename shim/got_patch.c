@@ -119,34 +119,17 @@ static bool is_extsan_or_loader(const char *name)
 /* Every object visited, extsan's own and the loader's included, is noted (loaded_objects.h). */
 static void note_object(const struct dl_phdr_info *info)
 {
-    ElfW(Addr) lowest = UINTPTR_MAX, highest = 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *header = &info->dlpi_phdr[i];
-        if (header->p_type != PT_LOAD)
-            continue;
-        ElfW(Addr) start = info->dlpi_addr + header->p_vaddr;
-        lowest = start < lowest ? start : lowest;
-        highest = start + header->p_memsz > highest ? start + header->p_memsz : highest;
-    }
-    if (lowest < highest)
-        loaded_objects_note(info->dlpi_name, info->dlpi_addr, lowest, highest);
+    uintptr_t start, end;
+    if (loaded_object_span(info, &start, &end))
+        loaded_objects_note(info->dlpi_name, info->dlpi_addr, start, end);
 }
 
-/*
- * glibc counts the objects ever loaded (dl_phdr_info's dlpi_adds, the same in every callback):
- * the count the last walk saw tells whether anything was loaded since.
- */
-static _Atomic unsigned long long loads_patched;
-
-static bool has_load_count(size_t size)
-{
-    return size >= offsetof(struct dl_phdr_info, dlpi_adds) + sizeof(unsigned long long);
-}
+/* The dynamic linker's load events when the objects were last patched (loaded_objects.h). */
+static _Atomic unsigned long long events_patched;
 
 static int patch_one_object(struct dl_phdr_info *info, size_t size, void *total_written)
 {
-    if (has_load_count(size))
-        atomic_store_explicit(&loads_patched, info->dlpi_adds, memory_order_relaxed);
+    (void)size;
     struct loaded_object object = {.name = info->dlpi_name[0] ? info->dlpi_name : "(executable)",
                                    .base = info->dlpi_addr};
     note_object(info);
@@ -224,23 +207,16 @@ unsigned got_patch_loaded_objects(void)
 {
     unsigned written = 0;
     lock_acquire(LOCK_PATCH);
+    /* Counted before the walk: an object loaded meanwhile is caught by the next look. */
+    atomic_store_explicit(&events_patched, loaded_objects_events(), memory_order_relaxed);
     dl_iterate_phdr(patch_one_object, &written);
     lock_release(LOCK_PATCH);
     return written;
 }
 
-static int read_load_count(struct dl_phdr_info *info, size_t size, void *count)
-{
-    if (has_load_count(size))
-        *(unsigned long long *)count = info->dlpi_adds;
-    return 1; /* the first object tells */
-}
-
 bool got_patch_objects_loaded_since(void)
 {
-    unsigned long long count = 0;
-    dl_iterate_phdr(read_load_count, &count);
-    if (count == atomic_load_explicit(&loads_patched, memory_order_relaxed))
+    if (loaded_objects_events() == atomic_load_explicit(&events_patched, memory_order_relaxed))
         return false;
     got_patch_loaded_objects();
     return true;
