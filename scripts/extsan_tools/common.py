@@ -4,6 +4,11 @@ import os
 
 EXIT_FAILURE = 125  # extsan's own failure, never CMD's
 
+# A run's log directory: rwx for its owner, write and search (no listing) for others, sticky: a
+# process of the run that runs as another user (a test dropping privileges with user=/group=)
+# can create its report there, and no other user can list it or remove a file it did not create.
+LOG_DIR_MODE = 0o1733
+
 
 class Failure(Exception):
     """A failure of extsan itself: the CLI prints 'extsan: <message>' and exits 125."""
