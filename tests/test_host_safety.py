@@ -176,6 +176,19 @@ def test_crash_is_reported_and_the_process_dies_of_it(run, crash):
     assert "deadly-signal: %s" % signal.Signals(number).name in result.stderr, result.describe()
 
 
+def test_process_that_does_not_crash_reports_no_deadly_signal(run):
+    """The crash programs' clean twin: the same process, the crash not called. Its report is
+    complete, names no signal, and holds only the capsule finding it made."""
+    result = run(CRASH.format(crash="pass"))
+    assert result.returncode == 0 and result.stdout.endswith("survived\n"), result.describe()
+    pid = program_pid(result)
+    result.check_process_checked(pid)
+    (process,) = [p for p in result.report["processes"] if p["pid"] == pid]
+    assert process["signal"] is None and process["analysis"] == "done", result.describe()
+    assert result.findings("deadly-signal") == [], result.describe()
+    assert len(result.findings(KIND)) == 1, result.describe()
+
+
 def test_crash_under_faulthandler_is_reported_after_its_traceback(run):
     """faulthandler (pytest turns it on) puts back the disposition it found and raises again:
     its traceback comes first, then extsan's report, and the process dies of SIGSEGV."""
@@ -323,7 +336,7 @@ import os, host_stress
 print("pid", os.getpid(), flush=True)
 assert host_stress.hook_runtime_dlopen() > 0
 import capsule_defects
-capsule_defects.new_without_gil()
+capsule_defects.{call}()
 assert host_stress.hooked_load_count() > 0  # the module came through the other hook
 print("done")
 """
@@ -333,17 +346,23 @@ def test_modules_loaded_through_another_tools_dlopen_hook_are_checked(run):
     """A tool that hooks the runtime's dlopen itself (memray does) takes extsan's hook out of
     the way: modules imported after it are still patched, before their init function is looked
     up, so their GIL-less calls are reported and made safe (3.12+ would crash)."""
-    result = run(OTHER_DLOPEN_HOOK)
+    result = run(OTHER_DLOPEN_HOOK.format(call="new_without_gil"))
     assert result.returncode == 0 and result.stdout.endswith("done\n"), result.describe()
     (finding,) = result.findings(KIND)
     check_stack(finding, "new_without_gil", module="capsule_defects")
+
+
+def test_clean_module_loaded_through_another_tools_dlopen_hook_is_silent(run):
+    result = run(OTHER_DLOPEN_HOOK.format(call="new_with_gil"))
+    assert result.stdout.endswith("done\n"), result.describe()
+    result.check_silent(program_pid(result))
 
 
 CTYPES_LIBRARY = """
 import ctypes, os, sys
 print("pid", os.getpid(), flush=True)
 library = ctypes.PyDLL(os.path.join(sys.argv[1], "libcapsule_calls.so"))
-assert library.capsule_calls_new_without_gil() == 1
+assert getattr(library, sys.argv[2])() == 1
 print("done")
 """
 
@@ -353,11 +372,19 @@ def test_library_loaded_with_ctypes_is_checked(run, fixtures, tmp_path):
     ctypes looks up a function of it."""
     script = tmp_path / "ctypes_library.py"
     script.write_text(CTYPES_LIBRARY)
-    result = run(script=script, args=[str(fixtures)])
+    result = run(script=script, args=[str(fixtures), "capsule_calls_new_without_gil"])
     assert result.returncode == 0 and result.stdout.endswith("done\n"), result.describe()
     (finding,) = result.findings(KIND)
     assert finding["capsule"] == "capsule_calls.payload", result.describe()
     check_stack(finding, "capsule_calls_new_without_gil")
+
+
+def test_clean_library_loaded_with_ctypes_is_silent(run, fixtures, tmp_path):
+    script = tmp_path / "ctypes_library.py"
+    script.write_text(CTYPES_LIBRARY)
+    result = run(script=script, args=[str(fixtures), "capsule_calls_new_with_gil"])
+    assert result.stdout.endswith("done\n"), result.describe()
+    result.check_silent(program_pid(result))
 
 
 # ---- the output directories -----------------------------------------------------------------
