@@ -164,21 +164,11 @@ static void write_text(const struct report_request *request)
     free(text);
 }
 
-/* log_dir/extsan.<pid>.json; false when there is no log_dir. */
-static bool json_path(char *path, size_t size)
-{
-    const char *dir = extsan_options.log_dir;
-    if (!dir || !*dir)
-        return false;
-    snprintf(path, size, "%s/extsan.%d.json", dir, (int)getpid());
-    return true;
-}
-
 /* log_dir/extsan.<pid>.json, replaced whole each time it is written. */
 static void write_json(const struct report_request *request)
 {
     char path[PATH_MAX];
-    if (!json_path(path, sizeof path))
+    if (!report_file_json_path(path, sizeof path))
         return;
     size_t length;
     char *json = render(&json_report_writer, request, &length);
@@ -327,7 +317,7 @@ static struct snapshot *take_snapshot(void)
         free(snapshot);
         return NULL;
     }
-    if (json_path(snapshot->path, sizeof snapshot->path))
+    if (report_file_json_path(snapshot->path, sizeof snapshot->path))
         snprintf(snapshot->temporary, sizeof snapshot->temporary, "%s.%d.tmp", snapshot->path,
                  (int)snapshot->pid);
     atomic_store_explicit(&published, snapshot, memory_order_release);

@@ -3,6 +3,7 @@
 #include "report_file.h"
 
 #include "log.h"
+#include "options.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+bool report_file_json_path(char *path, size_t size)
+{
+    const char *dir = extsan_options.log_dir;
+    if (!dir || !*dir)
+        return false;
+    snprintf(path, size, "%s/extsan.%d.json", dir, (int)getpid());
+    return true;
+}
 
 bool report_file_write_all(int fd, const char *bytes, size_t length)
 {

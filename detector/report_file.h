@@ -5,6 +5,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/*
+ * The path of this process's JSON report, log_dir/extsan.<pid>.json (the name `extsan merge`
+ * looks for); false when the option log_dir is empty.
+ */
+bool report_file_json_path(char *path, size_t size);
+
 /* Writes all of bytes to fd, going on after EINTR and short writes. Async-signal-safe. */
 bool report_file_write_all(int fd, const char *bytes, size_t length);
 

@@ -20,8 +20,8 @@ static char unchecked_why[1024];
 
 static void write_unchecked_file(void)
 {
-    const char *dir = extsan_options.log_dir;
-    if (!dir || !*dir)
+    char path[PATH_MAX];
+    if (!report_file_json_path(path, sizeof path))
         return;
     char *json = NULL;
     size_t length = 0;
@@ -32,11 +32,8 @@ static void write_unchecked_file(void)
     fputs(", \"checked\": false, \"why\": ", out);
     json_write_string(out, unchecked_why);
     fputs(", \"complete\": true,\n \"findings\": []}\n", out);
-    if (fclose(out) == 0) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/extsan.%d.json", dir, (int)getpid());
+    if (fclose(out) == 0)
         report_file_replace(path, "log_dir", json, length);
-    }
     free(json);
 }
 
