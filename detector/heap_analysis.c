@@ -1548,16 +1548,17 @@ bool heap_analysis_completed(void)
     return !state_incomplete;
 }
 
-/*
- * Enters a pass. False when the analysis must stop: an interrupt arrived (signals.h), or an
- * earlier pass ran out of memory.
- */
 static double seconds_since(const struct timespec *start)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
 }
+
+/*
+ * Enters a pass. False when the analysis must stop: an interrupt arrived (signals.h), or an
+ * earlier pass ran out of memory.
+ */
 
 static bool enter_pass(struct graph *graph, const char *pass)
 {
@@ -1617,6 +1618,9 @@ static void run_passes(struct graph *graph, const struct timespec *start)
         1, "heap analysis: %zu nodes, %zu edges, %zu candidates, %.3f s (its collection %.3f s)",
         graph->node_count, graph->edge_count, graph->candidate_count, seconds_since(start),
         collect_seconds);
+    extsan_log(
+        2, "heap analysis: its arrays asked for %zu MiB of huge pages, %zu MiB left in the budget",
+        huge_page_asked >> 20, huge_page_budget >> 20);
 }
 
 static void analyse(bool at_exit)

@@ -23,8 +23,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Reports of one process are written one at a time (several threads may find at once). */
-
 void report_for_each_frame(stack_id stack,
                            void (*emit)(const struct frame_info *frame, unsigned index,
                                         void *context),
@@ -317,9 +315,10 @@ static struct snapshot *take_snapshot(void)
         free(snapshot);
         return NULL;
     }
-    if (report_file_json_path(snapshot->path, sizeof snapshot->path))
-        snprintf(snapshot->temporary, sizeof snapshot->temporary, "%s.%d.tmp", snapshot->path,
-                 (int)snapshot->pid);
+    if (!report_file_json_path(snapshot->path, sizeof snapshot->path) ||
+        !report_file_temporary_path(snapshot->path, snapshot->temporary,
+                                    sizeof snapshot->temporary))
+        snapshot->path[0] = '\0';
     atomic_store_explicit(&published, snapshot, memory_order_release);
     return snapshot;
 }

@@ -21,6 +21,12 @@ bool report_file_json_path(char *path, size_t size)
     return true;
 }
 
+bool report_file_temporary_path(const char *path, char *temporary, size_t size)
+{
+    int length = snprintf(temporary, size, "%s.%d.tmp", path, (int)getpid());
+    return length >= 0 && (size_t)length < size;
+}
+
 bool report_file_write_all(int fd, const char *bytes, size_t length)
 {
     for (size_t done = 0; done < length;) {
@@ -37,7 +43,10 @@ bool report_file_write_all(int fd, const char *bytes, size_t length)
 void report_file_replace(const char *path, const char *option, const char *content, size_t length)
 {
     char temporary[PATH_MAX];
-    snprintf(temporary, sizeof temporary, "%s.%d.tmp", path, (int)getpid());
+    if (!report_file_temporary_path(path, temporary, sizeof temporary)) {
+        extsan_log(0, "cannot write %s: the path is too long (option %s)", path, option);
+        return;
+    }
     unlink(temporary); /* a leftover of an earlier write by this pid that was cut short */
     int fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     bool written = fd >= 0 && report_file_write_all(fd, content, length);

@@ -11,6 +11,12 @@
  */
 bool report_file_json_path(char *path, size_t size);
 
+/*
+ * The temporary file report_file_replace writes `path` through, <path>.<pid>.tmp (a signal
+ * handler writes the same one); false when it does not fit in size.
+ */
+bool report_file_temporary_path(const char *path, char *temporary, size_t size);
+
 /* Writes all of bytes to fd, going on after EINTR and short writes. Async-signal-safe. */
 bool report_file_write_all(int fd, const char *bytes, size_t length);
 
