@@ -132,10 +132,10 @@ struct finding *findings_record_heap(enum finding_kind kind, struct type_record 
         finding->type = type;
         finding->heap = details;
         snprintf(finding->type_name, sizeof finding->type_name, "%s", details->type_name);
-        /* The test that allocated the example holder, not the one running the analysis. */
+        /* The test that allocated the example holder, not the one running the analysis; none
+           when its site is unknown (the running test need not have made it). */
         const struct allocation_site *site = allocation_site_get(details->example_site);
-        if (site)
-            finding->context = site->context;
+        finding->context = site ? site->context : NULL;
     }
     lock_release(LOCK_FINDINGS);
     return finding;

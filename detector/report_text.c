@@ -178,6 +178,7 @@ static void write_type_finding(const struct finding *finding, struct text_contex
     fprintf(text->out,
             "==%d==extsan: traverse-missing-gc: %s has Py_TPFLAGS_HAVE_GC but no tp_traverse\n",
             text->pid, finding->type_name);
+    write_context(finding, text);
     write_stack(text, "type created at", finding->type->created_at);
     fprintf(text->out, "  HINT: %s\n\n", fix_hint(finding->kind, finding->type->binding));
 }
