@@ -22,7 +22,10 @@ that `pytest --extsan` turns it on per run; `--no-extsan` turns it off per run).
   teardown it runs the heap analysis (extsan_check_now) and makes the test ERROR at teardown
   when findings appeared during it, with their text report as the message, so the failing test
   is the one that leaked (and the session's exit status says so). A finding fails only the first
-  test that produces it; later occurrences are counted in the exit report.
+  test that produces it; later occurrences are counted in the exit report. And it fails only
+  the test it names: one about an instance allocated outside any test (while collection
+  imported the modules; one more analysis runs just before the first test to find those) or
+  by an earlier test fails none, and is listed in the terminal summary.
 
 The core's C API (shim/activate.h): extsan_activate, extsan_set_context, extsan_check_now,
 extsan_findings_count, extsan_findings_text. Standard library and pytest only.
@@ -165,6 +168,26 @@ def preload_children():
 # ---- the plugin ------------------------------------------------------------------------------
 
 
+# A finding's block in the text report starts with its headline, "==PID==extsan: KIND: ...", and
+# names its test on a line of its own (report_text.c).
+HEADLINE = re.compile(r"==\d+==extsan: [a-z-]+: ")
+NAMED_TEST = re.compile(r"==\d+==extsan:   in test (.*)$")
+
+
+def finding_blocks(text):
+    """The text report of findings, split into (test named or None, block text)."""
+    blocks = []
+    for line in text.splitlines(keepends=True):
+        if HEADLINE.match(line) or not blocks:
+            blocks.append([None, line])
+            continue
+        named = NAMED_TEST.match(line)
+        if named and blocks[-1][0] is None:
+            blocks[-1][0] = named.group(1)
+        blocks[-1][1] += line
+    return [(test, block) for test, block in blocks if HEADLINE.match(block)]
+
+
 class ExtsanPlugin:
     """Per process: the core, how it got here, and the findings count when each test began."""
 
@@ -173,9 +196,24 @@ class ExtsanPlugin:
         self.mode = mode  # "preloaded" or "in-process"
         self.check_each_test = check_each_test
         self.first = {}  # nodeid -> findings count before the test
+        self.checked_before_tests = False
+        # Findings that failed no test, for the terminal summary: [(when found, blocks)].
+        self.unblamed = []
+
+    def check_before_first_test(self):
+        """The analysis once before any test runs: what exists then (the objects collection made
+        while importing the test modules and conftests) is found by it, rather than by the
+        first test's check, and listed apart. Such findings name no test."""
+        self.checked_before_tests = True
+        self.core.check_now()
+        blocks = finding_blocks(self.core.findings_text(0))
+        if blocks:
+            self.unblamed.append(("before the first test (collection)", blocks))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
+        if self.check_each_test and not self.checked_before_tests:
+            self.check_before_first_test()
         self.core.set_context(item.nodeid)
         self.first[item.nodeid] = self.core.findings_count()
         try:
@@ -188,13 +226,36 @@ class ExtsanPlugin:
     def pytest_runtest_teardown(self, item, nextitem):
         result = yield
         first = self.first.get(item.nodeid)
-        if self.check_each_test and first is not None:
-            if self.core.check_now() > first:
-                text = self.core.findings_text(first)
-                if text.strip():
-                    pytest.fail("extsan: findings during %s (--extsan-check-each-test):\n\n%s"
-                                % (item.nodeid, text.rstrip()), pytrace=False)
+        if not self.check_each_test or first is None or self.core.check_now() <= first:
+            return result
+        # A finding fails the test it names: the one that made the GIL-less call or allocated
+        # the instance the finding is about. The check after a test also finds what the test
+        # did not make: a cycle made at import or by an earlier test (a wider-scoped fixture)
+        # that became garbage during this one. That is listed in the summary and fails no test:
+        # the test it names has already passed, or there is none.
+        blocks = finding_blocks(self.core.findings_text(first))
+        own = [block for test, block in blocks if test == item.nodeid]
+        others = [(test, block) for test, block in blocks if test != item.nodeid]
+        if others:
+            self.unblamed.append(("after " + item.nodeid, others))
+        if own:
+            pytest.fail("extsan: findings during %s (--extsan-check-each-test):\n\n%s"
+                        % (item.nodeid, "".join(own).rstrip()), pytrace=False)
         return result
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.unblamed:
+            return
+        # Headlines only: the stacks are in extsan's report.
+        terminalreporter.write_sep("=", "extsan: findings that fail no test")
+        for when, blocks in self.unblamed:
+            terminalreporter.write_line("found %s:" % when)
+            for test, block in blocks:
+                for line in block.splitlines():
+                    if line.startswith("=="):
+                        terminalreporter.write_line(line)
+                if test is None:
+                    terminalreporter.write_line("  (made by no test)")
 
     def pytest_report_header(self, config):
         if config.option.verbose > 0:

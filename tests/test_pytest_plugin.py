@@ -211,6 +211,91 @@ def test_check_each_test_fails_the_test_that_leaked(python, fixtures, tmp_path, 
         describe([capsule])
 
 
+# Cycles made while collection imports the module (no test runs then): one garbage at once, one
+# of another shape kept until the first test drops it; and one made by the third test.
+LEAK_AT_IMPORT = """\
+import gc_defects
+
+from record import record
+
+
+def make_cycle():
+    c = gc_defects.Holder()
+    c.set_callback(lambda: c.touch())
+
+
+make_cycle()
+KEPT = gc_defects.Holder()
+KEPT.set_callback([KEPT])
+
+
+def test_1_drops_an_import_time_cycle():
+    global KEPT
+    record("main")
+    del KEPT
+
+
+def test_2_clean():
+    pass
+
+
+def test_3_leak():
+    make_cycle()
+
+
+def test_4_clean():
+    pass
+"""
+
+
+def summary_part(stdout, title):
+    """The lines under `title` in the plugin's terminal summary, up to the next title."""
+    part = stdout.split("extsan: findings that fail no test", 1)[-1].split(title + "\n", 1)
+    if len(part) != 2:
+        return ""
+    return part[1].split("\nfound ")[0].split("short test summary info")[0]
+
+
+@pytest.mark.parametrize("how", ["under-extsan-run", "in-process"])
+@pytest.mark.pythons(*PYTEST_IDS)
+def test_check_each_test_does_not_blame_a_test_for_collection(python, fixtures, tmp_path, how):
+    """--extsan-check-each-test: a leak of an instance allocated while collection imported the
+    test module names no test and fails none, whether found before the first test or after the
+    test that dropped its last outside reference; both are listed in the terminal summary. The
+    leak the third test makes fails the third test only."""
+    project = write_project(tmp_path / "project", {"test_import.py": LEAK_AT_IMPORT})
+    result = run_pytest(python, fixtures, project,
+                        ["-p", "extsan_pytest", "--extsan-check-each-test", "-rE"],
+                        under_extsan=how == "under-extsan-run")
+    assert result.returncode == 1, result.describe()
+    assert re.findall(r"^ERROR (test_import\.py::\S+)", result.stdout, re.M) == \
+        ["test_import.py::test_3_leak"], result.describe()
+    assert re.search(r"\b4 passed, 1 error\b", result.stdout), result.describe()
+    error = result.stdout.split("ERROR at teardown of test_3_leak")[1]
+    error = error.split("extsan: findings that fail no test")[0]
+    assert "extsan:   in test test_import.py::test_3_leak" in error, result.describe()
+    assert error.count("extsan: leaked-cycle: ") == 1, result.describe()
+    # The type was reported before the first test: its later holders only count.
+    assert "hidden-reference" not in error, result.describe()
+
+    cycle = "extsan: leaked-cycle: %d objects kept alive only by a hidden reference of " + HOLDER
+    before = summary_part(result.stdout, "found before the first test (collection):")
+    assert cycle % 4 in before and "in test" not in before, result.describe()
+    after = summary_part(result.stdout,
+                         "found after test_import.py::test_1_drops_an_import_time_cycle:")
+    assert cycle % 2 in after and "(made by no test)" in after and "in test" not in after, \
+        result.describe()
+
+    pid = result.pids()["main"]
+    leaks = result.findings(LEAK, pid=pid)
+    assert [f["test"] for f in leaks if "test" in f] == ["test_import.py::test_3_leak"], \
+        describe(leaks)
+    assert sum(f["count"] for f in leaks if "test" not in f) == 2, describe(leaks)
+    hidden = one(result.findings(HIDDEN, pid=pid), describe(result.report["findings"]))
+    assert (hidden["type"], hidden["instances"]) == (HOLDER, 3) and "test" not in hidden, \
+        describe([hidden])
+
+
 # ---- in-process activation ----------------------------------------------------------------------
 
 
