@@ -21,12 +21,13 @@
 
 /* ---- the graph ------------------------------------------------------------------------------ */
 
-#define NO_NODE            UINT32_MAX
-#define MAX_PATH_DEPTH     5
-#define BLOCKS_PER_HOLDER  64               /* heap blocks one holder's scan may visit */
-#define CHAIN_SEARCH_LIMIT 200000           /* nodes a cycle search may visit */
-#define MAX_CYCLE_SEARCHES 8                /* holders per type searched for a cycle back to them */
-#define MAX_INSTANCE_NODES ((1u << 27) - 1) /* what struct node's `instance` can number */
+#define NO_NODE                 UINT32_MAX
+#define MAX_PATH_DEPTH          5
+#define MAX_SINGLE_HOLDER_DEPTH 2      /* path entries that one holder alone can vouch for */
+#define BLOCKS_PER_HOLDER       64     /* heap blocks one holder's scan may visit */
+#define CHAIN_SEARCH_LIMIT      200000 /* nodes a cycle search may visit */
+#define MAX_CYCLE_SEARCHES      8      /* holders per type searched for a cycle back to them */
+#define MAX_INSTANCE_NODES      ((1u << 27) - 1) /* what struct node's `instance` can number */
 
 /*
  * 16 bytes, four to a cache line: `account` updates the node of every reference it counts, and
@@ -36,7 +37,9 @@ struct node {
     PyObject *object;
     int32_t unexplained;    /* refcount not (yet) explained by references from other nodes */
     uint32_t instance : 27; /* a live extension instance: 1 + its index in graph.instances */
-    uint32_t tracked : 1;   /* in the collector's lists: its traverse is asked */
+    /* Its traverse runs in `account`: the collector tracks it, or it is a container the
+       collector untracked (discover_untracked). */
+    uint32_t traversed : 1;
     /* A reference to it counts in `account`: its type is collected or an extension's (see
        may_be_node). Decided when the node is made, so that counting reads no object. */
     uint32_t countable : 1;
@@ -64,6 +67,9 @@ struct candidate {
     uint8_t depth;                 /* entries used in path */
     bool accepted;
     bool own_type; /* the ob_type reference of a heap type's instance that its traverse skips */
+    bool self_reference;    /* the referent is the holder itself */
+    uint8_t evidence;       /* enum heap_block_kind of the block it lies in; NONE: the holder */
+    uint32_t evidence_size; /* that block's (or the holder's) extent in bytes */
 };
 
 struct map_entry { /* of address_index.spill */
@@ -404,7 +410,7 @@ static bool may_be_node(struct graph *graph, PyTypeObject *type)
     return graph->type_cache[slot].may_be_node;
 }
 
-static uint32_t add_node(struct graph *graph, PyObject *object, int32_t unexplained, bool tracked)
+static uint32_t add_node(struct graph *graph, PyObject *object, int32_t unexplained, bool traversed)
 {
     if (graph->node_count == graph->node_capacity &&
         !reserve_nodes(graph, 2 * graph->node_capacity + 1024)) {
@@ -419,7 +425,7 @@ static uint32_t add_node(struct graph *graph, PyObject *object, int32_t unexplai
     graph->node_count++;
     graph->nodes[index] = (struct node){.object = object,
                                         .unexplained = unexplained,
-                                        .tracked = tracked,
+                                        .traversed = traversed,
                                         .countable = may_be_node(graph, Py_TYPE(object)),
                                         .is_type = PyType_Check(object) != 0};
     return index;
@@ -645,7 +651,29 @@ static bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
  * After it: each node's `unexplained` is its refcount less the references that the traverse of
  * some node visits, and every such reference is a visible edge. Also: instance_order lists the
  * instance nodes in node order.
+ *
+ * The collector untracks a dict or a tuple that holds only objects it does not collect (a
+ * non-GC extension instance, say), and such a container can still close a cycle: `d = {}; d["h"]
+ * = Holder(d)`. So a container met as a traverse's target, or as a pointer in a holder's memory,
+ * becomes a node too (discover_untracked), and its own traverse runs like any other: nodes made
+ * during the pass are appended, and the pass's loop reaches them. The scan's discoveries are
+ * accounted after it (account_discovered).
  */
+
+/*
+ * Makes the live object `object`, which is no node, a node when it is a container the collector
+ * does not track: its type is collected, it is not immortal, and it is not in the collector's
+ * lists. Returns the node, or NO_NODE. Static objects are left out: a loaded object's static
+ * types are never tracked, and the runtime's type_traverse refuses them.
+ */
+static uint32_t discover_untracked(struct graph *graph, PyObject *object)
+{
+    if (!PyType_IS_GC(Py_TYPE(object)) || PyType_Check(object) || is_immortal(object) ||
+        !memory_map_data_extent(graph->memory, (uintptr_t)object, 1) ||
+        python_api.PyObject_GC_IsTracked(object))
+        return NO_NODE;
+    return add_node(graph, object, refcount_of(object), true);
+}
 
 static int visit_and_account(PyObject *target, void *context)
 {
@@ -655,6 +683,8 @@ static int visit_and_account(PyObject *target, void *context)
     if (!target)
         return 0;
     uint32_t index = node_lookup(graph, (uintptr_t)target);
+    if (index == NO_NODE)
+        index = discover_untracked(graph, target);
     if (index == NO_NODE || !graph->nodes[index].countable)
         return 0;
     graph->nodes[index].unexplained--;
@@ -662,30 +692,40 @@ static int visit_and_account(PyObject *target, void *context)
     return 0;
 }
 
-static bool account_visible_references(struct graph *graph)
+/*
+ * Runs the traverse of nodes `first` onwards, including those the traverses add. The visible
+ * edges stay grouped by source in node order, as visible_edge_consumed needs.
+ */
+static void account_nodes_from(struct graph *graph, size_t first)
 {
-    graph->instance_order = big_alloc((graph->instance_count + 1) * sizeof *graph->instance_order);
-    if (!graph->instance_order)
-        return false;
     const size_t ahead = 8; /* fetch the object a few traverses ahead */
-    for (size_t i = 0; i < graph->node_count && keep_going(graph, i); i++) {
+    for (size_t i = first; i < graph->node_count && keep_going(graph, i); i++) {
         if (i + ahead < graph->node_count)
             __builtin_prefetch(graph->nodes[i + ahead].object);
         struct node *node = &graph->nodes[i];
         /* The passes over holders visit the instances alone: listed here, where every node is
-           read anyway. */
+           read anyway. Nodes made by discovery are never instances. */
         if (node->instance)
             graph->instance_order[graph->ordered_count++] = (uint32_t)i;
-        if (!node->tracked)
+        if (!node->traversed)
             continue;
         PyTypeObject *type = Py_TYPE(node->object);
         if (!type->tp_traverse)
             continue;
         graph->current_source = (uint32_t)i;
         graph->current_type = (PyObject *)type;
+        /* The visit may add nodes and move the array: `node` is not read after it. */
         type->tp_traverse(node->object, visit_and_account, graph);
     }
     graph->visible_edge_count = graph->edge_count;
+}
+
+static bool account_visible_references(struct graph *graph)
+{
+    graph->instance_order = big_alloc((graph->instance_count + 1) * sizeof *graph->instance_order);
+    if (!graph->instance_order)
+        return false;
+    account_nodes_from(graph, 0);
     return !graph->out_of_memory;
 }
 
@@ -701,20 +741,29 @@ struct scan_state {
     uintptr_t visited_blocks[BLOCKS_PER_HOLDER];
     unsigned visited_count;
     uint16_t path[MAX_PATH_DEPTH];
+    /* What the memory read at each depth is: the holder (HEAP_BLOCK_NONE) at depth 0, then the
+       heap blocks followed, with their extents. */
+    uint8_t block_kind[MAX_PATH_DEPTH];
+    uint32_t block_size[MAX_PATH_DEPTH];
 };
 
-static void add_candidate(struct scan_state *scan, uint32_t referent, unsigned depth)
+static struct candidate *add_candidate(struct scan_state *scan, uint32_t referent, unsigned depth)
 {
     struct graph *graph = scan->graph;
     if (!grow((void **)&graph->candidates, &graph->candidate_capacity, graph->candidate_count,
               sizeof *graph->candidates)) {
         graph->out_of_memory = true;
-        return;
+        return NULL;
     }
     struct candidate *candidate = &graph->candidates[graph->candidate_count++];
-    *candidate =
-        (struct candidate){.holder = scan->holder, .referent = referent, .depth = (uint8_t)depth};
+    *candidate = (struct candidate){.holder = scan->holder,
+                                    .referent = referent,
+                                    .depth = (uint8_t)depth,
+                                    .self_reference = referent == scan->holder,
+                                    .evidence = scan->block_kind[depth - 1],
+                                    .evidence_size = scan->block_size[depth - 1]};
     memcpy(candidate->path, scan->path, sizeof candidate->path);
+    return candidate;
 }
 
 static bool already_visited(struct scan_state *scan, uintptr_t block)
@@ -729,37 +778,63 @@ static bool already_visited(struct scan_state *scan, uintptr_t block)
 }
 
 /*
- * Whether `address` holds a Python object that is no node (a static one, an untracked one, an
- * immortal one): its type word names a live type. Its fields are its own, not the holder's: the
- * scan does not walk through it (through an array's dtype into the dtype's type, say).
+ * The object at `address` when it is a Python object that is no node (a static one, an untracked
+ * one, an immortal one): its header is mapped, its type word names a live type and its refcount
+ * is a count. NULL otherwise. Its fields are its own, not the holder's: the scan does not walk
+ * through it (through an array's dtype into the dtype's type, say).
  */
-static bool is_other_object(const struct graph *graph, uintptr_t address)
+static PyObject *other_object_at(const struct graph *graph, uintptr_t address)
 {
-    return live_type_at(graph, address) != NULL;
+    PyTypeObject *type = live_type_at(graph, address);
+    if (!type)
+        return NULL;
+    Py_ssize_t refcount = Py_REFCNT((PyObject *)address);
+    return refcount >= 1 && refcount <= MAX_PLAUSIBLE_REFCOUNT ? (PyObject *)address : NULL;
+}
+
+/* PyGC_Head, two words before every collected object in 3.9-3.13 (internal from 3.9 on). */
+#define GC_HEADER_SIZE (2 * sizeof(uintptr_t))
+
+/*
+ * A live collected object the collector does not track, found at `address` by the scan, made a
+ * node (discover_untracked); NO_NODE when it is none. The collector's header before the object
+ * must be mapped too, since PyObject_GC_IsTracked reads it.
+ */
+static uint32_t discover_untracked_at(struct graph *graph, uintptr_t address)
+{
+    PyObject *object = other_object_at(graph, address);
+    if (!object || !PyType_IS_GC(Py_TYPE(object)) ||
+        !memory_map_readable(graph->memory, address - GC_HEADER_SIZE, GC_HEADER_SIZE))
+        return NO_NODE;
+    return discover_untracked(graph, object);
 }
 
 static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, unsigned depth)
 {
     struct graph *graph = scan->graph;
-    PyObject *holder = graph->nodes[scan->holder].object;
     for (size_t offset = 0; offset + sizeof(uintptr_t) <= length; offset += sizeof(uintptr_t)) {
         uintptr_t word = *(const uintptr_t *)(start + offset);
         if (word < 4096 || word % sizeof(void *) != 0)
             continue;
         scan->path[depth] = (uint16_t)(depth == 0 ? offset + sizeof(PyObject) : offset);
         uint32_t referent = node_lookup(graph, word);
+        if (referent == NO_NODE)
+            referent = discover_untracked_at(graph, word);
         if (referent != NO_NODE) {
-            const struct node *node = &graph->nodes[referent];
-            /* Types and the holder itself keep nothing collectable alive through a field. */
-            if (node->object != holder && !node->is_type)
+            /* A type keeps nothing collectable alive through a field. */
+            if (!graph->nodes[referent].is_type)
                 add_candidate(scan, referent, depth + 1);
             continue;
         }
         if (depth + 1 >= (unsigned)extsan_options.scan_hops + 1 || depth + 1 >= MAX_PATH_DEPTH)
             continue;
-        size_t window = heap_block_extent(graph->memory, word);
-        if (window && !is_other_object(graph, word) && !already_visited(scan, word))
+        enum heap_block_kind kind;
+        size_t window = heap_block_extent(graph->memory, word, &kind);
+        if (window && !other_object_at(graph, word) && !already_visited(scan, word)) {
+            scan->block_kind[depth + 1] = (uint8_t)kind;
+            scan->block_size[depth + 1] = (uint32_t)window;
             scan_words(scan, word, window, depth + 1);
+        }
     }
 }
 
@@ -804,7 +879,7 @@ static bool holder_is_checked(const struct graph *graph, const struct node *node
 /* A checked heap type's own instance whose traverse did not visit Py_TYPE(self) (3.9+ rule). */
 static bool misses_own_type_visit(struct graph *graph, const struct node *node)
 {
-    if (!node->tracked || node->visited_own_type || !holder_is_checked(graph, node))
+    if (!node->traversed || node->visited_own_type || !holder_is_checked(graph, node))
         return false;
     PyTypeObject *type = Py_TYPE(node->object);
     /* Classes made by an extension metaclass are the runtime's type objects underneath. */
@@ -827,6 +902,8 @@ static void scan_instances(struct graph *graph)
             continue;
         scan.holder = (uint32_t)i;
         scan.visited_count = 0;
+        scan.block_kind[0] = HEAP_BLOCK_NONE;
+        scan.block_size[0] = (uint32_t)extent;
         scan_words(&scan, body, extent - sizeof(PyObject), 0);
     }
 }
@@ -847,9 +924,10 @@ static void add_missed_type_references(struct graph *graph)
             continue;
         struct scan_state scan = {.graph = graph, .holder = (uint32_t)i};
         scan.path[0] = offsetof(PyObject, ob_type);
-        add_candidate(&scan, type, 1);
-        if (!graph->out_of_memory)
-            graph->candidates[graph->candidate_count - 1].own_type = true;
+        scan.block_size[0] = sizeof(PyObject);
+        struct candidate *candidate = add_candidate(&scan, type, 1);
+        if (candidate)
+            candidate->own_type = true;
     }
 }
 
@@ -857,11 +935,18 @@ static void add_missed_type_references(struct graph *graph)
  * After it: a candidate is accepted, and becomes a hidden edge, when
  *   - its path recurs in most instances of the holder's type that hold candidates at all (a
  *     field holds its reference in every instance; a stale word in a heap block's slack does
- *     not: refcounts cannot tell them apart when the stale word names a root),
+ *     not: refcounts cannot tell them apart when the stale word names a root), or its referent
+ *     has exactly one reference nothing else explains (an item of an owned array sits at an
+ *     index of its own in each instance; a stale word rarely names an object owned once, and
+ *     only from memory no node is); a path through two heap blocks or more must recur in two
+ *     holders at least, whatever its referent (each hop adds words no one may have written: a
+ *     lock's tail that its init left alone, a struct's padding; numpy's StringDType met one in
+ *     the sem_t of its string allocator's lock),
  *   - the holder's traverse does not already visit that referent, and
  *   - the referent still had an unexplained reference for it (direct pointers are weighed
  *     before pointers found deeper).
- * The referent's `unexplained` drops by one per accepted candidate.
+ * The referent's `unexplained` drops by one per accepted candidate. Self-references are weighed
+ * last, by rules of their own (validate_self_references).
  */
 
 static struct type_record *holder_type(const struct graph *graph, const struct candidate *c)
@@ -889,7 +974,11 @@ static bool same_path(const struct candidate *a, const struct candidate *b)
     return a->depth == b->depth && !memcmp(a->path, b->path, a->depth * sizeof a->path[0]);
 }
 
-/* Marks (rejected = true) the candidates whose path is rare among their type's holders. */
+/*
+ * Marks (rejected = true) the candidates whose path is rare among their type's holders, unless
+ * their referent has a single unexplained reference; and those whose path passes through two
+ * heap blocks or more unless it recurs in two holders at least.
+ */
 static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
 {
     qsort_r(graph->candidates, graph->candidate_count, sizeof *graph->candidates,
@@ -919,21 +1008,115 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
                 last_holder = graph->candidates[run_end].holder;
                 run_end++;
             }
+            const struct candidate *first = &graph->candidates[run];
             bool consistent = holders <= 1 || 2 * run_holders > (holders > 64 ? 64 : holders);
+            if (first->depth > MAX_SINGLE_HOLDER_DEPTH)
+                consistent = consistent && run_holders >= 2;
             for (size_t i = run; i < run_end; i++)
-                rejected[i] = !consistent;
+                rejected[i] =
+                    !consistent && (first->depth > MAX_SINGLE_HOLDER_DEPTH ||
+                                    graph->nodes[graph->candidates[i].referent].unexplained != 1);
             run = run_end;
         }
         type_start = type_end;
     }
 }
 
-static int compare_candidates(const void *left, const void *right)
+/* The order candidates are weighed in: by depth, then holder; self-references last. */
+static int compare_candidates(const void *left, const void *right, void *context)
 {
     const struct candidate *a = left, *b = right;
+    if (a->self_reference != b->self_reference)
+        return a->self_reference - b->self_reference;
+    if (a->self_reference)
+        return compare_by_type_and_path(left, right, context);
     if (a->depth != b->depth)
         return a->depth - b->depth;
     return (a->holder > b->holder) - (a->holder < b->holder);
+}
+
+static int compare_addresses(const void *left, const void *right)
+{
+    uintptr_t a = *(const uintptr_t *)left, b = *(const uintptr_t *)right;
+    return (a > b) - (a < b);
+}
+
+static int compare_by_holder(const void *left, const void *right)
+{
+    const struct candidate *a = left, *b = right;
+    return (a->holder > b->holder) - (a->holder < b->holder);
+}
+
+static void accept_candidate(struct graph *graph, size_t i)
+{
+    struct candidate *candidate = &graph->candidates[i];
+    graph->nodes[candidate->referent].unexplained--;
+    candidate->accepted = true;
+    add_edge(graph, candidate->holder, candidate->referent, (int32_t)i);
+}
+
+/*
+ * Weighs the self-references, candidates[first..], after every other candidate (they come sorted
+ * by type and path). A pointer to the holder in its own memory is a reference it owns only in a
+ * defect (a callback set to the object itself); a design where an object points to itself keeps
+ * a borrowed pointer (a trampoline's back-pointer to its Python object). By refcounts alone the
+ * two look alike whenever something the graph does not see (a C static, a C++ container) owns
+ * the object, so a self-reference is accepted only
+ *   - when no holder of the same type with a self-pointer at the same path has its references
+ *     all explained without it (that holder is a witness that the field is borrowed), and
+ *   - when the holder's self-references explain exactly the references still unexplained: but
+ *     for them the holder would be garbage, and
+ *   - when no static variable of a loaded object points to the holder (a C static that owns
+ *     it). A borrowed back-pointer that passes all three is the last word of an object that
+ *     unseen heap memory owns (a C++ container), which the exit analysis rarely meets.
+ */
+static void validate_self_references(struct graph *graph, size_t first)
+{
+    size_t kept = first;
+    for (size_t run = first; run < graph->candidate_count;) {
+        size_t run_end = run;
+        bool witnessed = false;
+        while (run_end < graph->candidate_count &&
+               holder_type(graph, &graph->candidates[run_end]) ==
+                   holder_type(graph, &graph->candidates[run]) &&
+               same_path(&graph->candidates[run], &graph->candidates[run_end])) {
+            witnessed |= graph->nodes[graph->candidates[run_end].holder].unexplained <= 0;
+            run_end++;
+        }
+        for (size_t i = run; i < run_end && !witnessed; i++)
+            graph->candidates[kept++] = graph->candidates[i];
+        run = run_end;
+    }
+    graph->candidate_count = kept;
+    /* Per holder (sorted by node index, which is no address order), whether its self-references
+       explain exactly what is left; then one look through static data for them all. */
+    qsort(graph->candidates + first, kept - first, sizeof *graph->candidates, compare_by_holder);
+    size_t holders = 0;
+    uintptr_t *addresses = malloc((kept - first + 1) * sizeof *addresses);
+    bool *owned_by_static = calloc(kept - first + 1, sizeof *owned_by_static);
+    if (!addresses || !owned_by_static)
+        goto done;
+    for (size_t group = first; group < kept;) {
+        size_t group_end = group;
+        uint32_t holder = graph->candidates[group].holder;
+        while (group_end < kept && graph->candidates[group_end].holder == holder)
+            group_end++;
+        if (graph->nodes[holder].unexplained == (int32_t)(group_end - group))
+            addresses[holders++] = (uintptr_t)graph->nodes[holder].object;
+        group = group_end;
+    }
+    qsort(addresses, holders, sizeof *addresses, compare_addresses);
+    memory_map_find_in_static_data(graph->memory, addresses, holders, owned_by_static);
+    for (size_t i = first; i < kept; i++) {
+        uintptr_t object = (uintptr_t)graph->nodes[graph->candidates[i].holder].object;
+        const uintptr_t *at =
+            bsearch(&object, addresses, holders, sizeof *addresses, compare_addresses);
+        if (at && !owned_by_static[at - addresses])
+            accept_candidate(graph, i);
+    }
+done:
+    free(addresses);
+    free(owned_by_static);
 }
 
 /*
@@ -975,26 +1158,24 @@ static void validate_candidates(struct graph *graph)
             graph->candidates[kept++] = graph->candidates[i];
     graph->candidate_count = kept;
     free(rejected);
-    qsort(graph->candidates, graph->candidate_count, sizeof *graph->candidates, compare_candidates);
-    size_t visible_edges = graph->visible_edge_count, consumed = 0;
-    for (size_t i = 0; i < graph->candidate_count; i++) {
+    qsort_r(graph->candidates, graph->candidate_count, sizeof *graph->candidates,
+            compare_candidates, graph);
+    size_t visible_edges = graph->visible_edge_count, consumed = 0, i = 0;
+    for (; i < graph->candidate_count && !graph->candidates[i].self_reference; i++) {
         struct candidate *candidate = &graph->candidates[i];
         struct node *holder = &graph->nodes[candidate->holder];
-        struct node *referent = &graph->nodes[candidate->referent];
-        if (holder->tracked && Py_TYPE(holder->object)->tp_traverse &&
+        if (holder->traversed && Py_TYPE(holder->object)->tp_traverse &&
             visible_edge_consumed(graph, visible_edges, candidate->holder, candidate->referent)) {
             consumed++;
             continue;
         }
-        if (referent->unexplained <= 0)
-            continue;
-        referent->unexplained--;
-        candidate->accepted = true;
-        add_edge(graph, candidate->holder, candidate->referent, (int32_t)i);
+        if (graph->nodes[candidate->referent].unexplained > 0)
+            accept_candidate(graph, i);
     }
     for (size_t e = 0; consumed && e < visible_edges; e++)
         if (graph->edges[e].hidden == -2)
             graph->edges[e].hidden = -1;
+    validate_self_references(graph, i);
 }
 
 /* ---- pass: reach -----------------------------------------------------------------------------
@@ -1246,7 +1427,7 @@ static bool describe_cycle(struct graph *graph, size_t hidden_edge, bool leaked_
         return false;
     uint32_t mark = ++search->count;
     uint32_t *parent_edge = search->parent_edge, *queue = search->queue;
-    bool found = false;
+    bool found = start == holder; /* a self-reference is the whole cycle */
     size_t head = 0, tail = 0;
     queue[tail++] = start;
     search->mark[start] = mark;
@@ -1311,7 +1492,8 @@ static bool describe_cycle(struct graph *graph, size_t hidden_edge, bool leaked_
 
 /* ---- pass: report ---------------------------------------------------------------------------- */
 
-static void add_referent(struct heap_details *details, const char *type_name, const char *path)
+static void add_referent(struct heap_details *details, const char *type_name, const char *path,
+                         const struct candidate *candidate)
 {
     for (unsigned i = 0; i < details->referent_count; i++)
         if (!strcmp(details->referents[i].type_name, type_name) &&
@@ -1326,6 +1508,10 @@ static void add_referent(struct heap_details *details, const char *type_name, co
              type_name);
     snprintf(details->referents[i].path, sizeof details->referents[i].path, "%s", path);
     details->referents[i].count = 1;
+    details->referents[i].evidence = candidate->evidence == HEAP_BLOCK_NONE
+                                         ? "instance"
+                                         : heap_block_kind_name(candidate->evidence);
+    details->referents[i].evidence_bytes = candidate->evidence_size;
 }
 
 /* Whether holder type `type` has no traverse that could know about the field at `offset`. */
@@ -1402,7 +1588,7 @@ static void report_hidden_references(struct graph *graph)
         char name[128], path[64];
         type_full_name(Py_TYPE(graph->nodes[candidate->referent].object), name, sizeof name);
         format_path(candidate, path, sizeof path);
-        add_referent(details, name, path);
+        add_referent(details, name, path, candidate);
         /* A holder reachable today whose hidden reference leads back to it: never collectable.
            A few holders per type tell; searching from every one would cost a pass each. */
         if (!details->chain && holder_node->reached &&
@@ -1600,8 +1786,10 @@ static void run_passes(struct graph *graph, const struct timespec *start)
     if (!graph->failure && enter_pass(graph, "account") && !account_visible_references(graph))
         graph->out_of_memory = true;
     if (!graph->failure && enter_pass(graph, "scan")) {
+        size_t accounted = graph->node_count;
         scan_instances(graph);
         add_missed_type_references(graph);
+        account_nodes_from(graph, accounted);
     }
     if (!graph->failure && enter_pass(graph, "validate"))
         validate_candidates(graph);

@@ -36,6 +36,10 @@ struct heap_details {
         char type_name[128];
         char path[64]; /* "+16", or "+24->+8" through a heap block */
         unsigned count;
+        /* What the word that holds it lies in, whose extent bounded the scan: "instance" (the
+           holder's own tp_basicsize/tp_itemsize extent), or heap_block_kind_name()'s. */
+        const char *evidence;
+        unsigned evidence_bytes;
     } referents[HEAP_MAX_REFERENTS];
     unsigned referent_count;
     bool missed_type_visit;  /* a heap type whose traverse does not visit Py_TYPE(self) */

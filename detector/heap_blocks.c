@@ -83,7 +83,7 @@ static size_t pymalloc_extent(struct memory_map *memory, uintptr_t address, bool
 #define SIZE_WORD   sizeof(size_t)
 #define MIN_CHUNK   (4 * SIZE_WORD)
 
-static size_t glibc_extent(struct memory_map *memory, uintptr_t address)
+static size_t glibc_extent(struct memory_map *memory, uintptr_t address, enum heap_block_kind *kind)
 {
     if (address % (2 * SIZE_WORD) != 0 ||
         !memory_map_readable(memory, address - SIZE_WORD, SIZE_WORD))
@@ -97,6 +97,7 @@ static size_t glibc_extent(struct memory_map *memory, uintptr_t address)
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
         if (start % page != 0 || chunk % page != 0 || !memory_map_readable(memory, start, chunk))
             return 0;
+        *kind = HEAP_BLOCK_MMAPPED;
         return chunk - 2 * SIZE_WORD;
     }
     /* The next chunk's size word, which must say this chunk is in use. */
@@ -105,6 +106,7 @@ static size_t glibc_extent(struct memory_map *memory, uintptr_t address)
     size_t next = *(const size_t *)(start + chunk + SIZE_WORD);
     if (!(next & PREV_INUSE) || (next & ~CHUNK_FLAGS) < MIN_CHUNK)
         return 0;
+    *kind = HEAP_BLOCK_MALLOC;
     return chunk - SIZE_WORD;
 }
 
@@ -127,16 +129,35 @@ static bool holds_only_a_string(uintptr_t address, size_t extent)
            extent < length + 1 + 2 * BLOCK_ALIGNMENT;
 }
 
-size_t heap_block_extent(struct memory_map *memory, uintptr_t address)
+const char *heap_block_kind_name(enum heap_block_kind kind)
 {
+    switch (kind) {
+    case HEAP_BLOCK_PYMALLOC:
+        return "pymalloc block";
+    case HEAP_BLOCK_MALLOC:
+        return "malloc chunk";
+    case HEAP_BLOCK_MMAPPED:
+        return "mmapped malloc chunk";
+    default:
+        return "none";
+    }
+}
+
+size_t heap_block_extent(struct memory_map *memory, uintptr_t address, enum heap_block_kind *kind)
+{
+    *kind = HEAP_BLOCK_NONE;
     if (address % BLOCK_ALIGNMENT != 0 || !memory_map_data_extent(memory, address, 1))
         return 0; /* not heap data: a loaded object's, read-only, or not mapped */
     bool in_pool;
     size_t extent = pymalloc_extent(memory, address, &in_pool);
-    if (!in_pool)
-        extent = glibc_extent(memory, address);
+    if (in_pool)
+        *kind = extent ? HEAP_BLOCK_PYMALLOC : HEAP_BLOCK_NONE;
+    else
+        extent = glibc_extent(memory, address, kind);
     extent = memory_map_data_extent(memory, address, extent);
-    if (holds_only_a_string(address, extent))
+    if (!extent || holds_only_a_string(address, extent)) {
+        *kind = HEAP_BLOCK_NONE;
         return 0;
+    }
     return extent < MAX_EXTENT ? extent : MAX_EXTENT;
 }

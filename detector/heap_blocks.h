@@ -22,7 +22,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Bytes of the block that starts at `address`; 0 when it is no block whose extent is known. */
-size_t heap_block_extent(struct memory_map *memory, uintptr_t address);
+/* Whose bookkeeping gave a block's extent: the evidence a reference found in it rests on. */
+enum heap_block_kind {
+    HEAP_BLOCK_NONE,
+    HEAP_BLOCK_PYMALLOC, /* a pymalloc pool's size class */
+    HEAP_BLOCK_MALLOC,   /* a glibc chunk header, confirmed by the next chunk's */
+    HEAP_BLOCK_MMAPPED,  /* a glibc chunk of its own mapping */
+};
+
+/* The report's name of a kind: "pymalloc block", "malloc chunk", "mmapped malloc chunk". */
+const char *heap_block_kind_name(enum heap_block_kind kind);
+
+/*
+ * Bytes of the block that starts at `address`, and whose bookkeeping says so (`kind`); 0 (and
+ * HEAP_BLOCK_NONE) when it is no block whose extent is known.
+ */
+size_t heap_block_extent(struct memory_map *memory, uintptr_t address, enum heap_block_kind *kind);
 
 #endif

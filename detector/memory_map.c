@@ -16,6 +16,7 @@ struct mapping {
 /* Where a loaded object lies: its code, its static data and its .bss. */
 struct span {
     uintptr_t start, end;
+    bool own; /* extsan's core, whose statics hold the objects it is looking at */
 };
 
 struct memory_map {
@@ -41,6 +42,7 @@ static int note_images(struct dl_phdr_info *info, size_t size, void *context)
     struct span span;
     if (!loaded_object_span(info, &span.start, &span.end))
         return 0;
+    span.own = span.start <= (uintptr_t)note_images && (uintptr_t)note_images < span.end;
     if (map->image_count == map->image_capacity) {
         size_t capacity = map->image_capacity ? 2 * map->image_capacity : 256;
         struct span *grown = realloc(map->images, capacity * sizeof *grown);
@@ -57,6 +59,12 @@ static int compare_spans(const void *left, const void *right)
 {
     const struct span *a = left, *b = right;
     return (a->start > b->start) - (a->start < b->start);
+}
+
+static int compare_words(const void *left, const void *right)
+{
+    uintptr_t a = *(const uintptr_t *)left, b = *(const uintptr_t *)right;
+    return (a > b) - (a < b);
 }
 
 /* The first image span that ends after `address`, or image_count. */
@@ -144,6 +152,42 @@ bool memory_map_readable(struct memory_map *map, uintptr_t address, size_t lengt
 {
     const struct mapping *mapping = find_mapping(map, address);
     return mapping && length <= mapping->end - address;
+}
+
+static void find_in_words(uintptr_t start, uintptr_t end, const uintptr_t *targets, size_t count,
+                          bool *found)
+{
+    for (const uintptr_t *word = (const uintptr_t *)start; (uintptr_t)(word + 1) <= end; word++) {
+        if (*word < targets[0] || *word > targets[count - 1])
+            continue;
+        const uintptr_t *hit = bsearch(word, targets, count, sizeof *targets, compare_words);
+        if (hit)
+            found[hit - targets] = true;
+    }
+}
+
+void memory_map_find_in_static_data(struct memory_map *map, const uintptr_t *targets, size_t count,
+                                    bool *found)
+{
+    if (!count)
+        return;
+    for (size_t m = 0; m < map->count; m++) {
+        const struct mapping *mapping = &map->mappings[m];
+        if (!mapping->writable)
+            continue;
+        /* The parts of the mapping that loaded objects span. */
+        for (size_t i = image_after(map, mapping->start);
+             i < map->image_count && map->images[i].start < mapping->end; i++) {
+            if (map->images[i].own)
+                continue;
+            uintptr_t start =
+                map->images[i].start > mapping->start ? map->images[i].start : mapping->start;
+            uintptr_t end = map->images[i].end < mapping->end ? map->images[i].end : mapping->end;
+            start = (start + sizeof(uintptr_t) - 1) & ~(uintptr_t)(sizeof(uintptr_t) - 1);
+            if (start < end)
+                find_in_words(start, end, targets, count, found);
+        }
+    }
 }
 
 size_t memory_map_data_extent(struct memory_map *map, uintptr_t address, size_t wanted)

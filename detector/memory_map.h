@@ -27,4 +27,12 @@ bool memory_map_readable(struct memory_map *map, uintptr_t address, size_t lengt
  */
 size_t memory_map_data_extent(struct memory_map *map, uintptr_t address, size_t wanted);
 
+/*
+ * Sets found[i] when some aligned word of a loaded object's writable segments (its static
+ * variables, .data and .bss) equals targets[i]: what a C static owns, LeakSanitizer's roots.
+ * `targets` is sorted ascending. Reads every such word: call it for a few targets, rarely.
+ */
+void memory_map_find_in_static_data(struct memory_map *map, const uintptr_t *targets, size_t count,
+                                    bool *found);
+
 #endif

@@ -44,6 +44,7 @@
     X(void, PyThreadState_Clear, (PyThreadState * thread))                                         \
     X(void, PyThreadState_DeleteCurrent, (void))                                                   \
     X(void, PyObject_GC_Del, (void *memory))                                                       \
+    X(int, PyObject_GC_IsTracked, (PyObject * object))                                             \
     X(void, PyObject_Free, (void *memory))
 
 struct python_api {

@@ -115,7 +115,10 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
             fprintf(out, ", \"offset\": %u", offset);
         fputs(", \"path\": ", out);
         json_write_string(out, heap->referents[i].path);
-        fprintf(out, ", \"count\": %u}", heap->referents[i].count);
+        fputs(", \"evidence\": ", out);
+        json_write_string(out, heap->referents[i].evidence);
+        fprintf(out, ", \"evidence_bytes\": %u, \"count\": %u}", heap->referents[i].evidence_bytes,
+                heap->referents[i].count);
     }
     fprintf(out, "], \"missed_type_visit\": %s, \"inherited_traverse\": %s, \"cycle\": ",
             heap->missed_type_visit ? "true" : "false",

@@ -134,8 +134,10 @@ static void write_heap_finding(const struct finding *finding, struct text_contex
         fprintf(out, "==%d==extsan:   %u instance%s; referents:", text->pid, heap->instances,
                 heap->instances == 1 ? "" : "s");
         for (unsigned i = 0; i < heap->referent_count; i++)
-            fprintf(out, "%s %s at %s (%u)", i ? "," : "", heap->referents[i].type_name,
-                    heap->referents[i].path, heap->referents[i].count);
+            fprintf(out, "%s %s at %s (%u, in %s %s of %u bytes)", i ? "," : "",
+                    heap->referents[i].type_name, heap->referents[i].path, heap->referents[i].count,
+                    strcmp(heap->referents[i].evidence, "instance") ? "a" : "the",
+                    heap->referents[i].evidence, heap->referents[i].evidence_bytes);
         fputc('\n', out);
     }
     if (heap->type_count) {

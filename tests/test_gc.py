@@ -610,6 +610,121 @@ def test_cycle_through_an_instance_dict_is_named_without_running_program_code(ru
         assert "--__dict__--> dict --['holder']--> gc_defects.Holder" in chain, result.describe()
 
 
+# ---- cycles through what the collector does not track ------------------------------------------
+
+# Each program leaves a cycle through a non-GC holder behind, then prints how many holders are
+# still alive after gc.collect() (1: the cycle leaks, as the defect makes it; 0 for the twin).
+UNTRACKED_CYCLES = {
+    # the collector untracks a dict or tuple that holds only objects it does not collect
+    "dict": ('d = {}; d["h"] = gc_defects.{holder}(); d["h"].set_callback(d); del d',
+             "gc_defects.Holder --hidden @+16--> dict --['h']--> gc_defects.Holder"),
+    "tuple": ("h = gc_defects.{holder}(); h.set_callback((h,)); del h",
+              "gc_defects.Holder --hidden @+16--> tuple --[0]--> gc_defects.Holder"),
+    # the holder's only reference is the one it holds to itself
+    "self": ("h = gc_defects.{holder}(); h.set_callback(h); del h",
+             "gc_defects.Holder --hidden @+16--> gc_defects.Holder"),
+}
+
+UNTRACKED_PROGRAM = """
+import gc, os, gc_defects
+print("pid", os.getpid(), flush=True)
+{statement}
+gc.collect()
+print("alive", gc_defects.live()["{holder}"], flush=True)
+"""
+
+
+def untracked_cycle(run, shape, holder):
+    statement, chain = UNTRACKED_CYCLES[shape]
+    program = UNTRACKED_PROGRAM.replace("{statement}", statement).replace("{holder}", holder)
+    result = run(program.replace("{holder}", holder))
+    alive = [line for line in result.stdout.splitlines() if line.startswith("alive ")]
+    return result, alive, chain
+
+
+@pytest.mark.parametrize("shape", sorted(UNTRACKED_CYCLES))
+def test_cycle_through_an_untracked_container_or_itself_is_found(run, fixtures, shape):
+    """A Holder whose cycle closes through a dict or tuple the collector untracked (it holds
+    only a non-GC object), or through the holder itself: the cycle outlives gc.collect() and is
+    reported as a leaked cycle, the container (or the holder) named as the hidden referent."""
+    result, alive, chain = untracked_cycle(run, shape, "Holder")
+    assert result.returncode == 0 and alive == ["alive 1"], result.describe()
+    (cycle,) = result.findings(LEAKED)
+    assert cycle["chain"] == chain, result.describe()
+    (hidden,) = result.findings(HIDDEN)
+    referent = chain.split("--> ")[1].split(" ")[0]
+    assert [(r["type"], r["path"], r["evidence"]) for r in hidden["referents"]] == [
+        (referent, "+16", "instance")], result.describe()
+
+
+@pytest.mark.parametrize("shape", sorted(UNTRACKED_CYCLES))
+def test_cycle_through_an_untracked_container_or_itself_of_a_fixed_holder_is_silent(
+        run, fixtures, shape):
+    """The twin: FixedHolder traverses its callback, the collector frees the cycle, and
+    nothing is reported."""
+    result, alive, _ = untracked_cycle(run, shape, "FixedHolder")
+    assert alive == ["alive 0"], result.describe()
+    result.check_silent(program_pid(result))
+
+
+# ---- references in a heap buffer the holder owns ------------------------------------------------
+
+# Buffers of 8 items are pymalloc blocks (64 bytes); of 100, malloc chunks (800 bytes).
+BUFFER_EVIDENCE = {8: "pymalloc block", 100: "malloc chunk"}
+
+OWNED_BUFFER = """
+import gc, os, gc_defects
+print("pid", os.getpid(), flush=True)
+kept = []
+for i in range(5):
+    b = gc_defects.{type}({capacity})
+    for j in range(i):
+        b.append(1000 + j)
+    b.append([b])  # the cycle closes through item i: a different offset in each buffer
+    kept.append(gc_defects.{type}({capacity}))
+    kept[-1].append(str(i))
+del b
+gc.collect()
+print("alive", gc_defects.live()["{type}"], flush=True)
+"""
+
+
+def owned_buffer(run, type_name, capacity):
+    result = run(OWNED_BUFFER.replace("{type}", type_name).replace("{capacity}", str(capacity)))
+    alive = [line for line in result.stdout.splitlines() if line.startswith("alive ")]
+    return result, alive
+
+
+@pytest.mark.parametrize("capacity", sorted(BUFFER_EVIDENCE))
+def test_references_in_an_owned_buffer_are_found(run, fixtures, capacity):
+    """Buffer (no GC) keeps its references in an array it allocated: five garbage cycles, each
+    through another item of its own buffer, are found as leaked cycles, each path ending at
+    the item's offset in a block whose extent its allocator gives."""
+    result, alive = owned_buffer(run, "Buffer", capacity)
+    assert result.returncode == 0 and alive == ["alive 10"], result.describe()
+    # Cycles of one shape are one finding, counted, written out once.
+    (cycle,) = result.findings(LEAKED)
+    assert cycle["count"] == 5, result.describe()
+    assert re.fullmatch(r"gc_defects\.Buffer --hidden @\+16->\+\d+--> list --\[0\]--> "
+                        r"gc_defects\.Buffer", cycle["chain"]), result.describe()
+    (hidden,) = result.findings(HIDDEN)
+    assert hidden["instances"] == 5, result.describe()
+    paths = {r["path"] for r in hidden["referents"]}
+    assert paths == {"+16->+%d" % (8 * i) for i in range(5)}, result.describe()
+    for referent in hidden["referents"]:
+        assert referent["type"] == "list", result.describe()
+        assert referent["evidence"] == BUFFER_EVIDENCE[capacity], result.describe()
+        assert referent["evidence_bytes"] >= 8 * capacity, result.describe()
+
+
+@pytest.mark.parametrize("capacity", sorted(BUFFER_EVIDENCE))
+def test_references_in_an_owned_buffer_of_a_fixed_holder_are_silent(run, fixtures, capacity):
+    """The twin: FixedBuffer traverses its items, the collector frees the cycles."""
+    result, alive = owned_buffer(run, "FixedBuffer", capacity)
+    assert alive == ["alive 5"], result.describe()
+    result.check_silent(program_pid(result))
+
+
 # ---- what is no evidence of a reference ----------------------------------------------------
 
 NOT_REFERENCES = """
@@ -617,14 +732,26 @@ import os, evidence
 print("pid", os.getpid(), flush=True)
 tables = [evidence.StaticTable() for i in range(50)]
 names = [evidence.Named() for i in range(50)]
+back_pointers = [evidence.BackPointer() for i in range(50)]
+evidence.keep_back_pointer()
 """
 
 
 def test_pointers_without_owned_references_are_not_reported(run, fixtures):
-    """Instances that point to a static table of their module (a Cython vtable's case) and to
-    a name string whose block's slack still holds an old pointer: none of those words is a
-    reference the instance owns, and nothing is reported."""
+    """Instances that point to a static table of their module (a Cython vtable's case), to a
+    name string whose block's slack still holds an old pointer, and to themselves (a borrowed
+    back-pointer; one of them owned by a C static alone): none of those words is a reference
+    the instance owns, and nothing is reported."""
     result = run(NOT_REFERENCES)
+    result.check_silent(program_pid(result))
+
+
+def test_back_pointer_owned_by_a_static_is_not_a_leak(run, fixtures):
+    """The one BackPointer is owned by a C static only, and no other instance shows the field
+    to be borrowed: the static variable that points to it is what keeps it, not its pointer to
+    itself."""
+    result = run("import os, evidence\nprint('pid', os.getpid(), flush=True)\n"
+                 "evidence.keep_back_pointer()\n")
     result.check_silent(program_pid(result))
 
 

@@ -21,6 +21,16 @@ def python_frame_line(frame):
     return 'File "%s", line %s, in %s' % (frame.get("file"), frame.get("line"), frame.get("function"))
 
 
+def referent_text(referent):
+    """'list at +24->+8 (1, in a malloc chunk of 48 bytes)', as the core's text report writes it."""
+    text = "%s at %s (%s" % (referent.get("type"), referent.get("path"), referent.get("count"))
+    evidence = referent.get("evidence")
+    if evidence:
+        text += ", in %s %s of %s bytes" % ("the" if evidence == "instance" else "a", evidence,
+                                             referent.get("evidence_bytes"))
+    return text + ")"
+
+
 def finding_details(finding):
     """The lines under a finding's headline: where it was seen, what it holds, its chain."""
     lines = []
@@ -39,8 +49,7 @@ def finding_details(finding):
     if finding.get("suppressed"):
         lines.append("suppressed by: %s" % finding["suppressed"])
     if finding.get("referents"):
-        lines.append("referents: " + ", ".join("%s at %s (%s)" % (r.get("type"), r.get("path"), r.get("count"))
-                                               for r in finding["referents"]))
+        lines.append("referents: " + ", ".join(referent_text(r) for r in finding["referents"]))
     if isinstance(finding.get("types"), dict) and finding["types"]:
         lines.append("leaked: " + ", ".join("%s %s" % (n, t) for t, n in finding["types"].items()))
     chain = finding_chain(finding)
