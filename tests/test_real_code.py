@@ -12,6 +12,9 @@ source built with CYTHON_USE_TYPE_SPECS=1, the classes as heap types):
 - The planted defect, a @cython.no_gc class (Cython emits no tp_traverse) whose `cdef object`
   closes a cycle: hidden-reference (the cycle named, never collectable) or, for garbage,
   hidden-reference and leaked-cycle; its twin without @cython.no_gc: no finding.
+- A defect of Cython itself (cython/cython#5053): the traverse it generates for a cdef class
+  never visits a typed memoryview attribute (`cdef double[:] values`, whose `memview` it owns),
+  so cycles closed through one are never collected: incomplete-traverse and leaked-cycle.
 
 cffi 2.0.0 (build/cffi/cpXY per ABI; tests/fixtures/cffi_*): an out-of-line API-mode module
 (ffi.set_source, @ffi.def_extern) and ABI mode (ffi.dlopen, ffi.callback) with handles, ffi.gc,
@@ -139,6 +142,12 @@ def summary(findings):
     return "\n".join(lines)
 
 
+def first_hop(referent):
+    """The offset in the holder where a referent's path starts (+24 of "+24->+8")."""
+    path = str(referent.get("path", referent.get("offset")))
+    return int(path.split("->")[0].lstrip("+"))
+
+
 def same_type(name, expected):
     return name == expected or name == "builtins." + expected
 
@@ -248,6 +257,42 @@ def test_cython_fixture_without_extsan(python, fixtures, tmp_path, module):
     assert out.stdout.split("\n")[:2] == ["Holder False False", "FixedHolder True True"], out.stdout
 
 
+@pytest.mark.parametrize("module", CY_MODULES)
+def test_cython_memoryview_attribute_cycle_is_reported(run, python, fixtures, tmp_path, module):
+    """Cython's generated tp_traverse skips a typed memoryview attribute: the Samples in
+    cycles through one stay after gc.collect() (without extsan too), and extsan names the
+    missed reference (Cython's memoryview at +16) and the leaked cycles; nothing else."""
+    extension_path(fixtures, module)
+    plain = run_plain(python, tmp_path, CY_WORKLOAD, [module, "memoryview"], {"PYTHONPATH": str(fixtures)})
+    assert plain.live["Samples"] == GARBAGE_CYCLES, plain.lines
+    result, output = run_workload(run, CY_WORKLOAD, [module, "memoryview"])
+    findings = result.all_findings()
+    describe = summary(findings) + "\n" + result.describe()
+    type_name = module + ".Samples"
+    memoryview = module + ".memoryview"
+    assert output.live["Samples"] == GARBAGE_CYCLES, describe
+    assert {(f["kind"], f.get("type")) for f in findings} == {(INCOMPLETE, type_name), (LEAKED, type_name)}, \
+        describe
+    (missed,) = [f for f in findings if f["kind"] == INCOMPLETE]
+    where = summary([missed]) + "\n" + json.dumps(missed, indent=1)
+    assert missed.get("binding") == "Cython" and missed.get("instances") == GARBAGE_CYCLES, where
+    assert missed.get("missed_type_visit") is False, where
+    assert [(r.get("type"), first_hop(r), "->" in str(r.get("path", "")), r.get("count"))
+            for r in missed.get("referents") or []] \
+        == [(memoryview, output.info["offset"], False, GARBAGE_CYCLES)], where
+    check_created_by(missed, "memoryview_cycle", where)
+    leaked = [f for f in findings if f["kind"] == LEAKED]
+    assert sum(f["count"] for f in leaked) == GARBAGE_CYCLES, describe
+    for finding in leaked:
+        where = summary([finding]) + "\n" + json.dumps(finding, indent=1)
+        types = finding.get("types") or {}
+        assert {type_name, memoryview, "__main__.Weights"} <= set(types), where
+        chain = finding.get("chain") or ""
+        assert chain.startswith("%s --hidden @+%d--> %s" % (type_name, output.info["offset"], memoryview)) \
+            and chain.endswith(type_name), where
+        check_created_by(finding, "memoryview_cycle", where)
+
+
 @pytest.mark.xfail(strict=True, reason="the fix hint for a Cython type tells to declare the "
                    "attribute `cdef object`, which it is; the cause is @cython.no_gc")
 def test_cython_no_gc_fix_hint_names_the_decorator(run, fixtures):
@@ -274,11 +319,6 @@ KNOWN_FALSE = {
               "chunk's slack (+16) or in a freed and reused chunk read as references",
 }
 CTYPE_NAME_OFFSET = 96  # offsetof(CTypeDescrObject, ct_name) on 64-bit
-
-
-def first_hop(referent):
-    path = str(referent.get("path", referent.get("offset")))
-    return int(path.split("->")[0].lstrip("+"))
 
 
 def known_false_reason(finding, referent):
