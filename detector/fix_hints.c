@@ -22,9 +22,16 @@ static const char c_api_hint[] =
     "tp_traverse that Py_VISITs every PyObject * it owns (and Py_TYPE(self) for a heap type) and "
     "a tp_clear that Py_CLEARs them; call PyObject_GC_UnTrack first in tp_dealloc";
 
-static const char cython_hint[] =
-    "declare the attribute as a Python object (cdef object) so Cython's generated tp_traverse "
-    "and tp_clear cover it; references kept behind C or C++ members are invisible to Cython";
+static const char cython_no_traverse_hint[] =
+    "Cython gave the class no tp_traverse: it omits one for a class declared @cython.no_gc "
+    "(remove the decorator from a class whose object attributes can lead back to it) and for one "
+    "whose Python references sit only in C-level members (void *, C++ objects): keep those in "
+    "cdef object attributes, which the generated tp_traverse and tp_clear cover";
+
+static const char cython_incomplete_traverse_hint[] =
+    "Cython's generated tp_traverse misses this member: references kept behind C-level members "
+    "(void *, C++ objects, a typed memoryview attribute's underlying object) are invisible to it; "
+    "keep the object in a cdef object attribute as well";
 
 static const char missing_type_visit_hint[] =
     "since Python 3.9 the traverse of a heap type's instance must Py_VISIT(Py_TYPE(self))";
@@ -43,7 +50,8 @@ const char *fix_hint(enum finding_kind kind, enum binding_library binding)
     case BINDING_PYBIND11:
         return pybind11_hint;
     case BINDING_CYTHON:
-        return cython_hint;
+        return kind == FINDING_INCOMPLETE_TRAVERSE ? cython_incomplete_traverse_hint
+                                                   : cython_no_traverse_hint;
     case BINDING_C_API:
         break;
     }

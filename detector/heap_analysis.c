@@ -67,7 +67,12 @@ struct candidate {
     uint8_t depth;                 /* entries used in path */
     bool accepted;
     bool own_type; /* the ob_type reference of a heap type's instance that its traverse skips */
-    bool self_reference;    /* the referent is the holder itself */
+    bool self_reference; /* the referent is the holder itself */
+    /* It lies in a heap block's last word, which the allocator's rounding may have left
+       unwritten (in glibc, the next chunk's prev_size field). */
+    bool last_word;
+    /* Every word of its block before it is 0 or names a Python object: an array of them. */
+    bool after_objects_only;
     uint8_t evidence;       /* enum heap_block_kind of the block it lies in; NONE: the holder */
     uint32_t evidence_size; /* that block's (or the holder's) extent in bytes */
 };
@@ -747,7 +752,8 @@ struct scan_state {
     uint32_t block_size[MAX_PATH_DEPTH];
 };
 
-static struct candidate *add_candidate(struct scan_state *scan, uint32_t referent, unsigned depth)
+static struct candidate *add_candidate(struct scan_state *scan, uint32_t referent, unsigned depth,
+                                       bool last_word, bool after_objects_only)
 {
     struct graph *graph = scan->graph;
     if (!grow((void **)&graph->candidates, &graph->candidate_capacity, graph->candidate_count,
@@ -760,6 +766,8 @@ static struct candidate *add_candidate(struct scan_state *scan, uint32_t referen
                                     .referent = referent,
                                     .depth = (uint8_t)depth,
                                     .self_reference = referent == scan->holder,
+                                    .last_word = last_word,
+                                    .after_objects_only = after_objects_only,
                                     .evidence = scan->block_kind[depth - 1],
                                     .evidence_size = scan->block_size[depth - 1]};
     memcpy(candidate->path, scan->path, sizeof candidate->path);
@@ -812,25 +820,34 @@ static uint32_t discover_untracked_at(struct graph *graph, uintptr_t address)
 static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, unsigned depth)
 {
     struct graph *graph = scan->graph;
+    bool objects_only = true; /* so far in this block */
     for (size_t offset = 0; offset + sizeof(uintptr_t) <= length; offset += sizeof(uintptr_t)) {
         uintptr_t word = *(const uintptr_t *)(start + offset);
-        if (word < 4096 || word % sizeof(void *) != 0)
+        if (!word)
             continue;
+        if (word < 4096 || word % sizeof(void *) != 0) {
+            objects_only = false;
+            continue;
+        }
         scan->path[depth] = (uint16_t)(depth == 0 ? offset + sizeof(PyObject) : offset);
         uint32_t referent = node_lookup(graph, word);
         if (referent == NO_NODE)
             referent = discover_untracked_at(graph, word);
         if (referent != NO_NODE) {
             /* A type keeps nothing collectable alive through a field. */
+            bool last_word = depth > 0 && offset + sizeof(uintptr_t) == length;
             if (!graph->nodes[referent].is_type)
-                add_candidate(scan, referent, depth + 1);
+                add_candidate(scan, referent, depth + 1, last_word, objects_only);
             continue;
         }
+        if (other_object_at(graph, word))
+            continue;
+        objects_only = false;
         if (depth + 1 >= (unsigned)extsan_options.scan_hops + 1 || depth + 1 >= MAX_PATH_DEPTH)
             continue;
         enum heap_block_kind kind;
         size_t window = heap_block_extent(graph->memory, word, &kind);
-        if (window && !other_object_at(graph, word) && !already_visited(scan, word)) {
+        if (window && !already_visited(scan, word)) {
             scan->block_kind[depth + 1] = (uint8_t)kind;
             scan->block_size[depth + 1] = (uint32_t)window;
             scan_words(scan, word, window, depth + 1);
@@ -839,14 +856,17 @@ static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, 
 }
 
 /*
- * The bytes an object of its type spans, from the header on: tp_basicsize plus the items of a
- * variable-size object, as _PyObject_VAR_SIZE computes them. A record's size can exceed it only
- * when the record outlived its object and the memory now holds a smaller one.
+ * The bytes of an object that may hold its references, from the header on: tp_basicsize plus
+ * the items of a variable-size object, as _PyObject_VAR_SIZE computes them. Items smaller than a
+ * pointer (the characters of a name) hold none, and the rounding after them is slack that no
+ * one wrote. A record's size can exceed the extent only when the record outlived its object and
+ * the memory now holds a smaller one.
  */
 static size_t object_extent(PyObject *object, struct memory_map *memory)
 {
     PyTypeObject *type = Py_TYPE(object);
-    if (!type->tp_itemsize || !memory_map_readable(memory, (uintptr_t)object, sizeof(PyVarObject)))
+    if (!type->tp_itemsize || type->tp_itemsize % sizeof(void *) != 0 ||
+        !memory_map_readable(memory, (uintptr_t)object, sizeof(PyVarObject)))
         return (size_t)type->tp_basicsize;
     Py_ssize_t items = Py_SIZE(object);
     return _PyObject_VAR_SIZE(type, items < 0 ? -items : items);
@@ -925,7 +945,7 @@ static void add_missed_type_references(struct graph *graph)
         struct scan_state scan = {.graph = graph, .holder = (uint32_t)i};
         scan.path[0] = offsetof(PyObject, ob_type);
         scan.block_size[0] = sizeof(PyObject);
-        struct candidate *candidate = add_candidate(&scan, type, 1);
+        struct candidate *candidate = add_candidate(&scan, type, 1, false, false);
         if (candidate)
             candidate->own_type = true;
     }
@@ -933,15 +953,21 @@ static void add_missed_type_references(struct graph *graph)
 
 /* ---- pass: validate --------------------------------------------------------------------------
  * After it: a candidate is accepted, and becomes a hidden edge, when
- *   - its path recurs in most instances of the holder's type that hold candidates at all (a
- *     field holds its reference in every instance; a stale word in a heap block's slack does
- *     not: refcounts cannot tell them apart when the stale word names a root), or its referent
- *     has exactly one reference nothing else explains (an item of an owned array sits at an
- *     index of its own in each instance; a stale word rarely names an object owned once, and
- *     only from memory no node is); a path through two heap blocks or more must recur in two
- *     holders at least, whatever its referent (each hop adds words no one may have written: a
- *     lock's tail that its init left alone, a struct's padding; numpy's StringDType met one in
- *     the sem_t of its string allocator's lock),
+ *   - its path stands as a field's (path_stands). A field holds its reference in every instance;
+ *     a stale word in memory no one wrote since its last use does not, and refcounts cannot
+ *     tell them apart when the stale word names an object something unseen owns. So a path
+ *     must recur in most instances of the holder's type that hold candidates at all (or the
+ *     type has one instance), with two exceptions each way:
+ *       - a path that recurs in no other instance stands when it ends in an array of objects
+ *         (every word of its block before it is 0 or names one) at an object that has exactly
+ *         one reference nothing else explains: an owned array's item sits at an index of its
+ *         own in each instance, and arrays of integers (an array's dimensions) or of code
+ *         pointers (a C callback's struct) are no such array;
+ *       - a path through two heap blocks or more, or to a block's last word, stands only when
+ *         it recurs in two instances at least: each hop adds words no one may have written (a
+ *         lock's tail that its init left alone: numpy's StringDType met one in the sem_t of its
+ *         string allocator's lock), and an allocation's rounding leaves the last word of its
+ *         block unwritten (a name's bytes, a 16-byte struct in a 24-byte chunk),
  *   - the holder's traverse does not already visit that referent, and
  *   - the referent still had an unexplained reference for it (direct pointers are weighed
  *     before pointers found deeper).
@@ -975,10 +1001,22 @@ static bool same_path(const struct candidate *a, const struct candidate *b)
 }
 
 /*
- * Marks (rejected = true) the candidates whose path is rare among their type's holders, unless
- * their referent has a single unexplained reference; and those whose path passes through two
- * heap blocks or more unless it recurs in two holders at least.
+ * Whether a candidate's path is evidence enough of a field (see the pass's rules above): `usual`
+ * when it recurs in most holders of its type that hold candidates (or the type has one), in
+ * `holders` of them.
  */
+static bool path_stands(const struct graph *graph, const struct candidate *candidate, bool usual,
+                        size_t holders)
+{
+    bool recurs = usual && holders >= 2;
+    if (candidate->depth > MAX_SINGLE_HOLDER_DEPTH || candidate->last_word)
+        return recurs;
+    if (usual)
+        return true;
+    return candidate->after_objects_only && graph->nodes[candidate->referent].unexplained == 1;
+}
+
+/* Marks (rejected = true) the candidates whose path does not stand (path_stands). */
 static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
 {
     qsort_r(graph->candidates, graph->candidate_count, sizeof *graph->candidates,
@@ -1008,14 +1046,9 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
                 last_holder = graph->candidates[run_end].holder;
                 run_end++;
             }
-            const struct candidate *first = &graph->candidates[run];
-            bool consistent = holders <= 1 || 2 * run_holders > (holders > 64 ? 64 : holders);
-            if (first->depth > MAX_SINGLE_HOLDER_DEPTH)
-                consistent = consistent && run_holders >= 2;
+            bool usual = holders <= 1 || 2 * run_holders > (holders > 64 ? 64 : holders);
             for (size_t i = run; i < run_end; i++)
-                rejected[i] =
-                    !consistent && (first->depth > MAX_SINGLE_HOLDER_DEPTH ||
-                                    graph->nodes[graph->candidates[i].referent].unexplained != 1);
+                rejected[i] = !path_stands(graph, &graph->candidates[i], usual, run_holders);
             run = run_end;
         }
         type_start = type_end;
@@ -1776,6 +1809,7 @@ static void run_passes(struct graph *graph, const struct timespec *start)
     if (enter_pass(graph, "enumerate")) {
         plan_huge_pages();
         graph->memory = memory_map_load();
+        heap_blocks_forget();
         registry_walk_types(&graph->live_types);
         tracked_objects = call_gc("get_objects");
         if (!graph->memory || !tracked_objects || !PyList_Check(tracked_objects))

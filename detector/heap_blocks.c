@@ -3,6 +3,8 @@
 
 #include <Python.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* The most of one block the scan reads: 512 pointers. */
@@ -58,7 +60,45 @@ static size_t pool_block_size(struct memory_map *memory, uintptr_t address, uint
     return size;
 }
 
-/* The extent of a pymalloc block starting at `address`; 0 when it is none. */
+/*
+ * A pool's free blocks, from its free list: a freed block keeps the words of its last use, and a
+ * stale pointer to it (an integer field never set, a dangling pointer) would read them as the
+ * holder's. Walked once per pool and analysis, kept in a small cache by pool address.
+ */
+#define MAX_POOL_BLOCKS ((POOL_SIZE - POOL_OVERHEAD) / BLOCK_ALIGNMENT)
+#define POOL_CACHE      64
+
+struct pool_free_blocks {
+    uintptr_t pool; /* 0: empty entry */
+    bool readable;  /* the free list is well formed: the bits are true */
+    uint64_t free[(MAX_POOL_BLOCKS + 63) / 64];
+};
+
+static struct pool_free_blocks pool_cache[POOL_CACHE];
+
+static const struct pool_free_blocks *free_blocks_of(uintptr_t pool, size_t size)
+{
+    struct pool_free_blocks *entry = &pool_cache[(pool / POOL_SIZE) % POOL_CACHE];
+    if (entry->pool == pool)
+        return entry;
+    *entry = (struct pool_free_blocks){.pool = pool};
+    const struct pool_header *header = (const struct pool_header *)pool;
+    uintptr_t block = (uintptr_t)header->freeblock;
+    /* Each link must name a block of the pool's used part; a list longer than the pool is
+       corrupt (or changing under us): then no block of the pool is read. */
+    for (size_t steps = 0; block; steps++) {
+        if (steps > MAX_POOL_BLOCKS || block < pool + POOL_OVERHEAD ||
+            block >= pool + header->nextoffset || (block - pool - POOL_OVERHEAD) % size != 0)
+            return entry;
+        size_t index = (block - pool - POOL_OVERHEAD) / size;
+        entry->free[index / 64] |= (uint64_t)1 << (index % 64);
+        block = *(const uintptr_t *)block;
+    }
+    entry->readable = true;
+    return entry;
+}
+
+/* The extent of a pymalloc block in use starting at `address`; 0 when it is none. */
 static size_t pymalloc_extent(struct memory_map *memory, uintptr_t address, bool *in_pool)
 {
     uintptr_t pool;
@@ -67,6 +107,10 @@ static size_t pymalloc_extent(struct memory_map *memory, uintptr_t address, bool
     if (!size || address < pool + POOL_OVERHEAD ||
         address >= pool + ((const struct pool_header *)pool)->nextoffset ||
         (address - pool - POOL_OVERHEAD) % size != 0)
+        return 0;
+    const struct pool_free_blocks *free_blocks = free_blocks_of(pool, size);
+    size_t index = (address - pool - POOL_OVERHEAD) / size;
+    if (!free_blocks->readable || free_blocks->free[index / 64] >> (index % 64) & 1)
         return 0;
     return size;
 }
@@ -82,6 +126,25 @@ static size_t pymalloc_extent(struct memory_map *memory, uintptr_t address, bool
 #define CHUNK_FLAGS ((size_t)7)
 #define SIZE_WORD   sizeof(size_t)
 #define MIN_CHUNK   (4 * SIZE_WORD)
+
+/*
+ * A chunk in a thread's tcache looks in use to the next chunk's header; glibc 2.29+ marks it by
+ * writing one process-wide random key in its second word (tcache_entry.key), which is learnt
+ * here by freeing a chunk of our own and reading that word back. 0: not learnt.
+ */
+static uintptr_t tcache_key;
+
+static void learn_tcache_key(void)
+{
+    uintptr_t *chunk = calloc(3, sizeof(uintptr_t));
+    if (!chunk)
+        return;
+    /* Reading a freed chunk is the point (it stays mapped, in this thread's tcache): free is
+       called through a pointer the compiler's use-after-free warning does not follow. */
+    void (*volatile release)(void *) = free;
+    release(chunk);
+    tcache_key = ((volatile const uintptr_t *)chunk)[1];
+}
 
 static size_t glibc_extent(struct memory_map *memory, uintptr_t address, enum heap_block_kind *kind)
 {
@@ -106,6 +169,8 @@ static size_t glibc_extent(struct memory_map *memory, uintptr_t address, enum he
     size_t next = *(const size_t *)(start + chunk + SIZE_WORD);
     if (!(next & PREV_INUSE) || (next & ~CHUNK_FLAGS) < MIN_CHUNK)
         return 0;
+    if (tcache_key && chunk >= MIN_CHUNK && ((const uintptr_t *)address)[1] == tcache_key)
+        return 0; /* freed into a tcache */
     *kind = HEAP_BLOCK_MALLOC;
     return chunk - SIZE_WORD;
 }
@@ -127,6 +192,13 @@ static bool holds_only_a_string(uintptr_t address, size_t extent)
         length++;
     return length >= MIN_STRING && length < extent && bytes[length] == '\0' &&
            extent < length + 1 + 2 * BLOCK_ALIGNMENT;
+}
+
+void heap_blocks_forget(void)
+{
+    memset(pool_cache, 0, sizeof pool_cache);
+    if (!tcache_key)
+        learn_tcache_key();
 }
 
 const char *heap_block_kind_name(enum heap_block_kind kind)

@@ -12,7 +12,8 @@
  *     use" bit); a chunk of its own mapping (mmapped) must span whole pages of one mapping.
  *
  * The pointer must be the block's start: one into the middle of a block cannot be sized. A block
- * that holds only a C string (a name) has no references to offer: its extent is taken as 0.
+ * that holds only a C string (a name) has no references to offer, nor has a free one (on a pool's
+ * free list, or in a glibc tcache): their extent is taken as 0.
  */
 #ifndef EXTSAN_HEAP_BLOCKS_H
 #define EXTSAN_HEAP_BLOCKS_H
@@ -21,6 +22,12 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/*
+ * Forgets what was learnt of the allocators' free lists: call before each analysis, since the
+ * heap changed since the last one.
+ */
+void heap_blocks_forget(void);
 
 /* Whose bookkeeping gave a block's extent: the evidence a reference found in it rests on. */
 enum heap_block_kind {
