@@ -15,6 +15,13 @@
  *   reach      the collector's reachability from nodes still unexplained, over visible and
  *              hidden edges: what it does not reach is garbage kept alive by hidden references
  *   report     hidden-reference / incomplete-traverse per type, leaked-cycle per cycle
+ *
+ * Where each pass is: collect, the order of the passes, their progress and this API in
+ * heap_analysis.c; enumerate and account in heap_enumerate.c; scan in heap_scan.c; validate and
+ * reach in heap_validate.c; report in heap_report.c, with the names of types and edges and the
+ * cycle search in heap_cycles.c. The graph they share, its memory and its address index, is
+ * heap_graph.c, declared in heap_graph.h (internal to the analysis); what is known of memory,
+ * memory_map.c (mappings) and heap_blocks.c (heap blocks' extents).
  */
 #ifndef EXTSAN_HEAP_ANALYSIS_H
 #define EXTSAN_HEAP_ANALYSIS_H
