@@ -91,7 +91,10 @@ static void visible_edge_label(PyObject *from, PyObject *to, char *out, size_t s
         PyObject *key, *value;
         while (python_api.PyDict_Next(from, &position, &key, &value)) {
             if (value == to && PyUnicode_Check(key)) {
-                snprintf(out, size, "['%s']", python_api.PyUnicode_AsUTF8(key));
+                const char *text = python_api.PyUnicode_AsUTF8(key);
+                if (text)
+                    snprintf(out, size, "['%s']", text);
+                python_api.PyErr_Clear(); /* a key that is not UTF-8 */
                 return;
             }
         }
@@ -209,7 +212,9 @@ bool describe_cycle(struct graph *graph, size_t hidden_edge, bool leaked_only, c
         return false;
     /* Walk back from the holder to list the edges in order. */
     size_t path[64], length = 0;
-    for (uint32_t at = holder; length < 64;) {
+    for (uint32_t at = holder;;) {
+        if (length == 64)
+            return false; /* too long to write out */
         size_t e = parent_edge[at];
         path[length++] = e;
         if (e == hidden_edge)

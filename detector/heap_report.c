@@ -33,7 +33,10 @@ static void add_referent(struct heap_details *details, const char *type_name, co
     details->referents[i].evidence_bytes = candidate->evidence_size;
 }
 
-/* Whether holder type `type` has no traverse that could know about the field at `offset`. */
+/*
+ * Whether holder type `type` has no traverse that could know about the field the candidate's
+ * path starts at (hidden-reference), or has one that misses it (incomplete-traverse).
+ */
 static enum finding_kind classify_type(PyTypeObject *type, const struct candidate *candidate,
                                        bool *inherited)
 {

@@ -72,8 +72,15 @@ static bool path_stands(const struct graph *graph, const struct candidate *candi
 /* Marks (rejected = true) the candidates whose path does not stand (path_stands). */
 static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
 {
+    /* Per node, the last type group (numbered from 1) it was counted in as a holder. */
+    uint32_t *counted_in = calloc(graph->node_count + 1, sizeof *counted_in);
+    if (!counted_in) {
+        graph->out_of_memory = true;
+        return;
+    }
     qsort_r(graph->candidates, graph->candidate_count, sizeof *graph->candidates,
             compare_by_type_and_path, graph);
+    uint32_t group = 0;
     for (size_t type_start = 0; type_start < graph->candidate_count;) {
         struct type_record *type = holder_type(graph, &graph->candidates[type_start]);
         size_t type_end = type_start;
@@ -82,13 +89,11 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
             type_end++;
         /* Holders of this type with candidates: count distinct holder indexes. */
         size_t holders = 0;
+        group++;
         for (size_t i = type_start; i < type_end; i++) {
-            bool seen = false;
-            for (size_t j = type_start; j < i && !seen; j++)
-                seen = graph->candidates[j].holder == graph->candidates[i].holder;
-            holders += !seen;
-            if (holders > 64)
-                break; /* enough to judge by */
+            uint32_t holder = graph->candidates[i].holder;
+            holders += counted_in[holder] != group;
+            counted_in[holder] = group;
         }
         for (size_t run = type_start; run < type_end;) {
             size_t run_end = run, run_holders = 0;
@@ -106,6 +111,7 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
         }
         type_start = type_end;
     }
+    free(counted_in);
 }
 
 /* The order candidates are weighed in: by depth, then holder; self-references last. */
@@ -180,8 +186,10 @@ static void validate_self_references(struct graph *graph, size_t first)
     size_t holders = 0;
     uintptr_t *addresses = malloc((kept - first + 1) * sizeof *addresses);
     bool *owned_by_static = calloc(kept - first + 1, sizeof *owned_by_static);
-    if (!addresses || !owned_by_static)
+    if (!addresses || !owned_by_static) {
+        graph->out_of_memory = true;
         goto done;
+    }
     for (size_t group = first; group < kept;) {
         size_t group_end = group;
         uint32_t holder = graph->candidates[group].holder;
