@@ -440,6 +440,41 @@ class Run(NamedTuple):
                 % (self.returncode, self.stdout[-6000:], self.stderr[-8000:], report))
 
 
+class WorkloadOutput(NamedTuple):
+    """What a fixture workload printed: `pid N` first, `workload ok` last, one `info {json}`
+    line, and lines `<tag> {json}` (tests/fixtures/*_workload.py, gc_workloads.py)."""
+    pid: int
+    info: dict
+    tagged: dict  # {tag: its JSON value}, for every tag but info
+    lines: Tuple[str, ...]
+
+
+def parse_workload_output(stdout, describe):
+    lines = stdout.splitlines()
+    assert lines and lines[0].startswith("pid "), "the workload did not start:\n" + describe
+    assert lines[-1] == "workload ok", "the workload did not finish:\n" + describe
+    tagged = {}
+    for line in lines[1:-1]:
+        tag, _, value = line.partition(" ")
+        if value.startswith("{"):
+            tagged.setdefault(tag, []).append(json.loads(value))
+    info = tagged.pop("info", [])
+    assert len(info) == 1, describe
+    return WorkloadOutput(int(lines[0].split()[1]), info[0],
+                          {tag: values[0] for tag, values in tagged.items()}, tuple(lines))
+
+
+def run_plain_workload(python, script, args, cwd, env):
+    """A workload without extsan: (CompletedProcess, WorkloadOutput, description)."""
+    out = subprocess.run([str(python.path), str(script)] + list(args), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=str(cwd),
+                         timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+    describe = "status %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
+        out.returncode, out.stdout[-6000:], out.stderr[-6000:])
+    assert out.returncode == 0, describe
+    return out, parse_workload_output(out.stdout, describe), describe
+
+
 def base_env(builddir=None, extra=None):
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     env["PYTHONFAULTHANDLER"] = "1"  # a crash shows the Python stack in the failure output

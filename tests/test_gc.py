@@ -26,7 +26,7 @@ import os
 import re
 import signal
 import subprocess
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import pytest
 
@@ -37,8 +37,9 @@ from conftest import (
     base_env,
     check_stack,
     extension_path,
-    names_function,
+    parse_workload_output,
     program_pid,
+    run_plain_workload,
     run_extsan,
     stderr_finding_lines,
 )
@@ -149,39 +150,16 @@ NB_CASES = cases("nanobind")
 # ---- running the workloads ----------------------------------------------------------------------
 
 
-class Output(NamedTuple):
-    pid: int
-    info: dict
-    probe: Optional[dict]
-    lines: Tuple[str, ...]
-
-
-def parse_output(stdout, describe):
-    lines = stdout.splitlines()
-    assert lines and lines[0].startswith("pid "), "the workload did not start:\n" + describe
-    assert lines[-1] == "workload ok", "the workload did not finish:\n" + describe
-    info = [json.loads(line[5:]) for line in lines if line.startswith("info ")]
-    probe = [json.loads(line[6:]) for line in lines if line.startswith("probe ")]
-    assert len(info) == 1, describe
-    return Output(int(lines[0].split()[1]), info[0], probe[0] if probe else None, tuple(lines))
-
-
 def run_workload(run, *args):
     """The workload under extsan: (Run, Output)."""
     result = run(script=WORKLOADS, args=list(args))
     assert result.returncode == 0, result.describe()
-    return result, parse_output(result.stdout, result.describe())
+    return result, parse_workload_output(result.stdout, result.describe())
 
 
 def run_plain(python, fixtures, tmp_path, *args):
-    """The workload without extsan: (CompletedProcess, Output, description)."""
-    out = subprocess.run([str(python.path), str(WORKLOADS)] + list(args), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=base_env(fixtures),
-                         cwd=str(tmp_path), timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
-    describe = "status %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
-        out.returncode, out.stdout[-6000:], out.stderr[-6000:])
-    assert out.returncode == 0, describe
-    return out, parse_output(out.stdout, describe), describe
+    """The workload without extsan: (CompletedProcess, WorkloadOutput, description)."""
+    return run_plain_workload(python, WORKLOADS, args, tmp_path, base_env(fixtures))
 
 
 # ---- checking findings ----------------------------------------------------------------------------
@@ -482,7 +460,7 @@ def test_raw_memory_is_silent(run, fixtures, variant):
 def check_fixture(python, fixtures, tmp_path, case, which):
     out, output, describe = run_plain(python, fixtures, tmp_path, case.scenario, case.variant,
                                       which, "--probe")
-    probe = output.probe
+    probe = output.tagged.get("probe")
     assert probe is not None, describe
     created = CREATED[case.variant]
     assert probe["created"] == created, describe
@@ -525,7 +503,8 @@ def test_nanobind_fixture_without_extsan(python, fixtures, tmp_path, case, which
 @pytest.mark.parametrize("variant", ["static", "heap"])
 def test_raw_fixture_without_extsan(python, fixtures, tmp_path, variant):
     _, output, describe = run_plain(python, fixtures, tmp_path, "raw", variant, "--probe")
-    assert output.probe["live_before"] == 3 and output.probe["live_after_collect"] == 0, describe
+    probe = output.tagged["probe"]
+    assert probe["live_before"] == 3 and probe["live_after_collect"] == 0, describe
 
 
 def test_gc_without_traverse_fixture_without_extsan(python, fixtures, tmp_path):

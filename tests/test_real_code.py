@@ -43,11 +43,11 @@ import json
 import os
 import re
 import subprocess
-from typing import NamedTuple, Tuple
 
 import pytest
 
-from conftest import BUILD, FIXTURES_SRC, RUN_TIMEOUT, base_env, extension_path
+from conftest import (BUILD, FIXTURES_SRC, RUN_TIMEOUT, base_env, extension_path,
+                      parse_workload_output, run_plain_workload)
 
 CY_WORKLOAD = FIXTURES_SRC / "cy_workload.py"
 CFFI_WORKLOAD = FIXTURES_SRC / "cffi_workload.py"
@@ -66,23 +66,6 @@ CTYPE = "_cffi_backend.CType"
 CTYPE_OFFSET = 16  # c_type, cf_type: right after PyObject_HEAD
 
 
-class Output(NamedTuple):
-    pid: int
-    info: dict
-    live: dict
-    lines: Tuple[str, ...]
-
-
-def parse_output(stdout, describe):
-    lines = stdout.splitlines()
-    assert lines and lines[0].startswith("pid "), "the workload did not start:\n" + describe
-    assert lines[-1] == "workload ok", "the workload did not finish:\n" + describe
-    info = [json.loads(line[5:]) for line in lines if line.startswith("info ")]
-    live = [json.loads(line[5:]) for line in lines if line.startswith("live ")]
-    assert len(info) == 1, describe
-    return Output(int(lines[0].split()[1]), info[0], live[0] if live else {}, tuple(lines))
-
-
 def cffi_env(python, fixtures):
     """PYTHONPATH: the fixture build (cffi_api, libcffi_native.so) and cffi for this Python."""
     cffi_dir = BUILD / "cffi" / ("cp3%d" % python.minor)
@@ -96,18 +79,12 @@ def run_workload(run, script, args, env=None):
     """The workload under extsan: (Run, Output)."""
     result = run(script=script, args=list(args), env=env)
     assert result.returncode == 0, result.describe()
-    return result, parse_output(result.stdout, result.describe())
+    return result, parse_workload_output(result.stdout, result.describe())
 
 
 def run_plain(python, tmp_path, script, args, env):
-    """The workload without extsan: Output."""
-    out = subprocess.run([str(python.path), str(script)] + list(args), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=base_env(None, env), cwd=str(tmp_path),
-                         timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
-    describe = "status %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
-        out.returncode, out.stdout[-6000:], out.stderr[-6000:])
-    assert out.returncode == 0, describe
-    return parse_output(out.stdout, describe)
+    """The workload without extsan: WorkloadOutput."""
+    return run_plain_workload(python, script, args, tmp_path, base_env(None, env))[1]
 
 
 def creation_line(function):
@@ -168,7 +145,7 @@ def test_cython_classes_are_silent(run, fixtures, module):
     # The workload made what it claims, and its garbage was collected (under extsan too).
     kept = output.info["kept"]
     assert kept["Counter"] >= 41 and kept["Tree"] == 1 and kept["Leaf"] >= 4, result.describe()
-    assert output.live == kept, result.describe()
+    assert output.tagged["live"] == kept, result.describe()
 
 
 @pytest.mark.parametrize("module", CY_MODULES)
@@ -209,7 +186,7 @@ def test_cython_no_gc_holder_garbage_is_reported(run, fixtures, module):
     findings = result.all_findings()
     describe = result.describe()
     type_name = module + ".Holder"
-    assert output.live["Holder"] == GARBAGE_CYCLES, "the planted garbage was collected:\n" + describe
+    assert output.tagged["live"]["Holder"] == GARBAGE_CYCLES, "the planted garbage was collected:\n" + describe
     assert {(f["kind"], f.get("type")) for f in findings} == {(HIDDEN, type_name), (LEAKED, type_name)}, \
         describe
     (hidden,) = [f for f in findings if f["kind"] == HIDDEN]
@@ -239,7 +216,7 @@ def test_cython_fixed_holder_is_silent(run, fixtures, module, variant):
     extension_path(fixtures, module)
     result, output = run_workload(run, CY_WORKLOAD, [module, "holder", variant, "fixed"])
     result.check_silent(output.pid)
-    assert output.live["FixedHolder"] == (1 if variant == "global" else 0), result.describe()
+    assert output.tagged["live"]["FixedHolder"] == (1 if variant == "global" else 0), result.describe()
 
 
 @pytest.mark.parametrize("module", CY_MODULES)
@@ -250,7 +227,7 @@ def test_cython_fixture_without_extsan(python, fixtures, tmp_path, module):
     env = {"PYTHONPATH": str(fixtures)}
     defect = run_plain(python, tmp_path, CY_WORKLOAD, [module, "holder", "garbage", "defect"], env)
     fixed = run_plain(python, tmp_path, CY_WORKLOAD, [module, "holder", "garbage", "fixed"], env)
-    assert defect.live["Holder"] == GARBAGE_CYCLES and fixed.live["FixedHolder"] == 0
+    assert defect.tagged["live"]["Holder"] == GARBAGE_CYCLES and fixed.tagged["live"]["FixedHolder"] == 0
     code = ("import gc, %s as m\n"
             "for T in (m.Holder, m.FixedHolder):\n"
             "    h = T(); f = lambda: None; h.set_callback(f)\n"
@@ -268,13 +245,13 @@ def test_cython_memoryview_attribute_cycle_is_reported(run, python, fixtures, tm
     missed reference (Cython's memoryview at +16) and the leaked cycles; nothing else."""
     extension_path(fixtures, module)
     plain = run_plain(python, tmp_path, CY_WORKLOAD, [module, "memoryview"], {"PYTHONPATH": str(fixtures)})
-    assert plain.live["Samples"] == GARBAGE_CYCLES, plain.lines
+    assert plain.tagged["live"]["Samples"] == GARBAGE_CYCLES, plain.lines
     result, output = run_workload(run, CY_WORKLOAD, [module, "memoryview"])
     findings = result.all_findings()
     describe = summary(findings) + "\n" + result.describe()
     type_name = module + ".Samples"
     memoryview = module + ".memoryview"
-    assert output.live["Samples"] == GARBAGE_CYCLES, describe
+    assert output.tagged["live"]["Samples"] == GARBAGE_CYCLES, describe
     assert {(f["kind"], f.get("type")) for f in findings} == {(INCOMPLETE, type_name), (LEAKED, type_name)}, \
         describe
     (missed,) = [f for f in findings if f["kind"] == INCOMPLETE]
