@@ -1,6 +1,6 @@
 """Runs that must not pass for checked when they were not, runs whose processes outlive the
 command, and reports that stay valid JSON whatever the bytes (scripts/extsan run and gate,
-shim/loader.c, scripts/extsan_tools/collect.py, detector/json_write.c).
+shim/loader.c, scripts/python/extsan/collect.py, detector/json_write.c).
 
 - A Python process that no core loads for says so on stderr and writes a report with
   "checked": false; `run` (with or without --json) and `gate` then fail with 125 and a line
@@ -40,9 +40,9 @@ from conftest import (
     run_extsan,
 )
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from extsan_tools import collect  # noqa: E402
-from extsan_tools.common import Failure  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts" / "python"))
+from extsan import collect  # noqa: E402
+from extsan.common import Failure  # noqa: E402
 
 UNCHECKED_MARK = "unchecked-child"
 
