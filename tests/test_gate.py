@@ -25,6 +25,7 @@ from conftest import (
     BUILD,
     EXTSAN,
     EXTSAN_FAILURE_STATUS,
+    EXTSAN_VERSION,
     FIXTURES_SRC,
     ROOT,
     RUN_TIMEOUT,
@@ -507,7 +508,7 @@ def check_sarif(path):
     assert document["version"] == "2.1.0"
     (run,) = document["runs"]
     driver = run["tool"]["driver"]
-    assert driver["name"] == "extsan"
+    assert (driver["name"], driver["version"]) == ("extsan", EXTSAN_VERSION)
     rules = {rule["id"]: rule for rule in driver["rules"]}
     assert {rules[i]["name"] for i in ("EXT001", "EXT002", "EXT003", "EXT004", "EXT005")} == {
         "capsule-without-gil", "hidden-reference", "incomplete-traverse", "leaked-cycle", "traverse-missing-gc"}

@@ -31,6 +31,7 @@ from conftest import (
     BUILD,
     DEBIAN_ID,
     EXTSAN,
+    EXTSAN_VERSION,
     EXTSAN_FAILURE_STATUS,
     KIND,
     ROOT,
@@ -113,7 +114,7 @@ def test_loader_without_core_reports_the_process_unchecked(python, shim_librarie
         report = json.loads((logs / ("extsan.%d.json" % who)).read_text())
         why = report.pop("why", "")
         assert why.startswith(no_core_why(python, loader)), report
-        assert report == {"extsan": 1, "pid": who, "ppid": parent, "argv": command,
+        assert report == {"extsan": 1, "extsan_version": EXTSAN_VERSION, "pid": who, "ppid": parent, "argv": command,
                           "python": version_text(python), "checked": False, "complete": True,
                           "findings": []}
 
