@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, EXTSAN_VERSION, KIND, ROOT, base_env, check_report, extension_path, run_captured
+from conftest import (BUILD, DEBIAN_PYTHON, EXTSAN_FAILURE_STATUS, EXTSAN_VERSION, KIND, ROOT, base_env,
+                      check_report, extension_path, run_captured)
 
 # The oldest and a newer supported Python (the wheels differ by their core and ABI tag).
 WHEEL_IDS = ("3.9", "3.12")
@@ -180,6 +181,16 @@ def test_repaired_wheel_checks_a_project_outside_the_checkout(python, fixtures, 
     mapped = [line.split(None, 1)[1] for line in out.stdout.splitlines() if line.startswith("mapped ")]
     assert str(lib_dir / "libextsan.so") in mapped and str(core) in mapped, describe
     check_bundled(mapped, site_packages, "the process under extsan run")
+
+    # Another Python (Debian's 3.11: the wheel has no core for it) runs unchecked: the run fails,
+    # and the hint is an installed extsan's.
+    out = run_captured([bin_dir / "extsan", "run", "--", DEBIAN_PYTHON, "-c", "pass"], env, project)
+    assert out.returncode == EXTSAN_FAILURE_STATUS, out.stderr
+    assert "HINT: install extsan into that interpreter's environment" in out.stderr, out.stderr
+
+    # Building needs a checkout: the installed command says so.
+    out = run_captured([bin_dir / "extsan", "build"], env, project)
+    assert out.returncode == EXTSAN_FAILURE_STATUS and "needs a checkout" in out.stderr, out.stderr
 
     # pytest --extsan: the plugin from its entry point, no PYTHONPATH, no preload.
     log_dir = tmp_path / "logs"
