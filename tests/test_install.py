@@ -208,6 +208,18 @@ def test_repaired_wheel_checks_a_project_outside_the_checkout(python, fixtures, 
         describe + json.dumps(report)[:4000]
     assert re.search(r"==\d+==extsan: %s: PyCapsule_New" % KIND, out.stderr), describe
 
+    # The README's first use: `extsan run -- python -m pytest`, where the plugin (no --extsan)
+    # names the test behind the finding.
+    report_path = tmp_path / "pytest-run.json"
+    out = run_captured([bin_dir / "extsan", "run", "--json", report_path, "--", bin_dir / "python", "-m",
+                        "pytest", "-p", "no:cacheprovider", "test_capsule.py"], env, project)
+    describe = "status %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (out.returncode, out.stdout, out.stderr)
+    assert out.returncode == 0, describe
+    report = json.loads(report_path.read_text())
+    check_report(report, report_path)
+    assert [(f["api"], f.get("test")) for f in report["findings"] if f["kind"] == KIND] == \
+        [("PyCapsule_New", "test_capsule.py::test_capsule")], describe + json.dumps(report)[:4000]
+
     # Without --extsan, an installed plugin loads no core (the planted defect would crash 3.12).
     out = run_captured([bin_dir / "python", "-m", "pytest", "-p", "no:cacheprovider", "test_unchecked.py"],
                        env, project)

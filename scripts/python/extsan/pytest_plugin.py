@@ -1,7 +1,8 @@
 """extsan's pytest plugin: names the test behind each finding, and can fail the test that leaks.
 
 Installed (`pip install extsan`), pytest loads it through its pytest11 entry point (it shows
-as `extsan-<version>` on pytest's `plugins:` line) and it checks a run when asked:
+as `extsan-<version>` on pytest's `plugins:` line) and it checks a run when asked, or when the
+run is under `extsan run` already (the core preloaded: the plugin then names the tests):
 
     pytest --extsan ...                          # or, in the project's pytest configuration:
     extsan = true                                # (ini; `--no-extsan` then turns it off per run)
@@ -14,8 +15,9 @@ sets ON_BY_DEFAULT): loading it that way turns extsan on for the run, unless ini
   built for this Python (libextsan-py3.X.so in the installed package's lib/, or in a checkout's
   build/, built first if missing) into the running interpreter with ctypes.PyDLL, which patches
   the extensions loaded so far, arms the exit analysis and finds the extension types created so
-  far. It also puts libextsan.so beside it in LD_PRELOAD for the processes the run starts (pytest-xdist workers, subprocesses,
-  multiprocessing), which are then checked from their start, as under `extsan run`. A
+  far. It also puts libextsan.so beside it in LD_PRELOAD for the processes the run starts
+  (pytest-xdist workers, subprocesses, multiprocessing), which are then checked from their start,
+  as under `extsan run`. A
   malformed EXTSAN_OPTIONS is a usage error of pytest (status 4) rather than the core's 125.
 - Around each test it tells the core which test runs (extsan_set_context(nodeid)): every finding
   names the test that made the GIL-less call, or that allocated the instance holding the hidden
@@ -292,7 +294,10 @@ def wanted(config):
     value = option(config, "extsan")
     if value is None:
         value = config.getini("extsan")
-    return ON_BY_DEFAULT if value is None else value
+    if value is not None:
+        return value
+    # Under `extsan run` the core is there already: the plugin only names the tests.
+    return ON_BY_DEFAULT or loaded_core() is not None
 
 
 def start(config):
