@@ -41,8 +41,11 @@ static void write_argv(FILE *out)
 
 void json_write_process_head(FILE *out, const char *python_version)
 {
-    fprintf(out, "{\"extsan\": 1, \"pid\": %d, \"ppid\": %d, \"python\": ", (int)getpid(),
-            (int)getppid());
+    /* EXTSAN_VERSION: meson.build's project() version (a define of every target); "extsan" is the
+     * report format's version, this the program's. */
+    fputs("{\"extsan\": 1, \"extsan_version\": ", out);
+    json_write_string(out, EXTSAN_VERSION);
+    fprintf(out, ", \"pid\": %d, \"ppid\": %d, \"python\": ", (int)getpid(), (int)getppid());
     json_write_string(out, python_version);
     fputs(",\n \"argv\": ", out);
     write_argv(out);

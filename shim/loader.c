@@ -11,6 +11,7 @@
 
 #include <dlfcn.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,5 +51,15 @@ __attribute__((constructor)) static void extsan_load_core(void)
              error ? error : "dlopen failed");
     snprintf(version, sizeof version, "%.*s", (int)strcspn(get_version(), " "), get_version());
     read_options();
-    report_unchecked(version, why, "HINT: extsan build --python <that interpreter>");
+    /* An installed package keeps its libraries in extsan/lib and holds the core of the Python it
+     * was installed for only; a checkout's build/ can be given a core for any Python. */
+    static const char installed_tail[] = "/extsan/lib";
+    size_t tail_length = sizeof installed_tail - 1;
+    bool installed =
+        slash && (size_t)directory_length >= tail_length &&
+        memcmp(self.dli_fname + directory_length - tail_length, installed_tail, tail_length) == 0;
+    report_unchecked(version, why,
+                     installed ? "HINT: install extsan into that interpreter's environment "
+                                 "(pip install extsan) and run it with that extsan"
+                               : "HINT: extsan build --python <that interpreter>");
 }

@@ -34,6 +34,9 @@ DEPS = BUILD / "deps"
 DEMO = FIXTURES_SRC / "demo.py"
 
 KIND = "capsule-without-gil"
+# extsan's version: meson.build's project() version, its one source.
+EXTSAN_VERSION = re.search(r"^project\([^)]*?\bversion:\s*'([^']+)'", (ROOT / "meson.build").read_text(),
+                           re.M | re.S).group(1)
 PYENV_MINORS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 DEBIAN_ID = "debian3.11"
 DEBIAN_PYTHON = Path("/usr/bin/python3.11")
@@ -358,9 +361,10 @@ FINDING_SCHEMA = {
 REPORT_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["extsan", "processes", "findings"],
+    "required": ["extsan", "extsan_version", "processes", "findings"],
     "properties": {
         "extsan": {"const": 1},
+        "extsan_version": {"const": EXTSAN_VERSION},
         "processes": {"type": "array", "items": {"type": "object"}},
         "findings": {"type": "array", "items": FINDING_SCHEMA},
     },

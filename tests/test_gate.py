@@ -6,7 +6,7 @@ gc_defects through tests/fixtures/gc_workloads.py (hidden-reference, leaked-cycl
 the exit status (0 clean, 3 new findings, CMD's own failure first, 125 for extsan's), the summary
 line, suppressions and baselines, fingerprints across runs and rebuilds, the SARIF file against
 the SARIF 2.1.0 schema, the JUnit file, and atomic writes. Unit tests check the pure parts
-(scripts/extsan_tools: fingerprints, the suppression parser and matcher, the baseline reader).
+(scripts/python/extsan: fingerprints, the suppression parser and matcher, the baseline reader).
 """
 
 import json
@@ -25,6 +25,7 @@ from conftest import (
     BUILD,
     EXTSAN,
     EXTSAN_FAILURE_STATUS,
+    EXTSAN_VERSION,
     FIXTURES_SRC,
     ROOT,
     RUN_TIMEOUT,
@@ -34,9 +35,9 @@ from conftest import (
     rebuild_fixtures_elsewhere,
 )
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from extsan_tools import baseline, fingerprint, suppressions  # noqa: E402
-from extsan_tools.common import Failure  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts" / "python"))
+from extsan import baseline, fingerprint, suppressions  # noqa: E402
+from extsan.common import Failure  # noqa: E402
 
 GATE_PYTHONS = pytest.mark.pythons("3.12", "debian3.11")
 NEW_FINDINGS_STATUS = 3
@@ -507,7 +508,7 @@ def check_sarif(path):
     assert document["version"] == "2.1.0"
     (run,) = document["runs"]
     driver = run["tool"]["driver"]
-    assert driver["name"] == "extsan"
+    assert (driver["name"], driver["version"]) == ("extsan", EXTSAN_VERSION)
     rules = {rule["id"]: rule for rule in driver["rules"]}
     assert {rules[i]["name"] for i in ("EXT001", "EXT002", "EXT003", "EXT004", "EXT005")} == {
         "capsule-without-gil", "hidden-reference", "incomplete-traverse", "leaked-cycle", "traverse-missing-gc"}

@@ -20,11 +20,14 @@ def test_readme_options_table_is_the_c_table():
     assert match.group(1).strip() == generated, "README options table differs from detector/options.def"
 
 
-def test_readme_starts_with_the_two_commands():
+def test_readme_starts_with_install_and_use_then_the_two_commands():
+    """The README leads with what a user of extsan types in their own project, then the two
+    commands of a checkout (the demo, the whole test suite)."""
     readme = (ROOT / "README.md").read_text()
-    first_block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1)
-    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
-    assert commands == ["scripts/extsan demo", "scripts/run-tests"]
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)[:2]
+    commands = [[line.split("#")[0].strip() for line in block.splitlines() if line.strip()] for block in blocks]
+    assert commands == [["pip install extsan", "extsan run -- python -m pytest", "pytest --extsan"],
+                        ["scripts/extsan demo", "scripts/run-tests"]]
     ci = (ROOT / ".ci/run").read_text()
     assert "scripts/run-tests" in ci
 

@@ -1,6 +1,6 @@
 """Runs that must not pass for checked when they were not, runs whose processes outlive the
 command, and reports that stay valid JSON whatever the bytes (scripts/extsan run and gate,
-shim/loader.c, scripts/extsan_tools/collect.py, detector/json_write.c).
+shim/loader.c, scripts/python/extsan/collect.py, detector/json_write.c).
 
 - A Python process that no core loads for says so on stderr and writes a report with
   "checked": false; `run` (with or without --json) and `gate` then fail with 125 and a line
@@ -31,6 +31,7 @@ from conftest import (
     BUILD,
     DEBIAN_ID,
     EXTSAN,
+    EXTSAN_VERSION,
     EXTSAN_FAILURE_STATUS,
     KIND,
     ROOT,
@@ -40,9 +41,9 @@ from conftest import (
     run_extsan,
 )
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from extsan_tools import collect  # noqa: E402
-from extsan_tools.common import Failure  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts" / "python"))
+from extsan import collect  # noqa: E402
+from extsan.common import Failure  # noqa: E402
 
 UNCHECKED_MARK = "unchecked-child"
 
@@ -113,7 +114,7 @@ def test_loader_without_core_reports_the_process_unchecked(python, shim_librarie
         report = json.loads((logs / ("extsan.%d.json" % who)).read_text())
         why = report.pop("why", "")
         assert why.startswith(no_core_why(python, loader)), report
-        assert report == {"extsan": 1, "pid": who, "ppid": parent, "argv": command,
+        assert report == {"extsan": 1, "extsan_version": EXTSAN_VERSION, "pid": who, "ppid": parent, "argv": command,
                           "python": version_text(python), "checked": False, "complete": True,
                           "findings": []}
 

@@ -6,6 +6,7 @@ import re
 import stat
 import sys
 
+from . import __version__
 from .atomic import write_json_atomically
 from .common import Failure, rel
 
@@ -75,7 +76,9 @@ def load_report(path):
         raise Failure("%s: has no integer \"pid\"" % path)
     pid = report["pid"]
     process = {key: report.get(key) for key in ("pid", "ppid", "argv", "python")}
-    process.update((k, v) for k, v in report.items() if k not in process and k not in ("extsan", "findings"))
+    # "extsan_version": the merged document names the version once, the merging extsan's.
+    process.update((k, v) for k, v in report.items()
+                   if k not in process and k not in ("extsan", "extsan_version", "findings"))
     tagged = []
     for finding in findings:
         merged = {"pid": pid}
@@ -97,6 +100,7 @@ def merge_documents(paths):
     entries.sort(key=lambda entry: entry[0]["pid"])  # stable: equal pids keep their file order
     document = {
         "extsan": REPORT_VERSION,
+        "extsan_version": __version__,
         "processes": [process for process, _ in entries],
         "findings": [finding for _, findings in entries for finding in findings],
     }

@@ -10,6 +10,7 @@ baselineState when the gate had a baseline, and a suppression when a rule matche
 import os
 from urllib.parse import quote
 
+from . import __version__
 from .findings import (
     KINDS,
     finding_headline,
@@ -125,7 +126,9 @@ def sarif_log(document, baseline_given=False):
                for group in group_findings(findings)]
     root = os.getcwd().replace(os.sep, "/").rstrip("/") + "/"
     run = {
-        "tool": {"driver": {"name": "extsan", "rules": [sarif_rule(kind) for kind in kinds]}},
+        # The version of the extsan that merged the reports (the one that ran the command).
+        "tool": {"driver": {"name": "extsan", "version": str(document.get("extsan_version") or __version__),
+                            "rules": [sarif_rule(kind) for kind in kinds]}},
         "originalUriBaseIds": {SOURCE_ROOT: {"uri": "file://" + quote(root)}},
         "results": results,
     }

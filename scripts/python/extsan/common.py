@@ -1,4 +1,4 @@
-"""What every module of extsan_tools and the CLI share: the failure convention and message helpers."""
+"""What every module of the extsan package shares: the failure convention and message helpers."""
 
 import os
 
