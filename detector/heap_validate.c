@@ -12,10 +12,13 @@
  *     must recur in most instances of the holder's type that hold candidates at all (or the
  *     type has one instance), with two exceptions each way:
  *       - a path that recurs in no other instance stands when it ends in an array of objects
- *         (every word of its block before it is 0 or names one) at an object that has exactly
- *         one reference nothing else explains: an owned array's item sits at an index of its
- *         own in each instance, and arrays of integers (an array's dimensions) or of code
- *         pointers (a C callback's struct) are no such array;
+ *         (every word of its block before it is 0 or names one) reached through a field that
+ *         leads to a block in most instances, at an object that has exactly one reference
+ *         nothing else explains: an owned array's item sits at an index of its own in each
+ *         instance. Arrays of integers (an array's dimensions) or of code pointers (a C
+ *         callback's struct) are no such array, and a raw pointer that only some instances
+ *         aim at someone else's array (a cffi cdata's c_data at cffi's own table of types) is
+ *         no such field;
  *       - a path through two heap blocks or more, or to a block's last word, stands only when
  *         it recurs in two instances at least: each hop adds words no one may have written (a
  *         lock's tail that its init left alone: numpy's StringDType met one in the sem_t of its
@@ -53,20 +56,53 @@ static bool same_path(const struct candidate *a, const struct candidate *b)
     return a->depth == b->depth && !memcmp(a->path, b->path, a->depth * sizeof a->path[0]);
 }
 
+/* Whether `some` of a type's `all` holders with candidates are most of them (or all is one). */
+static bool most_of(size_t some, size_t all)
+{
+    return all <= 1 || 2 * some > (all > 64 ? 64 : all);
+}
+
 /*
  * Whether a candidate's path is evidence enough of a field (see the pass's rules above): `usual`
  * when it recurs in most holders of its type that hold candidates (or the type has one), in
- * `holders` of them.
+ * `holders` of them; `usual_field` when the holder's field it starts at leads to a block in most
+ * of them.
  */
 static bool path_stands(const struct graph *graph, const struct candidate *candidate, bool usual,
-                        size_t holders)
+                        size_t holders, bool usual_field)
 {
     bool recurs = usual && holders >= 2;
     if (candidate->depth > MAX_SINGLE_HOLDER_DEPTH || candidate->last_word)
         return recurs;
     if (usual)
         return true;
-    return candidate->after_objects_only && graph->nodes[candidate->referent].unexplained == 1;
+    return candidate->depth == 2 && usual_field && candidate->after_objects_only &&
+           graph->nodes[candidate->referent].unexplained == 1;
+}
+
+/*
+ * Counts, for the candidates [start, end) of one type, sorted by path, the distinct holders
+ * whose candidates at depth 2 start at each field, and marks usual_field[i] when that is most
+ * of the type's `holders`. `counted_in` and `group` number the counts as in the caller.
+ */
+static void mark_usual_fields(const struct graph *graph, size_t start, size_t end, size_t holders,
+                              uint32_t *counted_in, uint32_t *group, bool *usual_field)
+{
+    for (size_t run = start; run < end;) {
+        const struct candidate *first = &graph->candidates[run];
+        size_t run_end = run, field_holders = 0;
+        ++*group;
+        while (run_end < end && graph->candidates[run_end].depth == first->depth &&
+               graph->candidates[run_end].path[0] == first->path[0]) {
+            uint32_t holder = graph->candidates[run_end].holder;
+            field_holders += counted_in[holder] != *group;
+            counted_in[holder] = *group;
+            run_end++;
+        }
+        for (size_t i = run; i < run_end; i++)
+            usual_field[i] = first->depth == 2 && most_of(field_holders, holders);
+        run = run_end;
+    }
 }
 
 /* Marks (rejected = true) the candidates whose path does not stand (path_stands). */
@@ -74,7 +110,10 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
 {
     /* Per node, the last type group (numbered from 1) it was counted in as a holder. */
     uint32_t *counted_in = calloc(graph->node_count + 1, sizeof *counted_in);
-    if (!counted_in) {
+    bool *usual_field = calloc(graph->candidate_count + 1, sizeof *usual_field);
+    if (!counted_in || !usual_field) {
+        free(counted_in);
+        free(usual_field);
         graph->out_of_memory = true;
         return;
     }
@@ -95,6 +134,7 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
             holders += counted_in[holder] != group;
             counted_in[holder] = group;
         }
+        mark_usual_fields(graph, type_start, type_end, holders, counted_in, &group, usual_field);
         for (size_t run = type_start; run < type_end;) {
             size_t run_end = run, run_holders = 0;
             uint32_t last_holder = NO_NODE;
@@ -104,14 +144,16 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
                 last_holder = graph->candidates[run_end].holder;
                 run_end++;
             }
-            bool usual = holders <= 1 || 2 * run_holders > (holders > 64 ? 64 : holders);
+            bool usual = most_of(run_holders, holders);
             for (size_t i = run; i < run_end; i++)
-                rejected[i] = !path_stands(graph, &graph->candidates[i], usual, run_holders);
+                rejected[i] =
+                    !path_stands(graph, &graph->candidates[i], usual, run_holders, usual_field[i]);
             run = run_end;
         }
         type_start = type_end;
     }
     free(counted_in);
+    free(usual_field);
 }
 
 /* The order candidates are weighed in: by depth, then holder; self-references last. */
