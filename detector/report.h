@@ -60,8 +60,11 @@ void report_now(void);
  */
 void report_snapshot(void);
 
-/* At process exit (atexit, _exit): the rest of the text report with its summary, and JSON. */
-void report_at_exit(void);
+/*
+ * At process exit (atexit, _exit): the rest of the text report with its summary, and JSON.
+ * Returns how many findings no rule suppressed (what the exitcode option goes by).
+ */
+unsigned report_at_exit(void);
 
 /* What a signal handler knows of the crash that ends the process (signals.c). */
 struct crash {
