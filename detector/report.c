@@ -554,3 +554,11 @@ void report_text_since(FILE *out, unsigned first)
     text_report_write_since(out, first);
     lock_release(LOCK_REPORT);
 }
+
+void report_json_since(FILE *out, unsigned first)
+{
+    lock_acquire(LOCK_REPORT);
+    decide_suppressions();
+    json_report_write_since(out, first);
+    lock_release(LOCK_REPORT);
+}

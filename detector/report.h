@@ -107,6 +107,13 @@ void report_text_since(FILE *out, unsigned first);
 void text_report_write_since(FILE *out, unsigned first); /* report_text.c; LOCK_REPORT held */
 
 /*
+ * The findings from the first-th on as a JSON array, each as the JSON report writes it
+ * (suppressed ones included, with "suppressed"), for a test runner to classify them.
+ */
+void report_json_since(FILE *out, unsigned first);
+void json_report_write_since(FILE *out, unsigned first); /* report_json.c; LOCK_REPORT held */
+
+/*
  * Whether a rule of the suppressions file matches the finding (decided once, at the first
  * report or at this call, with its frames symbolised). Writers skip or mark such a finding;
  * halt_on_error does not stop the process for it.
