@@ -232,7 +232,7 @@ MARKER_HELP = ("extsan(allow=['kind:pattern', ...], check=True): findings of thi
                "matches (the suppressions file's syntax) do not fail the run; check=False: none do")
 
 
-class TestMarks:
+class MarkerRules:
     """What a test's extsan markers accept of its findings."""
 
     def __init__(self, item):
@@ -282,7 +282,7 @@ class ExtsanPlugin:
         self.fail = fail
         self.baseline = baseline  # {fingerprint: entry}
         self.first = {}  # nodeid -> findings count before the test
-        self.marks = {}  # nodeid -> TestMarks of the tests run here
+        self.marks = {}  # nodeid -> MarkerRules of the tests run here
         self.checked_before_tests = False
         # Findings that failed no test under --extsan-check-each-test: index -> when found.
         self.unblamed = {}
@@ -340,7 +340,7 @@ class ExtsanPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
         try:
-            self.marks[item.nodeid] = TestMarks(item)
+            self.marks[item.nodeid] = MarkerRules(item)
         except ValueError as e:
             pytest.fail("extsan marker of %s: %s" % (item.nodeid, e), pytrace=False)
 

@@ -36,6 +36,7 @@ from conftest import (
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from extsan_tools import baseline, fingerprint, suppressions  # noqa: E402
+from extsan_tools.findings import finding_line  # noqa: E402
 from extsan_tools.common import Failure  # noqa: E402
 
 GATE_PYTHONS = pytest.mark.pythons("3.12", "debian3.11")
@@ -454,6 +455,22 @@ def test_fingerprint_of_a_type_finding_uses_the_type_creation_stack():
     other_site = dict(finding, stack=[dict(frame, function="holder_new_elsewhere")])
     assert fingerprint.fingerprint(finding) == fingerprint.fingerprint(other_site)
     assert fingerprint.first_frame_identity(finding) == "add_type@gc_defects.c"
+
+
+def test_finding_line():
+    """The one-line form of the gate's new findings and the pytest plugin's summary: kind,
+    subject, (test,) (fingerprint,) the first extension frame, or its module and offset."""
+    line = finding_line(CAPSULE_FINDING, fingerprint=True)
+    assert line == "capsule-without-gil: PyCapsule_New mymod.handle, fingerprint None, " \
+                   "at make_handle mymod.c:42"
+    finding = dict(changed(CAPSULE_FINDING, 0, function=None), test="t.py::test_x", capsule=None)
+    del finding["stack"][0]["file"]
+    assert finding_line(finding, test=True) == \
+        "capsule-without-gil: PyCapsule_New (unnamed capsule), in test t.py::test_x, " \
+        "at ?? mymod.cpython-312-x86_64-linux-gnu.so+0x11ff"
+    runtime_only = dict(CAPSULE_FINDING, stack=CAPSULE_FINDING["stack"][1:2])
+    assert finding_line(runtime_only, test=True) == \
+        "capsule-without-gil: PyCapsule_New mymod.handle, in no test, at no frame of an extension"
 
 
 # ---- the suppression parser and matcher (the gate's own, for run-wide counts) --------------------
