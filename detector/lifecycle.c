@@ -51,24 +51,32 @@ static void forget_parent_records(void)
     report_reset_after_fork();
 }
 
-void lifecycle_process_exit(void)
+int lifecycle_process_exit(int status)
 {
     pid_t pid = getpid();
     if (reported_pid == pid || in_shared_memory_child())
-        return;
+        return status;
     reported_pid = pid;
-    report_at_exit();
+    unsigned unsuppressed = report_at_exit();
     signals_finish_exit();
+    /* A failure of the program's own is never hidden, nor replaced by ours. */
+    if (status != 0 || !unsuppressed || !extsan_options.exitcode)
+        return status;
+    extsan_log(1,
+               "exiting with status %d instead of 0: %u finding%s no rule suppressed (option "
+               "exitcode)",
+               extsan_options.exitcode, unsuppressed, unsuppressed == 1 ? "" : "s");
+    return extsan_options.exitcode;
 }
 
-void lifecycle_immediate_exit(void)
+int lifecycle_immediate_exit(int status)
 {
     if (in_shared_memory_child())
-        return;
+        return status;
     registry_log_statistics("at os._exit");
     if (python_api.is_initialized() && gil_held() && python_is_running())
         heap_analysis_run();
-    lifecycle_process_exit();
+    return lifecycle_process_exit(status);
 }
 
 void lifecycle_object_loaded(void)
@@ -76,9 +84,19 @@ void lifecycle_object_loaded(void)
     heap_analysis_arm();
 }
 
-static void exit_handler(void)
+/*
+ * Registered with on_exit rather than atexit: it is given the status the process ends with,
+ * whether main returned it (Python's own end) or exit() was called (Py_Exit, sys.exit on 3.9).
+ * To end with another status it calls exit() again, which glibc supports from an exit handler
+ * (stdlib/exit.c: the handlers not run yet still run, stdio is flushed, and the last exit's
+ * status is the process's), so nothing registered before extsan is skipped, as _exit would.
+ */
+static void exit_handler(int status, void *unused)
 {
-    lifecycle_process_exit();
+    (void)unused;
+    int wanted = lifecycle_process_exit(status);
+    if (wanted != status)
+        exit(wanted);
 }
 
 /* Bytes a report's file name adds to its directory: "/extsan.<pid>.json.<pid>.tmp" at most. */
@@ -155,10 +173,10 @@ bool lifecycle_start(void)
     locks_hold_across_fork(); /* first: the child handlers below take locks */
     pthread_atfork(NULL, NULL, forget_parent_records);
     /*
-     * C atexit runs after Py_FinalizeEx, so capsules destroyed while modules are torn down are
-     * in the report. os._exit skips it; the _exit hook covers that.
+     * C exit handlers run after Py_FinalizeEx, so capsules destroyed while modules are torn down
+     * are in the report. os._exit skips them; the _exit hook covers that.
      */
-    atexit(exit_handler);
+    on_exit(exit_handler, NULL);
     signals_install();
     report_snapshot(); /* the report exists from the start: the run knows this process */
     extsan_log(1, "active in pid %d, Python %s", (int)getpid(), report_python_version());

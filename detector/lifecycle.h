@@ -15,14 +15,19 @@
  */
 bool lifecycle_start(void);
 
-/* The process is ending (atexit or _exit): writes its report, once per process. */
-void lifecycle_process_exit(void);
+/*
+ * The process is ending (exit or _exit) with `status`: writes its report, once per process.
+ * Returns the status to end with: the exitcode option's instead of 0 when findings no rule
+ * suppressed were reported, else `status`.
+ */
+int lifecycle_process_exit(int status);
 
 /*
- * os._exit: the process ends without atexit callbacks. With the GIL held the exit analysis
+ * os._exit(status): the process ends without exit handlers. With the GIL held the exit analysis
  * still runs (a forked multiprocessing child ends this way), then the report is written.
+ * Returns the status to end with, as lifecycle_process_exit.
  */
-void lifecycle_immediate_exit(void);
+int lifecycle_immediate_exit(int status);
 
 /*
  * The runtime loaded a shared object (an extension module, as a rule): the interpreter runs and

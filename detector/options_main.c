@@ -8,8 +8,11 @@
  *                                              it names, if any
  *   extsan-options check-suppressions FILE     a suppressions file
  *
- * check and check-suppressions exit 0, or 1 with one line on stderr naming what is wrong.
+ * check and check-suppressions exit 0, or EXTSAN_EXIT_BAD_OPTIONS (125) with one line on stderr
+ * naming what is wrong: the status a process started with those options would stop with, and
+ * that of every failure of extsan itself (README). Usage errors exit 2.
  */
+#include "lifecycle.h"
 #include "options.h"
 #include "suppressions.h"
 
@@ -21,7 +24,7 @@ static int check_suppressions(const char *path)
     if (suppressions_load(path, error, sizeof error))
         return 0;
     fprintf(stderr, "extsan: %s\n", error);
-    return 1;
+    return EXTSAN_EXIT_BAD_OPTIONS;
 }
 
 int main(int argc, char **argv)
@@ -38,7 +41,7 @@ int main(int argc, char **argv)
         options_set_defaults(&opts);
         if (!options_parse(&opts, argv[2], error, sizeof error)) {
             fprintf(stderr, "extsan: EXTSAN_OPTIONS: %s\n", error);
-            return 1;
+            return EXTSAN_EXIT_BAD_OPTIONS;
         }
         return opts.suppressions && *opts.suppressions ? check_suppressions(opts.suppressions) : 0;
     }

@@ -513,11 +513,19 @@ void report_now(void)
     lock_release(LOCK_REPORT);
 }
 
-void report_at_exit(void)
+static void count_unsuppressed(struct finding *finding, void *context)
+{
+    if (!finding->suppressed_by)
+        ++*(unsigned *)context;
+}
+
+unsigned report_at_exit(void)
 {
     struct report_request request = {.final = true};
+    unsigned unsuppressed = 0;
     lock_acquire(LOCK_REPORT);
     decide_suppressions();
+    findings_for_each(count_unsuppressed, &unsuppressed);
     write_text(&request);
     write_json(&request);
     if (extsan_options.dot_dir && *extsan_options.dot_dir) {
@@ -525,6 +533,7 @@ void report_at_exit(void)
         findings_for_each(write_dot_file, &written);
     }
     lock_release(LOCK_REPORT);
+    return unsuppressed;
 }
 
 void report_at_death(int signal)
@@ -543,5 +552,13 @@ void report_text_since(FILE *out, unsigned first)
     lock_acquire(LOCK_REPORT);
     decide_suppressions();
     text_report_write_since(out, first);
+    lock_release(LOCK_REPORT);
+}
+
+void report_json_since(FILE *out, unsigned first)
+{
+    lock_acquire(LOCK_REPORT);
+    decide_suppressions();
+    json_report_write_since(out, first);
     lock_release(LOCK_REPORT);
 }

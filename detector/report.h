@@ -60,8 +60,11 @@ void report_now(void);
  */
 void report_snapshot(void);
 
-/* At process exit (atexit, _exit): the rest of the text report with its summary, and JSON. */
-void report_at_exit(void);
+/*
+ * At process exit (atexit, _exit): the rest of the text report with its summary, and JSON.
+ * Returns how many findings no rule suppressed (what the exitcode option goes by).
+ */
+unsigned report_at_exit(void);
 
 /* What a signal handler knows of the crash that ends the process (signals.c). */
 struct crash {
@@ -102,6 +105,13 @@ void report_reset_after_fork(void);
  */
 void report_text_since(FILE *out, unsigned first);
 void text_report_write_since(FILE *out, unsigned first); /* report_text.c; LOCK_REPORT held */
+
+/*
+ * The findings from the first-th on as a JSON array, each as the JSON report writes it
+ * (suppressed ones included, with "suppressed"), for a test runner to classify them.
+ */
+void report_json_since(FILE *out, unsigned first);
+void json_report_write_since(FILE *out, unsigned first); /* report_json.c; LOCK_REPORT held */
 
 /*
  * Whether a rule of the suppressions file matches the finding (decided once, at the first

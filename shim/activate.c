@@ -78,7 +78,9 @@ EXTSAN_API unsigned extsan_check_now(void)
     return findings_count();
 }
 
-EXTSAN_API size_t extsan_findings_text(unsigned first, char *buffer, size_t size)
+/* What `render` writes from the first-th finding on, into buffer as snprintf would. */
+static size_t render_since(void (*render)(FILE *out, unsigned first), unsigned first, char *buffer,
+                           size_t size)
 {
     if (buffer && size)
         buffer[0] = '\0';
@@ -89,7 +91,7 @@ EXTSAN_API size_t extsan_findings_text(unsigned first, char *buffer, size_t size
     FILE *out = open_memstream(&text, &length);
     if (!out)
         return 0;
-    report_text_since(out, first);
+    render(out, first);
     fclose(out);
     if (buffer && size) {
         size_t copied = length < size - 1 ? length : size - 1;
@@ -98,4 +100,14 @@ EXTSAN_API size_t extsan_findings_text(unsigned first, char *buffer, size_t size
     }
     free(text);
     return length;
+}
+
+EXTSAN_API size_t extsan_findings_text(unsigned first, char *buffer, size_t size)
+{
+    return render_since(report_text_since, first, buffer, size);
+}
+
+EXTSAN_API size_t extsan_findings_json(unsigned first, char *buffer, size_t size)
+{
+    return render_since(report_json_since, first, buffer, size);
 }

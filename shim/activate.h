@@ -23,6 +23,9 @@
  *       The text report's blocks of the findings from the first-th on (0-based, in order of
  *       first occurrence), suppressed ones left out, written to buffer like snprintf: returns
  *       the length of the whole text, so a call with size 0 asks for it.
+ *   size_t extsan_findings_json(unsigned first, char *buffer, size_t size)
+ *       The same findings as a JSON array of the JSON report's findings, suppressed ones
+ *       included (with "suppressed"), written to buffer as extsan_findings_text writes.
  */
 #ifndef EXTSAN_ACTIVATE_H
 #define EXTSAN_ACTIVATE_H

@@ -330,7 +330,6 @@ int extsan_sigaction(int signal, const struct sigaction *action, struct sigactio
 
 void extsan__exit(int status)
 {
-    lifecycle_immediate_exit();
-    real__exit(status);
+    real__exit(lifecycle_immediate_exit(status));
     __builtin_unreachable();
 }

@@ -37,6 +37,7 @@ from conftest import (
 
 sys.path.insert(0, str(ROOT / "scripts" / "python"))
 from extsan import baseline, fingerprint, suppressions  # noqa: E402
+from extsan.findings import finding_line  # noqa: E402
 from extsan.common import Failure  # noqa: E402
 
 GATE_PYTHONS = pytest.mark.pythons("3.12", "debian3.11")
@@ -45,6 +46,7 @@ NEW_FINDINGS_STATUS = 3
 SARIF_SCHEMA = ROOT / "tests" / "data" / "sarif-schema-2.1.0.json"
 WORKLOADS = FIXTURES_SRC / "gc_workloads.py"
 OPTIONS_TOOL = BUILD / "extsan-options"
+NEW_LINE = "extsan: new: "
 
 # Each program first creates the file $GATE_MARKER (tmp_path/ran), so that a test can tell that
 # the gate stopped before it.
@@ -64,8 +66,20 @@ class Gate(NamedTuple):
 
     @property
     def summary(self):
+        """The summary line: the last line but the new findings' lines that end the output."""
         lines = self.stderr.splitlines()
+        while lines and lines[-1].startswith(NEW_LINE):
+            lines.pop()
         return lines[-1] if lines else ""
+
+    @property
+    def new_lines(self):
+        """The lines after the summary line, one per new finding, line numbers as N."""
+        lines = self.stderr.splitlines()
+        count = 0
+        while count < len(lines) and lines[len(lines) - 1 - count].startswith(NEW_LINE):
+            count += 1
+        return [re.sub(r"(\.c):\d+$", r"\1:N", line) for line in lines[len(lines) - count:]]
 
     def describe(self):
         report = json.dumps(self.report, indent=1)[:8000] if self.report is not None else "none"
@@ -130,7 +144,7 @@ def test_clean_code_passes(gate):
     result = gate(CLEAN)
     assert result.returncode == 0, result.describe()
     assert result.stdout == "42\n", result.describe()
-    assert result.summary == summary(0, 0, 0), result.describe()
+    assert result.summary == summary(0, 0, 0) and result.new_lines == [], result.describe()
     assert result.report["findings"] == [], result.describe()
     result.check_process_checked()
 
@@ -145,6 +159,10 @@ def test_planted_defect_fails_with_the_new_findings_status(gate):
     assert finding["api"] == "PyCapsule_GetPointer", result.describe()
     assert finding["status"] == "new", result.describe()
     assert re.fullmatch(r"[0-9a-f]{16}", finding["fingerprint"]), result.describe()
+    # The output ends with the new finding: kind, subject, fingerprint, first extension frame.
+    assert result.new_lines == [
+        NEW_LINE + "capsule-without-gil: PyCapsule_GetPointer capsule_defects.payload, fingerprint %s, "
+        "at get_pointer_without_gil capsule_defects.c:N" % finding["fingerprint"]], result.describe()
 
 
 @GATE_PYTHONS
@@ -153,6 +171,10 @@ def test_gc_defect_fails_and_its_suppressions_pass(gate, tmp_path):
     assert result.returncode == NEW_FINDINGS_STATUS, result.describe()
     assert result.summary == summary(2, 0, 0), result.describe()
     assert result.statuses() == [("hidden-reference", "new"), ("leaked-cycle", "new")], result.describe()
+    fingerprints = {f["kind"]: f["fingerprint"] for f in result.report["findings"]}
+    assert sorted(result.new_lines) == [
+        NEW_LINE + "%s: gc_defects.Holder, fingerprint %s, at add_type gc_defects.c:N" % (kind, fingerprints[kind])
+        for kind in ("hidden-reference", "leaked-cycle")], result.describe()
     rules = write(tmp_path / "gc.supp", "hidden-reference:gc_defects.Holder\nleaked-cycle:gc_defects.Holder\n")
     result = gate(GC_DEFECT, "--suppressions", rules)
     assert result.returncode == 0, result.describe()
@@ -215,7 +237,7 @@ def test_baseline_turns_the_failure_into_a_pass(gate, tmp_path):
 
     result = gate(DEFECT, "--baseline", recorded)
     assert result.returncode == 0, result.describe()
-    assert result.summary == summary(0, 0, 1), result.describe()
+    assert result.summary == summary(0, 0, 1) and result.new_lines == [], result.describe()
     assert result.statuses() == [("capsule-without-gil", "baselined")], result.describe()
 
     result = gate(OTHER_DEFECT, "--baseline", recorded)  # another defect is new all the same
@@ -434,6 +456,22 @@ def test_fingerprint_of_a_type_finding_uses_the_type_creation_stack():
     other_site = dict(finding, stack=[dict(frame, function="holder_new_elsewhere")])
     assert fingerprint.fingerprint(finding) == fingerprint.fingerprint(other_site)
     assert fingerprint.first_frame_identity(finding) == "add_type@gc_defects.c"
+
+
+def test_finding_line():
+    """The one-line form of the gate's new findings and the pytest plugin's summary: kind,
+    subject, (test,) (fingerprint,) the first extension frame, or its module and offset."""
+    line = finding_line(CAPSULE_FINDING, fingerprint=True)
+    assert line == "capsule-without-gil: PyCapsule_New mymod.handle, fingerprint None, " \
+                   "at make_handle mymod.c:42"
+    finding = dict(changed(CAPSULE_FINDING, 0, function=None), test="t.py::test_x", capsule=None)
+    del finding["stack"][0]["file"]
+    assert finding_line(finding, test=True) == \
+        "capsule-without-gil: PyCapsule_New (unnamed capsule), in test t.py::test_x, " \
+        "at ?? mymod.cpython-312-x86_64-linux-gnu.so+0x11ff"
+    runtime_only = dict(CAPSULE_FINDING, stack=CAPSULE_FINDING["stack"][1:2])
+    assert finding_line(runtime_only, test=True) == \
+        "capsule-without-gil: PyCapsule_New mymod.handle, in no test, at no frame of an extension"
 
 
 # ---- the suppression parser and matcher (the gate's own, for run-wide counts) --------------------

@@ -8,11 +8,16 @@ interpreter of the matrix, under `scripts/extsan run` or on its own.
 
 import json
 import re
+import sys
 
 import pytest
 
-from conftest import DEBIAN_ID, KIND
+from conftest import DEBIAN_ID, KIND, ROOT
 from pytest_projects import PYTEST_IDS, one, run_pytest, write_project
+
+sys.path.insert(0, str(ROOT / "scripts" / "python"))
+from extsan.baseline import write_baseline  # noqa: E402
+from extsan.fingerprint import add_fingerprints  # noqa: E402
 
 LEAK = "leaked-cycle"
 HIDDEN = "hidden-reference"
@@ -188,8 +193,8 @@ def test_check_each_test_fails_the_test_that_leaked(python, fixtures, tmp_path, 
     assert errors == ["test_check.py::test_2_leak", "test_check.py::test_4_capsule",
                       "test_check.py::test_5_leak_again"], result.describe()
     assert re.search(r"\b6 passed, 3 errors\b", result.stdout), result.describe()
-    # The error sections only: pytest's short summary follows them, untruncated when CI is set.
-    sections = result.stdout.split("short test summary info")[0]
+    # The error sections only: extsan's summary and pytest's short summary follow them.
+    sections = before_summaries(result.stdout)
     blocks = sections.split("ERROR at teardown of ")
     leak_block = next(b for b in blocks if b.startswith("test_2_leak"))
     for expected in ("extsan: findings during test_check.py::test_2_leak",
@@ -248,12 +253,29 @@ def test_4_clean():
 """
 
 
-def summary_part(stdout, title):
-    """The lines under `title` in the plugin's terminal summary, up to the next title."""
-    part = stdout.split("extsan: findings that fail no test", 1)[-1].split(title + "\n", 1)
-    if len(part) != 2:
-        return ""
-    return part[1].split("\nfound ")[0].split("short test summary info")[0]
+SUMMARY_TITLE = re.compile(r"^=+ extsan: (\d+) findings? =+$", re.M)
+
+
+def before_summaries(stdout):
+    """pytest's output before extsan's summary section and pytest's short test summary."""
+    return SUMMARY_TITLE.split(stdout)[0].split("short test summary info")[0]
+
+
+def summary_lines(stdout):
+    """The lines of the plugin's section of the terminal summary (without its title), [] when
+    it has none; fails the test when the title's count is not the number of findings listed."""
+    parts = SUMMARY_TITLE.split(stdout)
+    if len(parts) == 1:
+        return []
+    assert len(parts) == 3, "more than one extsan section:\n" + stdout
+    lines = []
+    for line in parts[2].splitlines()[1:]:  # [0]: the rest of the title line
+        if line.startswith("=") or not line.strip():
+            break
+        lines.append(line)
+    listed = [line for line in lines if not line.startswith("extsan: ")]
+    assert len(listed) == int(parts[1]), "the title counts %s findings:\n%s" % (parts[1], stdout)
+    return lines
 
 
 @pytest.mark.parametrize("how", ["under-extsan-run", "in-process"])
@@ -271,20 +293,24 @@ def test_check_each_test_does_not_blame_a_test_for_collection(python, fixtures, 
     assert re.findall(r"^ERROR (test_import\.py::\S+)", result.stdout, re.M) == \
         ["test_import.py::test_3_leak"], result.describe()
     assert re.search(r"\b4 passed, 1 error\b", result.stdout), result.describe()
-    error = result.stdout.split("ERROR at teardown of test_3_leak")[1]
-    error = error.split("extsan: findings that fail no test")[0]
+    error = before_summaries(result.stdout.split("ERROR at teardown of test_3_leak")[1])
     assert "extsan:   in test test_import.py::test_3_leak" in error, result.describe()
     assert error.count("extsan: leaked-cycle: ") == 1, result.describe()
     # The type was reported before the first test: its later holders only count.
     assert "hidden-reference" not in error, result.describe()
 
-    cycle = "extsan: leaked-cycle: %d objects kept alive only by a hidden reference of " + HOLDER
-    before = summary_part(result.stdout, "found before the first test (collection):")
-    assert cycle % 4 in before and "in test" not in before, result.describe()
-    after = summary_part(result.stdout,
-                         "found after test_import.py::test_1_drops_an_import_time_cycle:")
-    assert cycle % 2 in after and "(made by no test)" in after and "in test" not in after, \
-        result.describe()
+    # The summary lists each finding once, those that failed no test marked with when they
+    # were found.
+    frame = ", at add_type gc_defects.c:"
+    lines = [re.sub(r"(%s)\d+" % frame, r"\1N", line) for line in summary_lines(result.stdout)]
+    before = "  [fails no test: found before the first test (collection)]"
+    after = "  [fails no test: found after test_import.py::test_1_drops_an_import_time_cycle]"
+    assert lines == [
+        "hidden-reference: %s, in no test%sN%s" % (HOLDER, frame, before),
+        "leaked-cycle: %s, in no test%sN%s" % (HOLDER, frame, before),
+        "leaked-cycle: %s, in no test%sN%s" % (HOLDER, frame, after),
+        "leaked-cycle: %s, in test test_import.py::test_3_leak%sN" % (HOLDER, frame),
+    ], result.describe()
 
     pid = result.pids()["main"]
     leaks = result.findings(LEAK, pid=pid)
@@ -388,3 +414,238 @@ def test_in_process_bad_options_are_a_usage_error(python, fixtures, tmp_path):
     assert result.returncode == 4, result.describe()
     assert "extsan: invalid EXTSAN_OPTIONS 'stack_depth=0" in result.stderr, result.describe()
     assert result.report is None, result.describe()
+
+
+# ---- the summary, --extsan-fail and the markers ---------------------------------------------------
+
+# DEFECTS' clean twin: the same tests with the fixed holder and calls made with the GIL.
+CLEAN_TWIN = DEFECTS.replace("gc_defects.Holder()", "gc_defects.FixedHolder()").replace(
+    "m.new_without_gil()", "m.new_with_gil()")
+LAST_LINE = re.compile(r"^=+ (.*) in [\d.]+s(?: \([\d:]+\))? =+$", re.M)
+DEFECT_LINES = [
+    "capsule-without-gil: PyCapsule_New capsule_defects.payload, in test test_defects.py::test_capsule, "
+    "at new_without_gil capsule_defects.c:N",
+    "hidden-reference: %s, in test test_defects.py::test_keep, at add_type gc_defects.c:N" % HOLDER,
+    "leaked-cycle: %s, in test test_defects.py::test_leak, at add_type gc_defects.c:N" % HOLDER,
+]
+
+
+def last_line(result):
+    """pytest's last line without its frame: '4 passed, 2 extsan findings'."""
+    found = LAST_LINE.findall(result.stdout)
+    assert found, result.describe()
+    return found[-1]
+
+
+def listed(result):
+    """The summary's finding lines, line numbers as N; checks that the section comes before
+    pytest's last line."""
+    lines = summary_lines(result.stdout)
+    if lines:
+        assert result.stdout.index(lines[-1]) < result.stdout.rindex(last_line(result)), result.describe()
+    return [re.sub(r"(\.c):\d+", r"\1:N", line) for line in lines]
+
+
+@pytest.mark.parametrize("how", ["under-extsan-run", "in-process"])
+@pytest.mark.pythons(*PYTEST_IDS)
+def test_summary_lists_findings_in_pytests_output(python, fixtures, tmp_path, how):
+    """Every finding, one line each (kind, subject, test, first extension frame), in a section of
+    pytest's terminal summary before its last line; without --extsan-fail the run passes. The
+    clean twin has no section."""
+    project = write_project(tmp_path / "defects", {"test_defects.py": DEFECTS})
+    result = run_pytest(python, fixtures, project, ["-p", "extsan_pytest"],
+                        under_extsan=how == "under-extsan-run")
+    assert result.returncode == 0, result.describe()
+    assert listed(result) == DEFECT_LINES, result.describe()
+    assert last_line(result) == "4 passed", result.describe()
+
+    project = write_project(tmp_path / "clean", {"test_defects.py": CLEAN_TWIN})
+    result = run_pytest(python, fixtures, project, ["-p", "extsan_pytest"],
+                        under_extsan=how == "under-extsan-run")
+    assert result.returncode == 0, result.describe()
+    assert "extsan" not in result.stdout and result.findings() == [], result.describe()
+
+
+FAILING = "extsan: 3 findings not suppressed, baselined or allowed: the run fails (--extsan-fail)"
+
+
+@pytest.mark.parametrize("how", ["under-extsan-run", "in-process", "ini"])
+@pytest.mark.pythons(*PYTEST_IDS)
+def test_extsan_fail_fails_the_run(python, fixtures, tmp_path, how):
+    """--extsan-fail (or ini extsan_fail = true): the findings make the run fail, status 1,
+    which the summary and pytest's last line say; the clean twin passes."""
+    args = ["-p", "extsan_pytest"] + ([] if how == "ini" else ["--extsan-fail"])
+    ini = "[pytest]\nextsan_fail = true\n" if how == "ini" else "[pytest]\n"
+    for name, source in (("defects", DEFECTS), ("clean", CLEAN_TWIN)):
+        project = write_project(tmp_path / name, {"test_defects.py": source}, ini=ini)
+        result = run_pytest(python, fixtures, project, args, under_extsan=how == "under-extsan-run")
+        if name == "clean":
+            assert result.returncode == 0, result.describe()
+            assert last_line(result) == "4 passed" and summary_lines(result.stdout) == [], \
+                result.describe()
+            continue
+        assert result.returncode == 1, result.describe()
+        assert listed(result) == DEFECT_LINES + [FAILING], result.describe()
+        assert last_line(result) == "4 passed, 3 extsan findings", result.describe()
+
+
+MARKED = """\
+import capsule_defects as m
+import gc_defects
+import pytest
+
+KEEP = []
+
+
+@pytest.mark.extsan(check=False)
+def test_capsule():
+    m.new_without_gil()
+
+
+@pytest.mark.extsan(allow=["hidden-reference:gc_defects.*"])
+def test_keep():
+    h = gc_defects.Holder()
+    h.set_callback(lambda: h.touch())
+    KEEP.append(h)
+
+
+@pytest.mark.extsan(allow=["capsule-without-gil:*", "leaked-cycle:other_module.*"])
+def test_leak():
+    c = gc_defects.Holder()
+    c.set_callback(lambda: c.touch())
+"""
+
+
+@pytest.mark.parametrize("how", ["under-extsan-run", "in-process"])
+@pytest.mark.pythons("3.12", DEBIAN_ID)
+def test_markers_accept_the_findings_of_their_test(python, fixtures, tmp_path, how):
+    """check=False accepts every finding of its test, allow= those of its test a rule matches;
+    a rule that matches nothing of the test accepts nothing. Accepted findings are listed,
+    marked, and fail nothing."""
+    project = write_project(tmp_path / "project", {"test_marked.py": MARKED},
+                            ini="[pytest]\naddopts = --strict-markers\n")
+    result = run_pytest(python, fixtures, project, ["-p", "extsan_pytest", "--extsan-fail"],
+                        under_extsan=how == "under-extsan-run")
+    assert result.returncode == 1, result.describe()
+    assert listed(result) == [
+        "capsule-without-gil: PyCapsule_New capsule_defects.payload, in test test_marked.py::test_capsule, "
+        "at new_without_gil capsule_defects.c:N  [its test is marked check=False]",
+        "hidden-reference: %s, in test test_marked.py::test_keep, at add_type gc_defects.c:N  "
+        "[allowed by its test's marker: hidden-reference:gc_defects.*]" % HOLDER,
+        "leaked-cycle: %s, in test test_marked.py::test_leak, at add_type gc_defects.c:N" % HOLDER,
+        "extsan: 1 finding not suppressed, baselined or allowed: the run fails (--extsan-fail)",
+    ], result.describe()
+    assert last_line(result) == "3 passed, 1 extsan finding", result.describe()
+
+    # The leak allowed too: nothing fails.
+    (project / "test_marked.py").write_text(MARKED.replace("leaked-cycle:other_module.*",
+                                                            "leaked-cycle:gc_defects.Holder"))
+    result = run_pytest(python, fixtures, project, ["-p", "extsan_pytest", "--extsan-fail"],
+                        under_extsan=how == "under-extsan-run")
+    assert result.returncode == 0, result.describe()
+    assert last_line(result) == "3 passed", result.describe()
+    assert len(listed(result)) == 3, result.describe()
+
+
+@pytest.mark.pythons("3.12")
+def test_check_false_skips_the_check_after_its_test(python, fixtures, tmp_path):
+    """--extsan-check-each-test: a test marked check=False does not error for its leak; a test
+    allowed its leak neither; the unmarked leak errors."""
+    source = MARKED.replace("@pytest.mark.extsan(allow=[\"capsule-without-gil:*\", \"leaked-cycle:other_module.*\"])\n", "")
+    source += "\n\n@pytest.mark.extsan(check=False)\ndef test_leak_unchecked():\n    test_leak()\n"
+    project = write_project(tmp_path / "project", {"test_marked.py": source})
+    result = run_pytest(python, fixtures, project,
+                        ["-p", "extsan_pytest", "--extsan-check-each-test", "-rE"], under_extsan=False)
+    assert result.returncode == 1, result.describe()
+    assert re.findall(r"^ERROR (test_marked\.py::\S+)", result.stdout, re.M) == \
+        ["test_marked.py::test_leak"], result.describe()
+    assert last_line(result) == "4 passed, 1 error", result.describe()
+
+
+@pytest.mark.pythons("3.12")
+def test_malformed_marker_errors_its_test(python, fixtures, tmp_path):
+    source = """\
+        import pytest
+
+
+        @pytest.mark.extsan(allow=["leak:gc_defects.*"])
+        def test_bad_kind():
+            pass
+
+
+        @pytest.mark.extsan(allows=["leaked-cycle:*"])
+        def test_bad_keyword():
+            pass
+
+
+        def test_fine():
+            pass
+        """
+    project = write_project(tmp_path / "project", {"test_bad.py": source})
+    result = run_pytest(python, fixtures, project, ["-p", "extsan_pytest", "-rE"], under_extsan=False)
+    assert result.returncode == 1, result.describe()
+    assert "extsan marker of test_bad.py::test_bad_kind: allow:1: unknown kind 'leak'" in result.stdout, \
+        result.describe()
+    assert "extsan marker of test_bad.py::test_bad_keyword: takes only allow= and check= (got allows)" \
+        in result.stdout, result.describe()
+    assert last_line(result) == "1 passed, 2 errors", result.describe()
+
+
+@pytest.mark.parametrize("how", ["option", "ini"])
+@pytest.mark.pythons("3.12", DEBIAN_ID)
+def test_baselined_and_suppressed_findings_do_not_fail(python, fixtures, tmp_path, how):
+    """A finding whose fingerprint the baseline lists, or that a rule of the runtime's
+    suppressions file matches, fails nothing: the run passes with --extsan-fail."""
+    project = write_project(tmp_path / "first", {"test_defects.py": DEFECTS})
+    first = run_pytest(python, fixtures, project, ["-p", "extsan_pytest"])
+    # The gate's own baseline of that run, but for the capsule call, which the rule suppresses.
+    document = add_fingerprints(first.report)
+    baseline = tmp_path / "extsan-baseline.json"
+    write_baseline(str(baseline), [f for f in document["findings"] if f["kind"] != KIND])
+    rules = tmp_path / "extsan.supp"
+    rules.write_text("capsule-without-gil:new_without_gil\n")
+    args = ["-p", "extsan_pytest", "--extsan-fail"]
+    if how == "option":
+        args += ["--extsan-baseline=%s" % baseline]  # as one word: pytest takes a word for a path
+        ini = "[pytest]\n"
+    else:
+        ini = "[pytest]\nextsan_baseline = ../extsan-baseline.json\n"
+    project = write_project(tmp_path / "second", {"test_defects.py": DEFECTS}, ini=ini)
+    result = run_pytest(python, fixtures, project, args, extsan_args=["--suppressions", str(rules)])
+    assert result.returncode == 0, result.describe()
+    assert listed(result) == [line + "  [baselined]" for line in DEFECT_LINES[1:]], result.describe()
+
+    # Without the baseline, the two fail the run.
+    result = run_pytest(python, fixtures, project, ["-p", "extsan_pytest", "--extsan-fail", "-o",
+                                                    "extsan_baseline="],
+                        extsan_args=["--suppressions", str(rules)])
+    assert result.returncode == 1, result.describe()
+    assert last_line(result) == "4 passed, 2 extsan findings", result.describe()
+
+
+@pytest.mark.pythons("3.12")
+def test_bad_baseline_is_a_usage_error(python, fixtures, tmp_path):
+    baseline = tmp_path / "extsan-baseline.json"
+    baseline.write_text("{}")
+    project = write_project(tmp_path / "project", {"test_leak.py": LEAK_ONLY})
+    result = run_pytest(python, fixtures, project,
+                        ["-p", "extsan_pytest", "--extsan-baseline=%s" % baseline], under_extsan=False)
+    assert result.returncode == 4, result.describe()
+    # The file is named relative to the current directory, the project.
+    assert "extsan: --extsan-baseline ../extsan-baseline.json: not a baseline" in result.stderr, \
+        result.describe()
+
+
+@pytest.mark.parametrize("how", ["under-extsan-run", "in-process"])
+@pytest.mark.pythons("3.12", DEBIAN_ID)
+def test_extsan_fail_with_xdist(python, fixtures, tmp_path, how):
+    """-n 2: the workers' findings are listed by the controller, and fail the run."""
+    project = write_project(tmp_path / "project", {"test_defects.py": DEFECTS})
+    result = run_pytest(python, fixtures, project, ["-n", "2", "-p", "extsan_pytest", "--extsan-fail"],
+                        under_extsan=how == "under-extsan-run")
+    assert result.returncode == 1, result.describe()
+    lines = listed(result)
+    # Each worker reports the type its holders belong to: the hidden reference may come twice.
+    assert set(lines[:-1]) >= set(DEFECT_LINES[:1] + DEFECT_LINES[2:]), result.describe()
+    assert lines[-1].startswith("extsan: %d findings not suppressed" % (len(lines) - 1)), result.describe()
+    assert last_line(result) == "4 passed, %d extsan findings" % (len(lines) - 1), result.describe()

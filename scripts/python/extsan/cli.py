@@ -19,7 +19,8 @@ from `extsan-options list` (extsan/lib/ installed, build/ in a checkout),
 the tool compiled from the one C options table (detector/options.def), so a new option needs no
 change here.
 
-Exit status: CMD's own status for `run` (128+N when CMD dies of signal N, as a shell reports it);
+Exit status: CMD's own status for `run` (128+N when CMD dies of signal N, as a shell reports it),
+or the runtime option exitcode when CMD exited 0 and a finding was not suppressed;
 for `gate` CMD's status when CMD failed, else 3 when a finding is new, else 0;
 126/127 when CMD cannot be started or is not found (as env(1) and timeout(1) do), and 125 for any
 failure of extsan itself (bad option, build failure, unreadable report, a Python process that ran
@@ -42,7 +43,7 @@ import tempfile
 from . import __version__, gate, layout
 from .atomic import check_writable, write_atomically, write_json_atomically
 from .collect import collect_reports, unchecked_failure, warn_incomplete
-from .common import EXIT_FAILURE, LOG_DIR_MODE, Failure, first_line, rel
+from .common import EXIT_FAILURE, LOG_DIR_MODE, Failure, first_line, plural, rel
 from .graph import write_dot_files
 from .fingerprint import add_fingerprints
 from .html import render_html
@@ -712,11 +713,31 @@ def same_process_group(pid):
 
 
 def run_under_shim(command, args, options, extra_env=None):
-    """Everything `run` does after parsing: options, environment, CMD, then the reports."""
-    status, _, failure = run_and_merge(command, args, options, extra_env, json_path=args.json)
+    """Everything `run` does after parsing: options, environment, CMD, then the reports.
+
+    The run-wide status follows the exitcode option as each process's does: CMD exited 0 and a
+    process of the run reported a finding no rule suppressed, so the run exits with exitcode
+    (a finding of a subprocess whose status CMD ignored fails the run too).
+    """
+    status, document, failure = run_and_merge(command, args, options, extra_env, json_path=args.json)
     if failure is not None:
         raise failure
-    return status
+    exitcode = int(option_in_force(runtime_options_text(args, options), "exitcode") or 0)
+    if status != 0 or not exitcode or document is None:
+        return status
+    unsuppressed = [f for f in document["findings"] if not f.get("suppressed")]
+    if not unsuppressed:
+        return status
+    print("extsan: %s no rule suppressed: exit status %d (option exitcode)"
+          % (plural(len(unsuppressed), "finding"), exitcode), file=sys.stderr)
+    return exitcode
+
+
+def runtime_options_text(args, options):
+    """The EXTSAN_OPTIONS text a run gives its processes (without the log_dir it may add):
+    $EXTSAN_OPTIONS, then --options, then the runtime option flags, later items winning."""
+    return compose_options(os.environ.get("EXTSAN_OPTIONS", ""), args.options or "",
+                           runtime_flag_items(args, options))
 
 
 def run_and_merge(command, args, options, extra_env=None, json_path=None, want_document=False):
@@ -730,8 +751,7 @@ def run_and_merge(command, args, options, extra_env=None, json_path=None, want_d
     not be merged is returned, not raised, so that the gate can put CMD's own failure first.
     want_document: the caller reads the document (the gate), so an empty run deserves a warning.
     """
-    flag_items = runtime_flag_items(args, options)
-    text = compose_options(os.environ.get("EXTSAN_OPTIONS", ""), args.options or "", flag_items)
+    text = runtime_options_text(args, options)
     check_options(text)
     if json_path:
         check_writable("--json", json_path)
@@ -929,7 +949,8 @@ GATE_DESCRIPTION = (
     "finding: suppressed (a rule of --suppressions matches it), baselined (its fingerprint is in "
     "--baseline) or new. Exit status: CMD's own when CMD failed (never hidden), else %d when a "
     "finding is new, else 0; 125 when extsan itself fails (a malformed suppression or baseline "
-    "file, an unwritable output: before CMD starts). Ends with one summary line on stderr."
+    "file, an unwritable output: before CMD starts). Ends with a summary line on stderr, then "
+    "one line per new finding (kind, subject, fingerprint, first extension frame)."
     % gate.EXIT_NEW_FINDINGS)
 
 
@@ -972,7 +993,8 @@ def make_parser(options):
                        usage="extsan run [options] -- CMD ...",
                        description="Run CMD with libextsan.so preloaded (in a checkout, built first if "
                                    "missing) and exit with CMD's status (128+N when CMD dies of signal "
-                                   "N; 125 when extsan itself fails).")
+                                   "N; with --exitcode N, N when CMD exited 0 and a process reported a "
+                                   "finding no rule suppressed; 125 when extsan itself fails).")
     add_run_arguments(p, options)
     p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 

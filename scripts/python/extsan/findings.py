@@ -196,6 +196,33 @@ def first_extension_frame(frames, with_line=False):
     return None
 
 
+def first_frame_text(finding):
+    """The innermost frame inside the extension of the stack the fingerprint is made from (for
+    a finding about a type, where the type was created), as 'function file:line', or
+    'function module+offset' without debug info; None when no frame is the extension's. The
+    one-line listings (the gate's new findings, the pytest plugin's summary) show it."""
+    frame = first_extension_frame(fingerprint_stack(finding))
+    if frame is None:
+        return None
+    function = frame.get("function") or "??"
+    if frame.get("file"):
+        return "%s %s:%s" % (function, os.path.basename(frame["file"]), frame.get("line"))
+    return "%s %s+%s" % (function, os.path.basename(frame.get("module") or "?"), frame.get("offset"))
+
+
+def finding_line(finding, test=False, fingerprint=False):
+    """One line for a finding: 'kind: subject', then with test 'in test T' (or 'in no test'),
+    with fingerprint 'fingerprint F', then 'at' its first extension frame."""
+    parts = ["%s: %s" % (finding.get("kind") or "?", finding_subject(finding) or "-")]
+    if test:
+        parts.append("in test %s" % finding["test"] if finding.get("test") else "in no test")
+    if fingerprint:
+        parts.append("fingerprint %s" % finding.get("fingerprint"))
+    frame = first_frame_text(finding)
+    parts.append("at %s" % frame if frame else "at no frame of an extension")
+    return ", ".join(parts)
+
+
 def resolve_source(frame):
     """The absolute path of the frame's source file when it exists here, else None.
 

@@ -3,7 +3,8 @@
 Each finding of the merged report gets "fingerprint" and "status": "suppressed" (a rule of the
 suppression file matches it), "baselined" (its fingerprint is in the baseline) or "new". The
 gate's exit status: CMD's own when CMD failed (never hidden), else EXIT_NEW_FINDINGS when a
-finding is new, else 0; 125 when extsan itself fails.
+finding is new, else 0; 125 when extsan itself fails. Its output ends with the summary line and
+one line per new finding.
 """
 
 import sys
@@ -13,6 +14,7 @@ from . import junit, sarif
 from .atomic import check_writable, write_atomically, write_json_atomically
 from .baseline import load_baseline, write_baseline
 from .common import EXIT_FAILURE, Failure, plural
+from .findings import finding_line
 from .fingerprint import add_fingerprints
 from .suppressions import matching_rule, parse_suppressions, suppression_usage, warn_unused
 
@@ -83,6 +85,17 @@ def summary_line(counts, command_status):
     return line
 
 
+def new_finding_lines(findings):
+    """The output's last lines: one per new finding (per fingerprint, as counted), so that a
+    failing CI job says what is new without its files being opened."""
+    lines, seen = [], set()
+    for finding in findings:
+        if finding["status"] == "new" and finding["fingerprint"] not in seen:
+            seen.add(finding["fingerprint"])
+            lines.append("extsan: new: " + finding_line(finding, fingerprint=True))
+    return lines
+
+
 def write_outputs(args, document):
     if args.json:
         write_json_atomically(args.json, document)
@@ -111,6 +124,8 @@ def run_gate(args, inputs, run):
     warn_unused(document.get("suppressions", ()))
     counts = count_by_status(document["findings"])
     print(summary_line(counts, status), file=sys.stderr)
+    for line in new_finding_lines(document["findings"]):
+        print(line, file=sys.stderr)
     if status:
         return status
     return EXIT_NEW_FINDINGS if counts["new"] else 0

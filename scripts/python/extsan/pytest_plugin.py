@@ -29,13 +29,27 @@ sets ON_BY_DEFAULT): loading it that way turns extsan on for the run, unless ini
   test that produces it; later occurrences are counted in the exit report. And it fails only
   the test it names: one about an instance allocated outside any test (while collection
   imported the modules; one more analysis runs just before the first test to find those) or
-  by an earlier test fails none, and is listed in the terminal summary.
+  by an earlier test fails none, and is marked so in the terminal summary.
+- At the end of the session it runs the analysis once more (what the exit analysis would find
+  later, found now) and lists every finding not suppressed in pytest's terminal summary, one
+  line each: kind, subject, test, first extension frame; pytest-xdist workers send theirs to
+  the controller, which lists them all.
+- With --extsan-fail (or ini `extsan_fail = true`) a finding that is not suppressed (the runtime
+  option `suppressions`), baselined (--extsan-baseline FILE, ini `extsan_baseline`: a file of
+  `extsan gate --update-baseline`) or accepted by its test's marker fails the run: exit status
+  1, said in the summary and in pytest's last line.
+- Markers: `@pytest.mark.extsan(allow=["hidden-reference:mymod.*"])` accepts the findings of
+  that test that a `kind:pattern` rule (the suppressions file's syntax) matches;
+  `@pytest.mark.extsan(check=False)` accepts every finding of the test, and skips the check
+  after it under --extsan-check-each-test.
 
 The core's C API (shim/activate.h): extsan_activate, extsan_set_context, extsan_check_now,
-extsan_findings_count, extsan_findings_text. Standard library and pytest only.
+extsan_findings_count, extsan_findings_text, extsan_findings_json. The package's report tools
+(fingerprints, baselines, the rule syntax), the standard library and pytest.
 """
 
 import ctypes
+import json
 import os
 import re
 import subprocess
@@ -44,6 +58,11 @@ import sys
 import pytest
 
 from . import layout
+from .baseline import load_baseline
+from .common import Failure
+from .findings import finding_line
+from .fingerprint import fingerprint
+from .suppressions import matching_rule, parse_rule
 
 CORE_NAME = "libextsan-py%d.%d.so" % sys.version_info[:2]
 
@@ -78,8 +97,17 @@ def pytest_addoption(parser):
     parser.addini("extsan", type="bool", default=None,
                   help="whether to check the run with extsan (default: false when installed, "
                        "true when loaded with -p extsan_pytest)")
+    group.addoption("--extsan-fail", action="store_true", default=None, dest="extsan_fail",
+                    help="fail the run (exit status 1) when a finding is not suppressed, "
+                         "baselined or accepted by its test's extsan marker")
+    group.addoption("--extsan-baseline", metavar="FILE", default=None, dest="extsan_baseline",
+                    help="findings whose fingerprint FILE lists (written by `extsan gate "
+                         "--update-baseline`) do not fail the run")
     parser.addini("extsan_check_each_test", type="bool", default=False,
                   help="the default of --extsan-check-each-test")
+    parser.addini("extsan_fail", type="bool", default=False, help="the default of --extsan-fail")
+    parser.addini("extsan_baseline", default="",
+                  help="the default of --extsan-baseline (relative to the ini file)")
 
 
 # ---- the core --------------------------------------------------------------------------------
@@ -152,6 +180,8 @@ class Core:
         lib.extsan_findings_count.argtypes = []
         lib.extsan_findings_text.restype = ctypes.c_size_t
         lib.extsan_findings_text.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_size_t]
+        lib.extsan_findings_json.restype = ctypes.c_size_t
+        lib.extsan_findings_json.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_size_t]
         self.lib = lib
 
     def activate(self):
@@ -165,6 +195,15 @@ class Core:
 
     def check_now(self):
         return self.lib.extsan_check_now()
+
+    def findings_json(self, first):
+        """The findings from the first-th on, as the JSON report's findings."""
+        size = self.lib.extsan_findings_json(first, None, 0)
+        if not size:
+            return []
+        buffer = ctypes.create_string_buffer(size + 1)
+        self.lib.extsan_findings_json(first, buffer, size + 1)
+        return json.loads(buffer.value.decode("utf-8", "surrogateescape"))
 
     def findings_text(self, first):
         size = self.lib.extsan_findings_text(first, None, 0)
@@ -190,44 +229,115 @@ def preload_children():
 # A finding's block in the text report starts with its headline, "==PID==extsan: KIND: ...", and
 # names its test on a line of its own (report_text.c).
 HEADLINE = re.compile(r"==\d+==extsan: [a-z-]+: ")
-NAMED_TEST = re.compile(r"==\d+==extsan:   in test (.*)$")
 
 
 def finding_blocks(text):
-    """The text report of findings, split into (test named or None, block text)."""
+    """The text report of findings, split into one block per finding."""
     blocks = []
     for line in text.splitlines(keepends=True):
         if HEADLINE.match(line) or not blocks:
-            blocks.append([None, line])
-            continue
-        named = NAMED_TEST.match(line)
-        if named and blocks[-1][0] is None:
-            blocks[-1][0] = named.group(1)
-        blocks[-1][1] += line
-    return [(test, block) for test, block in blocks if HEADLINE.match(block)]
+            blocks.append(line)
+        else:
+            blocks[-1] += line
+    return [block for block in blocks if HEADLINE.match(block)]
+
+
+MARKER_HELP = ("extsan(allow=['kind:pattern', ...], check=True): findings of this test that a rule "
+               "matches (the suppressions file's syntax) do not fail the run; check=False: none do")
+
+
+class MarkerRules:
+    """What a test's extsan markers accept of its findings."""
+
+    def __init__(self, item):
+        self.check = None
+        self.allow = []
+        for marker in item.iter_markers("extsan"):  # the closest first: its check= wins
+            unknown = sorted(set(marker.kwargs) - {"allow", "check"})
+            if marker.args or unknown:
+                raise ValueError("takes only allow= and check= (got %s)"
+                                 % ", ".join([repr(a) for a in marker.args] + unknown))
+            if "check" in marker.kwargs and self.check is None:
+                self.check = bool(marker.kwargs["check"])
+            allow = marker.kwargs.get("allow", ())
+            for number, rule in enumerate([allow] if isinstance(allow, str) else allow, 1):
+                if not isinstance(rule, str):
+                    raise ValueError("allow: %r is not a 'kind:pattern' string" % (rule,))
+                try:
+                    parsed = parse_rule("allow", number, rule)
+                except Failure as e:
+                    raise ValueError(str(e)) from None
+                if parsed is None:
+                    raise ValueError("allow:%d: an empty rule" % number)
+                self.allow.append(parsed)
+        self.check = self.check is not False
+
+
+class StatsEntry:
+    """A finding that fails the run, among the terminal reporter's reports (its stats), whose
+    attributes other plugins read (hypothesis reads every report's __dict__)."""
+
+    count_towards_summary = True
+    when = "extsan"
+    nodeid = ""
+
+    def __init__(self, line):
+        self.longrepr = line
 
 
 class ExtsanPlugin:
-    """Per process: the core, how it got here, and the findings count when each test began."""
+    """Per process: the core, how it got here, the findings count when each test began, and what
+    the session's findings are (accepted or not)."""
 
-    def __init__(self, core, mode, check_each_test):
+    def __init__(self, core, mode, check_each_test, fail, baseline):
         self.core = core
         self.mode = mode  # "preloaded" or "in-process"
         self.check_each_test = check_each_test
+        self.fail = fail
+        self.baseline = baseline  # {fingerprint: entry}
         self.first = {}  # nodeid -> findings count before the test
+        self.marks = {}  # nodeid -> MarkerRules of the tests run here
         self.checked_before_tests = False
-        # Findings that failed no test, for the terminal summary: [(when found, blocks)].
-        self.unblamed = []
+        # Findings that failed no test under --extsan-check-each-test: index -> when found.
+        self.unblamed = {}
+        # The summary's entries: this process's at the session's end, and the workers'.
+        self.entries = []
+
+    # -- classifying ---------------------------------------------------------------------------
+
+    def status(self, finding):
+        """(status, why) of a finding: suppressed, unchecked, allowed, baselined or new. Only
+        a new one fails the run (--extsan-fail) or its test (--extsan-check-each-test)."""
+        if finding.get("suppressed"):
+            return "suppressed", "suppressed by " + finding["suppressed"]
+        marks = self.marks.get(finding.get("test"))
+        if marks is not None and not marks.check:
+            return "unchecked", "its test is marked check=False"
+        rule = matching_rule(marks.allow, finding) if marks is not None else None
+        if rule is not None:
+            return "allowed", "allowed by its test's marker: " + rule.text
+        if fingerprint(finding) in self.baseline:
+            return "baselined", "baselined"
+        return "new", None
+
+    def entry(self, index, finding):
+        """What the summary shows of a finding (sent as is by a pytest-xdist worker)."""
+        status, why = self.status(finding)
+        notes = [why] if why else []
+        if index in self.unblamed:
+            notes.append("fails no test: found %s" % self.unblamed[index])
+        line = finding_line(finding, test=True)
+        return {"line": line + ("  [%s]" % "; ".join(notes) if notes else ""), "status": status}
+
+    # -- the tests ------------------------------------------------------------------------------
 
     def check_before_first_test(self):
         """The analysis once before any test runs: what exists then (the objects collection made
         while importing the test modules and conftests) is found by it, rather than by the
-        first test's check, and listed apart. Such findings name no test."""
+        first test's check, and marked apart. Such findings name no test."""
         self.checked_before_tests = True
-        self.core.check_now()
-        blocks = finding_blocks(self.core.findings_text(0))
-        if blocks:
-            self.unblamed.append(("before the first test (collection)", blocks))
+        for index in range(self.core.check_now()):
+            self.unblamed[index] = "before the first test (collection)"
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
@@ -241,45 +351,91 @@ class ExtsanPlugin:
             self.first.pop(item.nodeid, None)
             self.core.set_context(None)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        try:
+            self.marks[item.nodeid] = MarkerRules(item)
+        except ValueError as e:
+            pytest.fail("extsan marker of %s: %s" % (item.nodeid, e), pytrace=False)
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_teardown(self, item, nextitem):
         result = yield
         first = self.first.get(item.nodeid)
-        if not self.check_each_test or first is None or self.core.check_now() <= first:
+        marks = self.marks.get(item.nodeid)
+        if not self.check_each_test or first is None or (marks is not None and not marks.check):
+            return result
+        if self.core.check_now() <= first:
             return result
         # A finding fails the test it names: the one that made the GIL-less call or allocated
         # the instance the finding is about. The check after a test also finds what the test
         # did not make: a cycle made at import or by an earlier test (a wider-scoped fixture)
-        # that became garbage during this one. That is listed in the summary and fails no test:
+        # that became garbage during this one. That is marked in the summary and fails no test:
         # the test it names has already passed, or there is none.
-        blocks = finding_blocks(self.core.findings_text(first))
-        own = [block for test, block in blocks if test == item.nodeid]
-        others = [(test, block) for test, block in blocks if test != item.nodeid]
-        if others:
-            self.unblamed.append(("after " + item.nodeid, others))
-        if own:
+        findings = self.core.findings_json(first)
+        # The text has a block per finding not suppressed, in the same order.
+        blocks = iter(finding_blocks(self.core.findings_text(first)))
+        failing = []
+        for index, finding in enumerate(findings, first):
+            block = next(blocks, "") if not finding.get("suppressed") else ""
+            if finding.get("test") != item.nodeid:
+                self.unblamed[index] = "after " + item.nodeid
+            elif self.status(finding)[0] == "new":
+                failing.append(block or finding_line(finding, test=True) + "\n")
+        if failing:
             pytest.fail("extsan: findings during %s (--extsan-check-each-test):\n\n%s"
-                        % (item.nodeid, "".join(own).rstrip()), pytrace=False)
+                        % (item.nodeid, "".join(failing).rstrip()), pytrace=False)
         return result
 
-    def pytest_terminal_summary(self, terminalreporter):
-        if not self.unblamed:
+    # -- the session's end ------------------------------------------------------------------------
+
+    def pytest_sessionfinish(self, session):
+        # The analysis the process's exit runs later, now: its findings are listed before
+        # pytest's last line, and can fail the run.
+        self.core.check_now()
+        entries = [self.entry(index, finding)
+                   for index, finding in enumerate(self.core.findings_json(0))
+                   if not finding.get("suppressed")]
+        # A pytest-xdist worker (xdist sets workeroutput after the plugin started): the
+        # controller reports.
+        if hasattr(session.config, "workeroutput"):
+            session.config.workeroutput["extsan_entries"] = entries
             return
-        # Headlines only: the stacks are in extsan's report.
-        terminalreporter.write_sep("=", "extsan: findings that fail no test")
-        for when, blocks in self.unblamed:
-            terminalreporter.write_line("found %s:" % when)
-            for test, block in blocks:
-                for line in block.splitlines():
-                    if line.startswith("=="):
-                        terminalreporter.write_line(line)
-                if test is None:
-                    terminalreporter.write_line("  (made by no test)")
+        self.entries = entries + self.entries
+        if self.fail and self.failing() and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        """pytest-xdist: a worker ended; its findings join the summary."""
+        self.entries.extend(getattr(node, "workeroutput", {}).get("extsan_entries", ()))
+
+    def failing(self):
+        return [entry for entry in self.entries if entry["status"] == "new"]
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.entries:
+            return
+        count = len(self.entries)
+        terminalreporter.write_sep("=", "extsan: %d finding%s" % (count, "" if count == 1 else "s"))
+        for entry in self.entries:
+            terminalreporter.write_line(entry["line"])
+        failing = len(self.failing())
+        if not self.fail or not failing:
+            return
+        terminalreporter.write_line(
+            "extsan: %d finding%s not suppressed, baselined or allowed: the run fails (--extsan-fail)"
+            % (failing, "" if failing == 1 else "s"), red=True, bold=True)
+        # pytest's last line counts them too ("4 passed, 1 extsan finding in 0.5s").
+        key = "extsan finding" if failing == 1 else "extsan findings"
+        terminalreporter.stats.setdefault(key, []).extend(StatsEntry(e["line"]) for e in self.failing())
 
     def pytest_report_header(self, config):
         if config.option.verbose > 0:
-            return "extsan: %s (%s)%s" % (self.mode, self.core.path,
-                                          ", checking after each test" if self.check_each_test else "")
+            return "extsan: %s (%s)%s%s" % (
+                self.mode, self.core.path,
+                ", checking after each test" if self.check_each_test else "",
+                ", findings fail the run" if self.fail else "")
         return None
 
 
@@ -288,6 +444,28 @@ def option(config, name):
     early = getattr(config, "known_args_namespace", None)
     value = getattr(early, name, None) if early is not None else None
     return value if value is not None else config.getoption(name, None)
+
+
+def setting(config, name):
+    """A bool option's value: the command line's, else the ini file's."""
+    value = option(config, name)
+    return bool(value if value is not None else config.getini(name))
+
+
+def read_baseline(config):
+    """{fingerprint: entry} of --extsan-baseline (or the ini's extsan_baseline, relative to the
+    ini file); a file that cannot be used is a usage error, before any test runs."""
+    path = option(config, "extsan_baseline")
+    if not path:
+        path = config.getini("extsan_baseline")
+        if path and config.inipath is not None:
+            path = os.path.join(str(config.inipath.parent), path)
+    if not path:
+        return {}
+    try:
+        return load_baseline(path)
+    except Failure as e:
+        raise pytest.UsageError("extsan: %s" % str(e).replace("--baseline", "--extsan-baseline", 1))
 
 
 def wanted(config):
@@ -318,10 +496,9 @@ def start(config):
                                 "EXTSAN_OPTIONS=verbosity=1 to see why)" % core_path)
     if mode == "in-process":
         preload_children()
-    check = option(config, "extsan_check_each_test")
-    if check is None:
-        check = config.getini("extsan_check_each_test")
-    config.pluginmanager.register(ExtsanPlugin(core, mode, bool(check)), "extsan-session")
+    plugin = ExtsanPlugin(core, mode, setting(config, "extsan_check_each_test"),
+                          setting(config, "extsan_fail"), read_baseline(config))
+    config.pluginmanager.register(plugin, "extsan-session")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -333,5 +510,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # Also when extsan is off: a marked test must not fail --strict-markers then.
+    config.addinivalue_line("markers", MARKER_HELP)
     # The plugin was registered too late for pytest_load_initial_conftests (pytest_plugins).
     start(config)
