@@ -20,14 +20,15 @@ def test_readme_options_table_is_the_c_table():
     assert match.group(1).strip() == generated, "README options table differs from detector/options.def"
 
 
-def test_readme_starts_with_install_and_use_then_the_two_commands():
-    """The README leads with what a user of extsan types in their own project, then the two
-    commands of a checkout (the demo, the whole test suite)."""
+def test_readme_starts_with_the_two_commands_then_install_and_use():
+    """The README starts with the two commands of a checkout (the demo, the whole test suite),
+    then what a user of extsan types in their own project."""
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)[:2]
     commands = [[line.split("#")[0].strip() for line in block.splitlines() if line.strip()] for block in blocks]
-    assert commands == [["pip install extsan", "extsan run -- python -m pytest", "pytest --extsan"],
-                        ["scripts/extsan demo", "scripts/run-tests"]]
+    assert commands == [["scripts/extsan demo", "scripts/run-tests"],
+                        ["pip install /path/to/extsan", "extsan run -- python -m pytest",
+                         "pytest --extsan"]]
     ci = (ROOT / ".ci/run").read_text()
     assert "scripts/run-tests" in ci
 
