@@ -40,15 +40,15 @@ import subprocess
 import sys
 import tempfile
 
-from . import __version__, gate, layout
+from . import __version__, layout
 from .atomic import check_writable, write_atomically, write_json_atomically
 from .collect import collect_reports, unchecked_failure, warn_incomplete
 from .common import EXIT_FAILURE, LOG_DIR_MODE, Failure, first_line, plural, rel
-from .graph import write_dot_files
-from .fingerprint import add_fingerprints
-from .html import render_html
 from .merge import merge_documents, merge_failure, merge_reports, read_merged, report_files
-from .text import render_text
+
+# `run` is the command every test run starts through, so what only `gate` and `report` use (the
+# gate with its baselines, SARIF and JUnit; fingerprints; the text, HTML and Graphviz renderings)
+# is imported by those commands, not here: each import costs start-up time (scripts/bench-startup).
 
 # ---------------------------------------------------------------------------------------------
 # Layout and constants
@@ -94,6 +94,19 @@ def help_requested(args):
     """True when -h/--help appears among extsan's own arguments (before any '--')."""
     own = args[: args.index("--")] if "--" in args else args
     return "-h" in own or "--help" in own
+
+
+# run's flags that are not runtime options. A run given none but these (the usual case) needs
+# no runtime option table to parse its arguments, so `extsan-options list`, a process, is not run.
+RUN_OWN_FLAGS = ("--json", "--wait", "--allow-unchecked", "--options")
+SUBCOMMANDS = ("build", "run", "demo", "gate", "report", "options", "merge")
+
+
+def only_own_flags(args, own_flags):
+    """True when every flag among args is one of own_flags (--flag or --flag=value). Anything
+    else that starts with '-' (a runtime option flag, -h, a misspelt flag, a value argparse
+    would take for a flag) says no, so that the full parser decides as it always has."""
+    return all(not arg.startswith("-") or arg.split("=", 1)[0] in own_flags for arg in args)
 
 
 def split_command(args):
@@ -902,6 +915,8 @@ def cmd_merge(args):
 def cmd_gate(args, command, options):
     """extsan gate: CMD under the shim, then its findings against the suppressions and the
     baseline (gate.py); exits with CMD's failure, else 3 for new findings."""
+    from . import gate
+
     if not command:
         raise Failure("gate: no command given (usage: extsan gate [options] -- CMD ...)")
     given = compose_options(os.environ.get("EXTSAN_OPTIONS", ""), args.options or "")
@@ -919,6 +934,11 @@ def cmd_gate(args, command, options):
 def cmd_report(args):
     """extsan report: a merged (or per-process) report for a person: text on stdout, or one
     HTML page; --dot also writes each finding's graph as a Graphviz file."""
+    from .fingerprint import add_fingerprints
+    from .graph import write_dot_files
+    from .html import render_html
+    from .text import render_text
+
     document = add_fingerprints(read_merged(args.report))
     if args.html:
         check_writable("--html", args.html)
@@ -944,14 +964,19 @@ NO_OPTIONS_NOTE = ("The runtime option flags (--halt-on-error, --stack-depth N, 
 
 RUN_JSON_HELP = ("after CMD exits, merge the reports of all its processes into FILE "
                  "(log_dir defaults to a private temporary directory)")
-GATE_DESCRIPTION = (
+GATE_DESCRIPTION = (  # % the gate's exit status for new findings (gate.EXIT_NEW_FINDINGS)
     "Run CMD under the shim (as run does), merge the reports of all its processes and classify each "
     "finding: suppressed (a rule of --suppressions matches it), baselined (its fingerprint is in "
     "--baseline) or new. Exit status: CMD's own when CMD failed (never hidden), else %d when a "
     "finding is new, else 0; 125 when extsan itself fails (a malformed suppression or baseline "
     "file, an unwritable output: before CMD starts). Ends with a summary line on stderr, then "
-    "one line per new finding (kind, subject, fingerprint, first extension frame)."
-    % gate.EXIT_NEW_FINDINGS)
+    "one line per new finding (kind, subject, fingerprint, first extension frame).")
+
+
+def gate_exit_new_findings():
+    from .gate import EXIT_NEW_FINDINGS
+
+    return EXIT_NEW_FINDINGS
 
 
 def add_run_arguments(parser, options, json_help=RUN_JSON_HELP):
@@ -972,78 +997,94 @@ def add_run_arguments(parser, options, json_help=RUN_JSON_HELP):
         add_runtime_option_flags(parser, options)
 
 
-def make_parser(options):
-    """The full parser; options (the runtime option table) may be None when not built yet."""
+def make_parser(options, only=None):
+    """The parser; options (the runtime option table) may be None when not built yet.
+
+    only: the subcommand being run, whose parser alone is built (the others' are never used
+    then, and building them costs start-up time); None for all (the top-level help, an
+    unknown subcommand's error listing the choices).
+    """
+
+    def wanted(name):
+        return only is None or only == name
+
     parser = Parser(prog="extsan", description=DESCRIPTION, allow_abbrev=False,
                     epilog="'extsan COMMAND --help' describes each command. extsan's own failures exit 125.")
     parser.add_argument("--version", action="version", version="extsan " + __version__)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     epilog = None if options is not None else NO_OPTIONS_NOTE
 
-    p = sub.add_parser("build", help="build the shim for the Pythons found (or given)", allow_abbrev=False,
-                       description="Build build/libextsan.so and one core per CPython minor version "
-                                   "3.9-3.13. Without --python: python3 on PATH, /usr/bin/python3*, "
-                                   "$(pyenv root)/versions/*, one per minor version. Reconfigures only "
-                                   "when that set changed.")
-    p.add_argument("--python", metavar="PY", action="append", help="build for this interpreter (repeatable)")
-    p.add_argument("--force", action="store_true", help="reconfigure even if the set of Pythons is unchanged")
-    p.add_argument("--verbose", "-v", action="store_true", help="show Meson's output")
+    if wanted("build"):
+        p = sub.add_parser("build", help="build the shim for the Pythons found (or given)", allow_abbrev=False,
+                           description="Build build/libextsan.so and one core per CPython minor version "
+                                       "3.9-3.13. Without --python: python3 on PATH, /usr/bin/python3*, "
+                                       "$(pyenv root)/versions/*, one per minor version. Reconfigures only "
+                                       "when that set changed.")
+        p.add_argument("--python", metavar="PY", action="append", help="build for this interpreter (repeatable)")
+        p.add_argument("--force", action="store_true", help="reconfigure even if the set of Pythons is unchanged")
+        p.add_argument("--verbose", "-v", action="store_true", help="show Meson's output")
 
-    p = sub.add_parser("run", help="run CMD under the shim", allow_abbrev=False, epilog=epilog,
-                       usage="extsan run [options] -- CMD ...",
-                       description="Run CMD with libextsan.so preloaded (in a checkout, built first if "
-                                   "missing) and exit with CMD's status (128+N when CMD dies of signal "
-                                   "N; with --exitcode N, N when CMD exited 0 and a process reported a "
-                                   "finding no rule suppressed; 125 when extsan itself fails).")
-    add_run_arguments(p, options)
-    p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    if wanted("run"):
+        p = sub.add_parser("run", help="run CMD under the shim", allow_abbrev=False, epilog=epilog,
+                           usage="extsan run [options] -- CMD ...",
+                           description="Run CMD with libextsan.so preloaded (in a checkout, built first if "
+                                       "missing) and exit with CMD's status (128+N when CMD dies of signal "
+                                       "N; with --exitcode N, N when CMD exited 0 and a process reported a "
+                                       "finding no rule suppressed; 125 when extsan itself fails).")
+        add_run_arguments(p, options)
+        p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("demo", help="build the fixtures and run the demo program under the shim",
-                       allow_abbrev=False, epilog=epilog,
-                       description="Build the shim and the fixture extensions (build/demo-py3.X) for PY, "
-                                   "then run PY tests/fixtures/demo.py under the shim; its report appears "
-                                   "on stderr.")
-    p.add_argument("--python", metavar="PY",
-                   help="interpreter to demonstrate with (default: this one if CPython 3.9-3.13, "
-                        "else the first found)")
-    p.add_argument("--verbose", "-v", action="store_true", help="show Meson's output")
-    add_run_arguments(p, options)
+    if wanted("demo"):
+        p = sub.add_parser("demo", help="build the fixtures and run the demo program under the shim",
+                           allow_abbrev=False, epilog=epilog,
+                           description="Build the shim and the fixture extensions (build/demo-py3.X) for PY, "
+                                       "then run PY tests/fixtures/demo.py under the shim; its report appears "
+                                       "on stderr.")
+        p.add_argument("--python", metavar="PY",
+                       help="interpreter to demonstrate with (default: this one if CPython 3.9-3.13, "
+                            "else the first found)")
+        p.add_argument("--verbose", "-v", action="store_true", help="show Meson's output")
+        add_run_arguments(p, options)
 
-    p = sub.add_parser("gate", help="run CMD under the shim and fail on new findings (for CI)",
-                       allow_abbrev=False, epilog=epilog, usage="extsan gate [options] -- CMD ...",
-                       description=GATE_DESCRIPTION)
-    p.add_argument("--suppressions", metavar="FILE",
-                   help="findings matching a kind:pattern line of FILE are suppressed (passed to the "
-                        "runtime as suppressions=FILE when it has that option)")
-    p.add_argument("--baseline", metavar="FILE", help="findings whose fingerprint FILE lists are accepted")
-    p.add_argument("--update-baseline", metavar="FILE",
-                   help="write today's findings (those not suppressed) to FILE as the new baseline; "
-                        "they then count as baselined")
-    p.add_argument("--sarif", metavar="FILE", help="write the findings as SARIF 2.1.0 (code scanning)")
-    p.add_argument("--junit", metavar="FILE", help="write the findings as JUnit XML (CI test views)")
-    add_run_arguments(p, options, json_help="write the merged report to FILE, each finding with its "
-                                            "\"fingerprint\" and \"status\" (new, suppressed, baselined)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    if wanted("gate"):
+        p = sub.add_parser("gate", help="run CMD under the shim and fail on new findings (for CI)",
+                           allow_abbrev=False, epilog=epilog, usage="extsan gate [options] -- CMD ...",
+                           description=GATE_DESCRIPTION % gate_exit_new_findings())
+        p.add_argument("--suppressions", metavar="FILE",
+                       help="findings matching a kind:pattern line of FILE are suppressed (passed to the "
+                            "runtime as suppressions=FILE when it has that option)")
+        p.add_argument("--baseline", metavar="FILE", help="findings whose fingerprint FILE lists are accepted")
+        p.add_argument("--update-baseline", metavar="FILE",
+                       help="write today's findings (those not suppressed) to FILE as the new baseline; "
+                            "they then count as baselined")
+        p.add_argument("--sarif", metavar="FILE", help="write the findings as SARIF 2.1.0 (code scanning)")
+        p.add_argument("--junit", metavar="FILE", help="write the findings as JUnit XML (CI test views)")
+        add_run_arguments(p, options, json_help="write the merged report to FILE, each finding with its "
+                                                "\"fingerprint\" and \"status\" (new, suppressed, baselined)")
+        p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("report", help="render a JSON report as text or HTML", allow_abbrev=False,
-                       description="Render a report of run --json, gate --json or merge (or one "
-                                   "extsan.<pid>.json) for a person: text on stdout by default; with "
-                                   "--html one self-contained page with the stacks, the source lines "
-                                   "around them and each reference graph (drawn by Graphviz's dot when "
-                                   "installed).")
-    p.add_argument("report", metavar="FILE.json", help="the report to render")
-    p.add_argument("--html", metavar="OUT.html", help="write an HTML page instead of the text")
-    p.add_argument("--dot", metavar="DIR", help="also write each finding's graph to DIR/extsan-<fingerprint>.dot")
+    if wanted("report"):
+        p = sub.add_parser("report", help="render a JSON report as text or HTML", allow_abbrev=False,
+                           description="Render a report of run --json, gate --json or merge (or one "
+                                       "extsan.<pid>.json) for a person: text on stdout by default; with "
+                                       "--html one self-contained page with the stacks, the source lines "
+                                       "around them and each reference graph (drawn by Graphviz's dot when "
+                                       "installed).")
+        p.add_argument("report", metavar="FILE.json", help="the report to render")
+        p.add_argument("--html", metavar="OUT.html", help="write an HTML page instead of the text")
+        p.add_argument("--dot", metavar="DIR", help="also write each finding's graph to DIR/extsan-<fingerprint>.dot")
 
-    p = sub.add_parser("options", help="print the runtime options table", allow_abbrev=False,
-                       description="Print the runtime options (set with EXTSAN_OPTIONS or the flags of run).")
-    p.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    if wanted("options"):
+        p = sub.add_parser("options", help="print the runtime options table", allow_abbrev=False,
+                           description="Print the runtime options (set with EXTSAN_OPTIONS or the flags of run).")
+        p.add_argument("--markdown", action="store_true", help="as a Markdown table")
 
-    p = sub.add_parser("merge", help="merge per-process JSON reports into one", allow_abbrev=False,
-                       description="Merge extsan.<pid>.json reports (files, or directories holding them, "
-                                   "or reports merged before) into OUT, as run --json does.")
-    p.add_argument("out", metavar="OUT", help="the merged report to write")
-    p.add_argument("inputs", metavar="IN", nargs="+", help="a per-process report, or a directory of them")
+    if wanted("merge"):
+        p = sub.add_parser("merge", help="merge per-process JSON reports into one", allow_abbrev=False,
+                           description="Merge extsan.<pid>.json reports (files, or directories holding them, "
+                                       "or reports merged before) into OUT, as run --json does.")
+        p.add_argument("out", metavar="OUT", help="the merged report to write")
+        p.add_argument("inputs", metavar="IN", nargs="+", help="a per-process report, or a directory of them")
     return parser
 
 
@@ -1052,14 +1093,16 @@ def main(argv=None):
     subcommand = argv[0] if argv and not argv[0].startswith("-") else None
     try:
         options = None
+        own, command = split_command(argv) if subcommand in ("run", "gate") else (argv, None)
         if subcommand in ("run", "demo", "gate"):
             # The runtime option flags come from the built options tool: build before parsing,
             # unless only the help is wanted.
             if not help_requested(argv[1:]):
                 ensure_shim()
-            options = load_runtime_options()
-        own, command = split_command(argv) if subcommand in ("run", "gate") else (argv, None)
-        args, unknown = make_parser(options).parse_known_args(own)
+            if subcommand != "run" or not only_own_flags(own[1:], RUN_OWN_FLAGS):
+                options = load_runtime_options()
+        only = subcommand if subcommand in SUBCOMMANDS else None
+        args, unknown = make_parser(options, only).parse_known_args(own)
         if unknown:
             where = args.subcommand + ": " if args.subcommand else ""
             raise Failure("%sunrecognized arguments: %s (see 'extsan %s--help')"

@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 import time
-from typing import NamedTuple
+from collections import namedtuple
 
 from .common import Failure, plural
 from .merge import REPORT_NAME, report_files
@@ -26,10 +26,12 @@ PID_REUSE_SLACK = 2.0
 ARGV_SHOWN = 120  # characters of a process's command line in a message
 
 
-class Collected(NamedTuple):
-    paths: list  # the reports written during the run, in name order
-    still_running: list  # [(pid, report or None)]: their process is alive at the bound
-    unfinished: list  # [(pid, report)]: not complete, no "signal", and their process is gone
+# A namedtuple, not a typing.NamedTuple: every `extsan run` collects, and typing alone is a good
+# part of a run's imports (scripts/bench-startup).
+#   paths: the reports written during the run, in name order
+#   still_running: [(pid, report or None)]: their process is alive at the bound
+#   unfinished: [(pid, report)]: not complete, no "signal", and their process is gone
+Collected = namedtuple("Collected", "paths still_running unfinished")
 
 
 def describe_process(pid, report):
