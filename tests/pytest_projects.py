@@ -3,7 +3,7 @@ under `scripts/extsan run --json` or on their own (the plugin's in-process activ
 
 The projects import the fixture extensions (PYTHONPATH: the fixture build of that Python) and
 pytest with pytest-xdist from build/pytest-deps (pure wheels that scripts/install-deps puts
-there; pytest 9 needs Python 3.10, so these tests leave 3.9 out), and scripts/ for the plugin
+there: pytest 9 for 3.10+, pytest 8.4 in build/pytest-deps-3.9 for 3.9), and scripts/ for the plugin
 `extsan_pytest`. Each project has its own pytest.ini, so the suite's conftest never applies.
 
 Project tests record which process ran them: `record("name")` (from the generated helper module
@@ -22,10 +22,13 @@ import pytest
 from conftest import (BUILD, EXTSAN, PYTHON_IDS, RUN_TIMEOUT, ROOT, base_env, check_report,
                       run_captured)
 
-PYTEST_DEPS = BUILD / "pytest-deps"
 SCRIPTS = ROOT / "scripts"
-# pytest 9 (build/pytest-deps) runs on 3.10 and newer.
-PYTEST_IDS = tuple(i for i in PYTHON_IDS if i != "3.9")
+PYTEST_IDS = PYTHON_IDS
+
+
+def pytest_deps(python):
+    """Where pytest and pytest-xdist for `python` are: pytest 9 needs 3.10, 3.9 has pytest 8.4."""
+    return BUILD / ("pytest-deps-3.9" if python.minor == 9 else "pytest-deps")
 
 RECORD = """\
 import os
@@ -74,12 +77,13 @@ def write_project(project, files, ini="[pytest]\n"):
     return project
 
 
-def project_env(fixtures, extra=None):
+def project_env(python, fixtures, extra=None):
     """A clean environment: PYTHONPATH = fixture build, pytest-deps, scripts/; no PYTEST_*."""
-    if not (PYTEST_DEPS / "pytest").is_dir():
-        pytest.fail("%s has no pytest: run scripts/install-deps" % PYTEST_DEPS, pytrace=False)
+    deps = pytest_deps(python)
+    if not (deps / "pytest").is_dir():
+        pytest.fail("%s has no pytest: run scripts/install-deps" % deps, pytrace=False)
     env = base_env(fixtures, extra)
-    env["PYTHONPATH"] = os.pathsep.join([str(fixtures), str(PYTEST_DEPS), str(SCRIPTS)])
+    env["PYTHONPATH"] = os.pathsep.join([str(fixtures), str(deps), str(SCRIPTS)])
     for name in list(env):
         if name.startswith("PYTEST_") or name.startswith("COV_"):
             del env[name]
@@ -107,7 +111,7 @@ def run_pytest(python, fixtures, project, args=(), under_extsan=True, extsan_arg
         logs.mkdir(exist_ok=True)
         options = [o for o in (extra.get("EXTSAN_OPTIONS"), "log_dir=%s" % logs) if o]
         extra["EXTSAN_OPTIONS"] = ":".join(options)
-    out = run_captured(command, project_env(fixtures, extra), project, timeout)
+    out = run_captured(command, project_env(python, fixtures, extra), project, timeout)
     if not under_extsan and any((project / "logs").glob("extsan.*.json")):
         merged = subprocess.run([str(EXTSAN), "merge", str(report_path), str(project / "logs")],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
