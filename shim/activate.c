@@ -5,14 +5,14 @@
 #define _GNU_SOURCE
 #include "activate.h"
 
-#include "../detector/context.h"
-#include "../detector/findings.h"
-#include "../detector/gil.h"
-#include "../detector/heap_analysis.h"
-#include "../detector/log.h"
-#include "../detector/options.h"
-#include "../detector/registry.h"
-#include "../detector/report.h"
+#include "../detector/runtime/context.h"
+#include "../detector/report/findings.h"
+#include "../detector/threads/gil.h"
+#include "../detector/heap/heap_analysis.h"
+#include "../detector/runtime/log.h"
+#include "../detector/runtime/options.h"
+#include "../detector/heap/registry.h"
+#include "../detector/report/report.h"
 
 #include <stdio.h>
 #include <stdlib.h>

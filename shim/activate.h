@@ -12,7 +12,7 @@
  *       GIL (below). Idempotent.
  *   void extsan_set_context(const char *test_id)
  *       Names what runs from now on (a pytest node id); NULL or "" clears it. New findings and
- *       new allocation sites carry it (detector/context.h).
+ *       new allocation sites carry it (detector/runtime/context.h).
  *   unsigned extsan_check_now(void)
  *       Runs the heap analysis now, recording hidden references and leaked cycles found at
  *       this point (heap_analysis_check_now: holders counted before are not counted again).

@@ -1,10 +1,10 @@
 #define _GNU_SOURCE
 #include "got_patch.h"
-#include "../detector/loaded_objects.h"
-#include "../detector/locks.h"
+#include "../detector/runtime/loaded_objects.h"
+#include "../detector/threads/locks.h"
 
-#include "../detector/log.h"
-#include "../detector/python_api.h"
+#include "../detector/runtime/log.h"
+#include "../detector/runtime/python_api.h"
 
 #include <elf.h>
 #include <link.h>

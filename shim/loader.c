@@ -2,7 +2,7 @@
  * libextsan.so, the library users preload. It only picks the core built for the running
  * Python (libextsan-py3.X.so beside it) and loads it: one preload path then serves every
  * Python of a test run, and stays inert in the non-Python processes it spawns. A Python process
- * for which no core loads runs unchecked, and says so (detector/report_unchecked.h).
+ * for which no core loads runs unchecked, and says so (detector/report/report_unchecked.h).
  */
 #define _GNU_SOURCE
 #include "options.h"

@@ -7,11 +7,11 @@
 #include "got_patch.h"
 #include "hooks.h"
 
-#include "../detector/capsule_check.h"
-#include "../detector/lifecycle.h"
-#include "../detector/log.h"
-#include "../detector/registry.h"
-#include "../detector/signals.h"
+#include "../detector/threads/capsule_check.h"
+#include "../detector/runtime/lifecycle.h"
+#include "../detector/runtime/log.h"
+#include "../detector/heap/registry.h"
+#include "../detector/threads/signals.h"
 
 #include <errno.h>
 

@@ -1,7 +1,7 @@
 """Option `exitcode` (LeakSanitizer's): a process that reported findings no rule suppressed and
 would have exited 0 exits with it instead; 0, the default, keeps the program's own status.
 
-- The process itself (detector/lifecycle.c), with the shim preloaded directly: a planted defect
+- The process itself (detector/runtime/lifecycle.c), with the shim preloaded directly: a planted defect
   (a GIL-less capsule call, found when made; a hidden reference, found by the exit analysis)
   ending at the end of the script, by sys.exit(0) or by os._exit(0) exits with exitcode; its
   clean twin exits 0; a program that fails keeps its own status; a suppressed finding changes

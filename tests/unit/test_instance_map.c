@@ -1,6 +1,6 @@
 /*
- * Unit test of the instance map (detector/instance_map.c): put, find and remove, replace versus
- * keep, the newest record waiting outside the table, backward-shift deletion, growth and
+ * Unit test of the instance map (detector/heap/instance_map.c): put, find and remove, replace
+ * versus keep, the newest record waiting outside the table, backward-shift deletion, growth and
  * shrinking, for_each; then a few hundred thousand random operations checked against a plain
  * array model.
  *
@@ -10,7 +10,8 @@
  * touches an object, so the objects here are made-up 16-byte aligned addresses, and the test is
  * compiled against one Python's headers (registry.h includes Python.h) without libpython.
  * Build (the suite does it with Meson as build/test-instance-map):
- *   gcc -std=c11 -Idetector $(python3-config --includes) tests/unit/test_instance_map.c
+ *   gcc -std=c11 -Idetector/threads -Idetector/runtime -Idetector/heap -Idetector/report \
+ *       $(python3-config --includes) tests/unit/test_instance_map.c
  */
 #include "instance_map.c"
 

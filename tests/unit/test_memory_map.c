@@ -1,9 +1,10 @@
 /*
- * Unit test of the memory map (detector/memory_map.c) against mappings the test makes itself:
- * writable pages, a PROT_NONE guard page, an unmapped hole, a read-only page, and more than the
- * first 256 mappings the loader has room for. Build (the suite does it with Meson as
+ * Unit test of the memory map (detector/runtime/memory_map.c) against mappings the test makes
+ * itself: writable pages, a PROT_NONE guard page, an unmapped hole, a read-only page, and more
+ * than the first 256 mappings the loader has room for. Build (the suite does it with Meson as
  * build/test-memory-map):
- *   gcc -std=c11 -Idetector detector/memory_map.c tests/unit/test_memory_map.c
+ *   gcc -std=c11 -Idetector/threads -Idetector/runtime -Idetector/heap -Idetector/report \
+ *       detector/runtime/memory_map.c tests/unit/test_memory_map.c
  */
 #define _GNU_SOURCE
 

@@ -3,7 +3,8 @@
  *
  * Build with -g (file:line checks) and without -fomit-frame-pointer worries: libunwind reads the
  * unwind tables. Example:
- *   gcc -std=c11 -g -O1 -Idetector detector/stacks.c detector/symbolize.c \
+ *   gcc -std=c11 -g -O1 -Idetector/threads -Idetector/runtime -Idetector/heap -Idetector/report \
+ *       detector/report/stacks.c detector/report/symbolize.c \
  *       tests/unit/test_stacks.c $(pkg-config --cflags --libs libunwind libdw) -ldl -lpthread
  */
 #define _GNU_SOURCE

@@ -1,7 +1,8 @@
 /*
  * Unit test of the suppressions module: glob matching, parsing, the choice of rule and the use
  * counts. Build (the suite does it with Meson as build/test-suppressions):
- *   gcc -std=c11 -Idetector detector/suppressions.c tests/unit/test_suppressions.c
+ *   gcc -std=c11 -Idetector/threads -Idetector/runtime -Idetector/heap -Idetector/report \
+ *       detector/report/suppressions.c tests/unit/test_suppressions.c
  */
 #define _GNU_SOURCE
 

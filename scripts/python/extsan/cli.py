@@ -16,7 +16,7 @@ fingerprints, the gate, SARIF, JUnit, text and HTML) is in the other modules of 
 The console script `extsan` of an installed package runs main(); so do `python -m extsan` and a
 checkout's scripts/extsan. The runtime option flags of `run`, `gate` and `demo` are generated
 from `extsan-options list` (extsan/lib/ installed, build/ in a checkout),
-the tool compiled from the one C options table (detector/options.def), so a new option needs no
+the tool compiled from the one C options table (detector/runtime/options.def), so a new option needs no
 change here.
 
 Exit status: CMD's own status for `run` (128+N when CMD dies of signal N, as a shell reports it),
@@ -241,7 +241,7 @@ def quote_option_value(name, value):
 def split_options(text):
     """Splits an EXTSAN_OPTIONS string into (name, value) items, quotes removed.
 
-    Mirrors the C parser (detector/options.h): items separated by ':' or white space, a value
+    Mirrors the C parser (detector/runtime/options.h): items separated by ':' or white space, a value
     may be quoted with ' or ". Used only to find the log_dir in force; the C tool validates.
     """
     items, current, quote = [], [], None

@@ -11,7 +11,7 @@ of: the type's name, the capsule API, the capsule's name, or, in any of the find
 frame's function, module or source file (full path or basename). A finding is suppressed by
 the first rule of the file that matches it.
 
-The runtime reads the same files (option `suppressions`, detector/suppressions.c): it marks
+The runtime reads the same files (option `suppressions`, detector/report/suppressions.c): it marks
 each finding it suppressed with "suppressed": RULE and lists its rules' use per process. This
 module speaks the same format, with the same messages, for the gate: to check a file before
 CMD starts, to apply it where the runtime did not (a runtime built before the option existed),
