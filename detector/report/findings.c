@@ -191,12 +191,20 @@ struct finding *findings_record_deadly(int signal, int code, uintptr_t fault_add
     return finding;
 }
 
-void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context)
+void findings_for_each_since(unsigned first, void (*visit)(struct finding *finding, void *context),
+                             void *context)
 {
     lock_acquire(LOCK_FINDINGS);
+    unsigned index = 0;
     for (struct finding *finding = first_finding; finding; finding = finding->next)
-        visit(finding, context);
+        if (index++ >= first)
+            visit(finding, context);
     lock_release(LOCK_FINDINGS);
+}
+
+void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context)
+{
+    findings_for_each_since(0, visit, context);
 }
 
 unsigned findings_count(void)

@@ -134,6 +134,10 @@ struct finding *findings_record_deadly(int signal, int code, uintptr_t fault_add
 /* Calls visit for each finding in order of first occurrence, under the findings lock. */
 void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context);
 
+/* The same, from the finding numbered `first` on (0: the first one made). */
+void findings_for_each_since(unsigned first, void (*visit)(struct finding *finding, void *context),
+                             void *context);
+
 unsigned findings_count(void);
 
 /* In a forked child: the parent's findings are the parent's to report. */

@@ -228,23 +228,11 @@ static void write_json_report(FILE *out, const struct report_request *request)
 
 const struct report_writer json_report_writer = {.write = write_json_report};
 
-struct json_since_context {
-    struct json_context json; /* first: write_finding takes it */
-    unsigned index, first;
-};
-
-static void write_finding_since(struct finding *finding, void *context)
-{
-    struct json_since_context *since = context;
-    if (since->index++ >= since->first)
-        write_finding(finding, &since->json);
-}
-
 void json_report_write_since(FILE *out, unsigned first)
 {
     struct report_request request = {0};
-    struct json_since_context since = {.json = {.out = out, .request = &request}, .first = first};
+    struct json_context json = {.out = out, .request = &request};
     fputc('[', out);
-    findings_for_each(write_finding_since, &since);
+    findings_for_each_since(first, write_finding, &json);
     fputs("]\n", out);
 }

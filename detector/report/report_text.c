@@ -271,24 +271,17 @@ static void write_text_report(FILE *out, const struct report_request *request)
 
 const struct report_writer text_report_writer = {.write = write_text_report};
 
-struct since_context {
-    struct text_context text; /* first: write_finding takes it */
-    unsigned index, first;
-};
-
-static void write_finding_since(struct finding *finding, void *context)
+/* Writes a finding whether or not its block is on stderr already, and leaves that mark as is. */
+static void write_finding_again(struct finding *finding, void *context)
 {
-    struct since_context *since = context;
-    if (since->index++ < since->first)
-        return;
     bool written = finding->text_written;
     finding->text_written = false;
-    write_finding(finding, &since->text);
+    write_finding(finding, context);
     finding->text_written = written;
 }
 
 void text_report_write_since(FILE *out, unsigned first)
 {
-    struct since_context since = {.text = {.out = out, .pid = getpid()}, .first = first};
-    findings_for_each(write_finding_since, &since);
+    struct text_context text = {.out = out, .pid = getpid()};
+    findings_for_each_since(first, write_finding_again, &text);
 }
