@@ -81,26 +81,44 @@ static bool path_stands(const struct graph *graph, const struct candidate *candi
 }
 
 /*
- * Counts, for the candidates [start, end) of one type, sorted by path, the distinct holders
- * whose candidates at depth 2 start at each field, and marks usual_field[i] when that is most
- * of the type's `holders`. `counted_in` and `group` number the counts as in the caller.
+ * Counts distinct holders in runs of candidates, in time linear in the run: per node, the
+ * number of the last count it took part in (counts are numbered from 1).
+ */
+struct holder_counter {
+    uint32_t *counted_in;
+    uint32_t count;
+};
+
+static size_t distinct_holders(const struct graph *graph, size_t start, size_t end,
+                               struct holder_counter *counter)
+{
+    size_t holders = 0;
+    counter->count++;
+    for (size_t i = start; i < end; i++) {
+        uint32_t holder = graph->candidates[i].holder;
+        holders += counter->counted_in[holder] != counter->count;
+        counter->counted_in[holder] = counter->count;
+    }
+    return holders;
+}
+
+/*
+ * Marks usual_field[i], for the candidates [start, end) of one type sorted by path, when the
+ * field its depth-2 path starts at leads to a block in most of the type's `holders`.
  */
 static void mark_usual_fields(const struct graph *graph, size_t start, size_t end, size_t holders,
-                              uint32_t *counted_in, uint32_t *group, bool *usual_field)
+                              struct holder_counter *counter, bool *usual_field)
 {
     for (size_t run = start; run < end;) {
         const struct candidate *first = &graph->candidates[run];
-        size_t run_end = run, field_holders = 0;
-        ++*group;
+        size_t run_end = run;
         while (run_end < end && graph->candidates[run_end].depth == first->depth &&
-               graph->candidates[run_end].path[0] == first->path[0]) {
-            uint32_t holder = graph->candidates[run_end].holder;
-            field_holders += counted_in[holder] != *group;
-            counted_in[holder] = *group;
+               graph->candidates[run_end].path[0] == first->path[0])
             run_end++;
-        }
+        bool usual =
+            first->depth == 2 && most_of(distinct_holders(graph, run, run_end, counter), holders);
         for (size_t i = run; i < run_end; i++)
-            usual_field[i] = first->depth == 2 && most_of(field_holders, holders);
+            usual_field[i] = usual;
         run = run_end;
     }
 }
@@ -108,42 +126,31 @@ static void mark_usual_fields(const struct graph *graph, size_t start, size_t en
 /* Marks (rejected = true) the candidates whose path does not stand (path_stands). */
 static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
 {
-    /* Per node, the last type group (numbered from 1) it was counted in as a holder. */
-    uint32_t *counted_in = calloc(graph->node_count + 1, sizeof *counted_in);
+    struct holder_counter counter = {.counted_in = calloc(graph->node_count + 1, sizeof(uint32_t))};
     bool *usual_field = calloc(graph->candidate_count + 1, sizeof *usual_field);
-    if (!counted_in || !usual_field) {
-        free(counted_in);
+    if (!counter.counted_in || !usual_field) {
+        free(counter.counted_in);
         free(usual_field);
         graph->out_of_memory = true;
         return;
     }
     qsort_r(graph->candidates, graph->candidate_count, sizeof *graph->candidates,
             compare_by_type_and_path, graph);
-    uint32_t group = 0;
     for (size_t type_start = 0; type_start < graph->candidate_count;) {
         struct type_record *type = holder_type(graph, &graph->candidates[type_start]);
         size_t type_end = type_start;
         while (type_end < graph->candidate_count &&
                holder_type(graph, &graph->candidates[type_end]) == type)
             type_end++;
-        /* Holders of this type with candidates: count distinct holder indexes. */
-        size_t holders = 0;
-        group++;
-        for (size_t i = type_start; i < type_end; i++) {
-            uint32_t holder = graph->candidates[i].holder;
-            holders += counted_in[holder] != group;
-            counted_in[holder] = group;
-        }
-        mark_usual_fields(graph, type_start, type_end, holders, counted_in, &group, usual_field);
+        /* Holders of this type with candidates. */
+        size_t holders = distinct_holders(graph, type_start, type_end, &counter);
+        mark_usual_fields(graph, type_start, type_end, holders, &counter, usual_field);
         for (size_t run = type_start; run < type_end;) {
-            size_t run_end = run, run_holders = 0;
-            uint32_t last_holder = NO_NODE;
+            size_t run_end = run;
             while (run_end < type_end &&
-                   same_path(&graph->candidates[run], &graph->candidates[run_end])) {
-                run_holders += graph->candidates[run_end].holder != last_holder;
-                last_holder = graph->candidates[run_end].holder;
+                   same_path(&graph->candidates[run], &graph->candidates[run_end]))
                 run_end++;
-            }
+            size_t run_holders = distinct_holders(graph, run, run_end, &counter);
             bool usual = most_of(run_holders, holders);
             for (size_t i = run; i < run_end; i++)
                 rejected[i] =
@@ -152,7 +159,7 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
         }
         type_start = type_end;
     }
-    free(counted_in);
+    free(counter.counted_in);
     free(usual_field);
 }
 
@@ -167,12 +174,6 @@ static int compare_candidates(const void *left, const void *right, void *context
     if (a->depth != b->depth)
         return a->depth - b->depth;
     return (a->holder > b->holder) - (a->holder < b->holder);
-}
-
-static int compare_addresses(const void *left, const void *right)
-{
-    uintptr_t a = *(const uintptr_t *)left, b = *(const uintptr_t *)right;
-    return (a > b) - (a < b);
 }
 
 static int compare_by_holder(const void *left, const void *right)

@@ -61,7 +61,7 @@ static int compare_spans(const void *left, const void *right)
     return (a->start > b->start) - (a->start < b->start);
 }
 
-static int compare_words(const void *left, const void *right)
+int compare_addresses(const void *left, const void *right)
 {
     uintptr_t a = *(const uintptr_t *)left, b = *(const uintptr_t *)right;
     return (a > b) - (a < b);
@@ -160,7 +160,7 @@ static void find_in_words(uintptr_t start, uintptr_t end, const uintptr_t *targe
     for (const uintptr_t *word = (const uintptr_t *)start; (uintptr_t)(word + 1) <= end; word++) {
         if (*word < targets[0] || *word > targets[count - 1])
             continue;
-        const uintptr_t *hit = bsearch(word, targets, count, sizeof *targets, compare_words);
+        const uintptr_t *hit = bsearch(word, targets, count, sizeof *targets, compare_addresses);
         if (hit)
             found[hit - targets] = true;
     }

@@ -27,6 +27,10 @@ bool memory_map_readable(struct memory_map *map, uintptr_t address, size_t lengt
  */
 size_t memory_map_data_extent(struct memory_map *map, uintptr_t address, size_t wanted);
 
+/* qsort/bsearch order of uintptr_t addresses, the order of memory_map_find_in_static_data's
+   targets. */
+int compare_addresses(const void *left, const void *right);
+
 /*
  * Sets found[i] when some aligned word of a loaded object's writable segments (its static
  * variables, .data and .bss) equals targets[i]: what a C static owns, LeakSanitizer's roots.
