@@ -13,7 +13,9 @@
 #include "../detector/runtime/options.h"
 #include "../detector/heap/registry.h"
 #include "../detector/report/report.h"
+#include "../detector/report/suppressions.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,4 +112,44 @@ EXTSAN_API size_t extsan_findings_text(unsigned first, char *buffer, size_t size
 EXTSAN_API size_t extsan_findings_json(unsigned first, char *buffer, size_t size)
 {
     return render_since(report_json_since, first, buffer, size);
+}
+
+/* The first line of text (numbered from 1) that holds no rule of set; 0 when each holds one. */
+static unsigned first_line_without_rule(const struct suppression_set *set, const char *text)
+{
+    unsigned lines = 1;
+    for (const char *c = text; *c; c++)
+        lines += *c == '\n';
+    for (unsigned line = 1, next = 0; line <= lines; line++, next++)
+        if (next >= set->count || set->rules[next].line != line)
+            return line;
+    return 0;
+}
+
+EXTSAN_API int extsan_match_rules(unsigned index, const char *source, const char *rules,
+                                  char *error, size_t error_size)
+{
+    if (!rules || !*rules)
+        return 0;
+    FILE *in = fmemopen((void *)rules, strlen(rules), "r");
+    if (!in) {
+        snprintf(error, error_size, "%s: cannot read it: %s", source, strerror(errno));
+        return -1;
+    }
+    struct suppression_set set;
+    bool parsed = suppression_set_parse(&set, source, in, error, error_size);
+    fclose(in);
+    if (!parsed)
+        return -1;
+    int found = 0;
+    unsigned empty = first_line_without_rule(&set, rules);
+    if (empty) {
+        snprintf(error, error_size, "%s:%u: an empty rule", source, empty);
+        found = -1;
+    } else if (started) {
+        int rule = report_match_rules(index, &set);
+        found = rule >= 0 ? (int)set.rules[rule].line : 0;
+    }
+    suppression_set_free(&set);
+    return found;
 }

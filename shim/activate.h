@@ -26,6 +26,13 @@
  *   size_t extsan_findings_json(unsigned first, char *buffer, size_t size)
  *       The same findings as a JSON array of the JSON report's findings, suppressed ones
  *       included (with "suppressed"), written to buffer as extsan_findings_text writes.
+ *   int extsan_match_rules(unsigned index, const char *source, const char *rules,
+ *                          char *error, size_t error_size)
+ *       Whether one of rules (lines of a suppressions file, each holding a rule; source names
+ *       them in messages) matches the index-th finding as a suppression would: the line of the
+ *       first that does (from 1), 0 when none does or there is no such finding (an index past
+ *       the last only checks the rules), -1 for a malformed or empty line, with one line in
+ *       error ("SOURCE:LINE: WHAT IS WRONG").
  */
 #ifndef EXTSAN_ACTIVATE_H
 #define EXTSAN_ACTIVATE_H

@@ -38,7 +38,6 @@ from conftest import (
 sys.path.insert(0, str(ROOT / "scripts" / "python"))
 from extsan import baseline, fingerprint, suppressions  # noqa: E402
 from extsan.findings import finding_line  # noqa: E402
-from extsan.common import Failure  # noqa: E402
 
 GATE_PYTHONS = pytest.mark.pythons("3.12", "debian3.11")
 NEW_FINDINGS_STATUS = 3
@@ -474,50 +473,16 @@ def test_finding_line():
         "capsule-without-gil: PyCapsule_New mymod.handle, in no test, at no frame of an extension"
 
 
-# ---- the suppression parser and matcher (the gate's own, for run-wide counts) --------------------
+# ---- a suppressions file's use over the run (the runtime parses and matches it) ----------------
 
 
-def test_python_parser_says_what_the_runtime_says(tmp_path):
-    """Every malformed file gets the same one line from the gate's parser and from the runtime's
-    (`extsan-options check-suppressions`)."""
-    cases = [text for _, text, _ in MALFORMED_SUPPRESSIONS] + [":foo\n", "*:   # nothing\n", "Leaked-Cycle:x\n"]
-    for number, text in enumerate(cases):
-        path = write(tmp_path / ("case%d.supp" % number), text)
-        runtime = subprocess.run([str(OPTIONS_TOOL), "check-suppressions", str(path)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, timeout=60)
-        with pytest.raises(Failure) as raised:
-            suppressions.parse_suppressions(str(path))
-        assert runtime.stderr == "extsan: %s\n" % raised.value, text
-
-
-def test_python_matcher(tmp_path):
-    path = write(tmp_path / "rules.supp", """\
-# comment
-leaked-cycle:mymod.*            # a type: no match (wrong kind)
-capsule-without-gil:helper#1    # '#' inside a word is part of the pattern
-capsule-without-gil:*/src/help?r.c
-*:mymod.cpython-*.so
-""")
-    rules = suppressions.parse_suppressions(str(path))
-    assert [(r.text, r.line) for r in rules] == [
-        ("leaked-cycle:mymod.*", 2), ("capsule-without-gil:helper#1", 3),
-        ("capsule-without-gil:*/src/help?r.c", 4), ("*:mymod.cpython-*.so", 5)]
-    assert suppressions.matching_rule(rules, CAPSULE_FINDING).text == "capsule-without-gil:*/src/help?r.c"
-    by_module = changed(CAPSULE_FINDING, 2, file="../../src/helpers.c")
-    assert suppressions.matching_rule(rules, by_module).text == "*:mymod.cpython-*.so"
-    nothing = changed(by_module, 0, module="/b/other.so")
-    nothing["stack"][2]["module"] = "/b/other.so"
-    assert suppressions.matching_rule(rules, nothing) is None
-    whole_name = suppressions.parse_suppressions(str(write(tmp_path / "part.supp", "*:make\n*:[x]\n")))
-    assert suppressions.matching_rule(whole_name, CAPSULE_FINDING) is None  # globs match whole names
-
-
-def test_rule_use_is_summed_over_the_processes(tmp_path):
-    rules = suppressions.parse_suppressions(str(write(tmp_path / "r.supp", "*:a\n*:b\n*:c\n")))
+def test_rule_use_is_summed_over_the_processes():
     processes = [{"suppressions": [{"rule": "*:a", "file": "r.supp", "line": 1, "used": 2},
-                                   {"rule": "*:b", "file": "r.supp", "line": 2, "used": 0}]},
-                 {"suppressions": [{"rule": "*:b", "file": "r.supp", "line": 2, "used": 1}]}, {}]
-    usage = suppressions.suppression_usage(rules, {"*:c": 0}, processes)
+                                   {"rule": "*:b", "file": "r.supp", "line": 2, "used": 0},
+                                   {"rule": "*:c", "file": "r.supp", "line": 3, "used": 0}]},
+                 {"suppressions": [{"rule": "*:b", "file": "r.supp", "line": 2, "used": 1},
+                                   {"rule": "*:c", "file": "r.supp", "line": 3, "used": 0}]}, {}]
+    usage = suppressions.suppression_usage(processes)
     assert [(u["rule"], u["used"]) for u in usage] == [("*:a", 2), ("*:b", 1), ("*:c", 0)]
 
 

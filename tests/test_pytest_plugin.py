@@ -578,6 +578,11 @@ def test_malformed_marker_errors_its_test(python, fixtures, tmp_path):
             pass
 
 
+        @pytest.mark.extsan(allow=["leaked-cycle:*", "  # only a comment"])
+        def test_empty_rule():
+            pass
+
+
         def test_fine():
             pass
         """
@@ -588,7 +593,9 @@ def test_malformed_marker_errors_its_test(python, fixtures, tmp_path):
         result.describe()
     assert "extsan marker of test_bad.py::test_bad_keyword: takes only allow= and check= (got allows)" \
         in result.stdout, result.describe()
-    assert last_line(result) == "1 passed, 2 errors", result.describe()
+    assert "extsan marker of test_bad.py::test_empty_rule: allow:2: an empty rule" in result.stdout, \
+        result.describe()
+    assert last_line(result) == "1 passed, 3 errors", result.describe()
 
 
 @pytest.mark.parametrize("how", ["option", "ini"])

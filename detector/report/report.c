@@ -88,14 +88,12 @@ static void offer_stack(struct suppression_offer *offer, stack_id stack)
     }
 }
 
-static void decide_suppression(struct finding *finding, void *context)
+/* The first rule of set that matches one of the finding's names, NULL when none does. */
+static const struct suppression_rule *first_matching_rule(const struct finding *finding,
+                                                          struct suppression_set *set)
 {
-    (void)context;
-    if (finding->suppression_decided)
-        return;
-    finding->suppression_decided = true;
     struct suppression_offer offer;
-    offer.done = !suppression_match_begin(&offer.match, finding->kind);
+    offer.done = !suppression_match_begin(&offer.match, set, finding->kind);
     offer_name(&offer, finding->type_name);
     offer_name(&offer, finding->api);
     if (finding->has_capsule_name)
@@ -112,7 +110,40 @@ static void decide_suppression(struct finding *finding, void *context)
             offer_name(&offer, site->python[i].function);
         }
     }
-    finding->suppressed_by = suppression_match_end(&offer.match);
+    return suppression_match_end(&offer.match);
+}
+
+static void decide_suppression(struct finding *finding, void *context)
+{
+    (void)context;
+    if (finding->suppression_decided)
+        return;
+    finding->suppression_decided = true;
+    finding->suppressed_by = first_matching_rule(finding, suppressions_in_force_set());
+}
+
+struct rules_query {
+    struct suppression_set *set;
+    const struct suppression_rule *found;
+    bool visited;
+};
+
+static void match_first_visited(struct finding *finding, void *context)
+{
+    struct rules_query *query = context;
+    if (!query->visited) {
+        query->visited = true;
+        query->found = first_matching_rule(finding, query->set);
+    }
+}
+
+int report_match_rules(unsigned index, struct suppression_set *set)
+{
+    struct rules_query query = {set, NULL, false};
+    lock_acquire(LOCK_REPORT);
+    findings_for_each_since(index, match_first_visited, &query);
+    lock_release(LOCK_REPORT);
+    return query.found ? (int)(query.found - set->rules) : -1;
 }
 
 static void decide_suppressions(void)

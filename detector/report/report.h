@@ -120,4 +120,12 @@ void json_report_write_since(FILE *out, unsigned first); /* report_json.c; LOCK_
  */
 bool report_is_suppressed(struct finding *finding);
 
+/*
+ * The index in set of the first rule that matches the index-th finding (0-based, in order of
+ * first occurrence), by the names a suppression is matched against; -1 when none does or there
+ * is no such finding.
+ */
+struct suppression_set;
+int report_match_rules(unsigned index, struct suppression_set *set);
+
 #endif

@@ -1,4 +1,4 @@
-/* Suppressions: the file format, the rules in force, glob matching and use counts. */
+/* Suppressions: the rule format, the rules in force, glob matching and use counts. */
 #define _GNU_SOURCE
 #include "suppressions.h"
 
@@ -10,9 +10,7 @@
 #define UNKNOWN_KIND (-2)
 
 /* The rules in force: set once at start-up (lifecycle_start), before any finding exists. */
-static struct suppression_rule *rules;
-static unsigned rule_count;
-static char *rules_path;
+static struct suppression_set in_force;
 
 /* ---------------------------------------------------------------------------------------------
  * Parsing
@@ -116,97 +114,106 @@ static bool parse_line(const char *path, unsigned number, char *line, struct sup
     return true;
 }
 
-static void free_rules(struct suppression_rule *list, unsigned count)
+void suppression_set_free(struct suppression_set *set)
 {
-    for (unsigned i = 0; i < count; i++)
-        free((char *)list[i].text);
-    free(list);
+    for (unsigned i = 0; i < set->count; i++)
+        free((char *)set->rules[i].text);
+    free(set->rules);
+    free(set->source);
+    set->rules = NULL, set->count = 0, set->source = NULL;
+}
+
+bool suppression_set_parse(struct suppression_set *set, const char *source, FILE *in, char *error,
+                           size_t error_size)
+{
+    set->rules = NULL, set->count = 0, set->source = NULL;
+    unsigned capacity = 0, number = 0;
+    char *line = NULL;
+    size_t line_size = 0;
+    bool ok = true;
+    errno = 0;
+    while (ok && getline(&line, &line_size, in) >= 0) {
+        struct suppression_rule rule;
+        if (!(ok = parse_line(source, ++number, line, &rule, error, error_size)) || !rule.text)
+            continue;
+        if (set->count == capacity) {
+            unsigned grown = capacity ? 2 * capacity : 16;
+            struct suppression_rule *bigger = realloc(set->rules, grown * sizeof *bigger);
+            if (!bigger) {
+                free((char *)rule.text);
+                snprintf(error, error_size, "%s:%u: out of memory", source, number);
+                ok = false;
+                continue;
+            }
+            set->rules = bigger, capacity = grown;
+        }
+        set->rules[set->count++] = rule;
+    }
+    if (ok && ferror(in)) { /* a directory, an I/O error */
+        snprintf(error, error_size, "%s: cannot read it: %s", source,
+                 strerror(errno ? errno : EIO));
+        ok = false;
+    }
+    free(line);
+    if (ok && !(set->source = strdup(source))) {
+        snprintf(error, error_size, "%s: out of memory", source);
+        ok = false;
+    }
+    if (!ok)
+        suppression_set_free(set);
+    return ok;
 }
 
 bool suppressions_load(const char *path, char *error, size_t error_size)
 {
-    free_rules(rules, rule_count);
-    free(rules_path);
-    rules = NULL, rule_count = 0, rules_path = NULL;
-
+    suppression_set_free(&in_force);
     FILE *file = fopen(path, "re");
     if (!file) {
         snprintf(error, error_size, "%s: cannot read it: %s", path, strerror(errno));
         return false;
     }
-    struct suppression_rule *list = NULL;
-    unsigned count = 0, capacity = 0, number = 0;
-    char *line = NULL;
-    size_t line_size = 0;
-    bool ok = true;
-    errno = 0;
-    while (ok && getline(&line, &line_size, file) >= 0) {
-        struct suppression_rule rule;
-        if (!(ok = parse_line(path, ++number, line, &rule, error, error_size)) || !rule.text)
-            continue;
-        if (count == capacity) {
-            unsigned grown = capacity ? 2 * capacity : 16;
-            struct suppression_rule *bigger = realloc(list, grown * sizeof *list);
-            if (!bigger) {
-                free((char *)rule.text);
-                snprintf(error, error_size, "%s:%u: out of memory", path, number);
-                ok = false;
-                continue;
-            }
-            list = bigger, capacity = grown;
-        }
-        list[count++] = rule;
-    }
-    if (ok && ferror(file)) { /* a directory, an I/O error */
-        snprintf(error, error_size, "%s: cannot read it: %s", path, strerror(errno ? errno : EIO));
-        ok = false;
-    }
-    free(line);
+    bool ok = suppression_set_parse(&in_force, path, file, error, error_size);
     fclose(file);
-    if (ok && !(rules_path = strdup(path))) {
-        snprintf(error, error_size, "%s: out of memory", path);
-        ok = false;
-    }
-    if (!ok) {
-        free_rules(list, count);
-        return false;
-    }
-    rules = list, rule_count = count;
-    return true;
+    return ok;
 }
 
 bool suppressions_in_force(void)
 {
-    return rules_path != NULL;
+    return in_force.source != NULL;
+}
+
+struct suppression_set *suppressions_in_force_set(void)
+{
+    return suppressions_in_force() ? &in_force : NULL;
 }
 
 const char *suppressions_path(void)
 {
-    return rules_path;
+    return in_force.source;
 }
 
 unsigned suppressions_rule_count(void)
 {
-    return rule_count;
+    return in_force.count;
 }
 
 const struct suppression_rule *suppressions_rule(unsigned index)
 {
-    return index < rule_count ? &rules[index] : NULL;
+    return index < in_force.count ? &in_force.rules[index] : NULL;
 }
 
 unsigned long suppressions_used_total(void)
 {
     unsigned long total = 0;
-    for (unsigned i = 0; i < rule_count; i++)
-        total += rules[i].used;
+    for (unsigned i = 0; i < in_force.count; i++)
+        total += in_force.rules[i].used;
     return total;
 }
 
 void suppressions_reset_after_fork(void)
 {
-    for (unsigned i = 0; i < rule_count; i++)
-        rules[i].used = 0;
+    for (unsigned i = 0; i < in_force.count; i++)
+        in_force.rules[i].used = 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -240,26 +247,30 @@ static bool fits(const struct suppression_rule *rule, int kind)
     return rule->kind == SUPPRESSION_ANY_KIND || rule->kind == kind;
 }
 
-bool suppression_match_begin(struct suppression_match *match, enum finding_kind kind)
+bool suppression_match_begin(struct suppression_match *match, struct suppression_set *set,
+                             enum finding_kind kind)
 {
+    match->set = set;
     match->kind = kind;
     match->found = 0;
     match->first_candidate = 0;
-    while (match->first_candidate < rule_count && !fits(&rules[match->first_candidate], kind))
+    while (match->first_candidate < set->count && !fits(&set->rules[match->first_candidate], kind))
         match->first_candidate++;
-    return match->first_candidate < rule_count;
+    return match->first_candidate < set->count;
 }
 
 bool suppression_match_offer(struct suppression_match *match, const char *name)
 {
+    const struct suppression_set *set = match->set;
     /* Only a rule before the one found so far can improve on it. */
-    unsigned end = match->found ? match->found - 1 : rule_count;
+    unsigned end = match->found ? match->found - 1 : set->count;
     for (unsigned i = match->first_candidate; *name && i < end; i++)
-        if (fits(&rules[i], match->kind) && suppression_glob_match(rules[i].pattern, name)) {
+        if (fits(&set->rules[i], match->kind) &&
+            suppression_glob_match(set->rules[i].pattern, name)) {
             match->found = i + 1;
             break;
         }
-    return match->first_candidate == rule_count ||
+    return match->first_candidate == set->count ||
            (match->found && match->found - 1 == match->first_candidate);
 }
 
@@ -267,7 +278,7 @@ const struct suppression_rule *suppression_match_end(struct suppression_match *m
 {
     if (!match->found)
         return NULL;
-    struct suppression_rule *rule = &rules[match->found - 1];
+    struct suppression_rule *rule = &match->set->rules[match->found - 1];
     rule->used++;
     return rule;
 }

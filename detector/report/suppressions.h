@@ -13,6 +13,10 @@
  * name (Python frames: file, its base name, function). A finding is suppressed by the first rule
  * of the file, in file order, whose kind fits and whose pattern matches one of its names.
  *
+ * The same rules, parsed from text, are a pytest marker's `allow=` list: the plugin asks the
+ * core whether one of them matches a finding (extsan_match_rules, shim/activate.h), so the file
+ * format and the matching exist here only.
+ *
  * This file knows names only, not findings: the report (report.c) offers a finding's names, once
  * its frames are symbolised. It needs nothing but libc, so the `extsan-options` tool validates
  * files with the runtime's own parser.
@@ -24,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct suppression_rule {
     int kind;         /* enum finding_kind, or SUPPRESSION_ANY_KIND */
@@ -35,6 +40,22 @@ struct suppression_rule {
 
 #define SUPPRESSION_ANY_KIND (-1)
 
+/* Rules in file order, and where they were read from. */
+struct suppression_set {
+    struct suppression_rule *rules;
+    unsigned count;
+    char *source; /* the file's path as named, or what the text came from */
+};
+
+/*
+ * Parses the rules of in (lines end at '\n') into *set, naming them after source. On error
+ * leaves the set empty and writes one line into error, without the "extsan: " prefix:
+ * "SOURCE: cannot read it: REASON" or "SOURCE:LINE: WHAT IS WRONG".
+ */
+bool suppression_set_parse(struct suppression_set *set, const char *source, FILE *in, char *error,
+                           size_t error_size);
+void suppression_set_free(struct suppression_set *set);
+
 /*
  * Reads the suppressions file at path and makes its rules the ones in force (replacing any).
  * On error keeps none and writes one line into error, without the "extsan: " prefix:
@@ -44,6 +65,9 @@ bool suppressions_load(const char *path, char *error, size_t error_size);
 
 /* True when a suppressions file is in force (even one without rules). */
 bool suppressions_in_force(void);
+
+/* The rules in force; NULL when no file is. */
+struct suppression_set *suppressions_in_force_set(void);
 
 /* The file in force, as it was named; NULL when none. */
 const char *suppressions_path(void);
@@ -56,17 +80,19 @@ const struct suppression_rule *suppressions_rule(unsigned index);
 unsigned long suppressions_used_total(void);
 
 /*
- * Deciding one finding: begin with its kind (false: no rule is about that kind, so no name needs
- * offering), offer each of its names (offer returns true once no further name can change the
- * outcome), then end, which counts the use of the rule found and returns it (NULL: not
- * suppressed). Not thread-safe: the report lock serialises callers.
+ * Deciding one finding against a set: begin with its kind (false: no rule is about that kind,
+ * so no name needs offering), offer each of its names (offer returns true once no further name
+ * can change the outcome), then end, which counts the use of the rule found and returns it
+ * (NULL: none matches). Not thread-safe: the report lock serialises callers.
  */
 struct suppression_match {
+    struct suppression_set *set;
     int kind;
     unsigned first_candidate; /* the first rule of the file that fits kind */
     unsigned found;           /* index + 1 of the best rule so far; 0 none */
 };
-bool suppression_match_begin(struct suppression_match *match, enum finding_kind kind);
+bool suppression_match_begin(struct suppression_match *match, struct suppression_set *set,
+                             enum finding_kind kind);
 bool suppression_match_offer(struct suppression_match *match, const char *name);
 const struct suppression_rule *suppression_match_end(struct suppression_match *match);
 

@@ -120,7 +120,7 @@ static void test_parse(void)
 static const struct suppression_rule *decide(enum finding_kind kind, const char *const *names)
 {
     struct suppression_match match;
-    suppression_match_begin(&match, kind);
+    suppression_match_begin(&match, suppressions_in_force_set(), kind);
     for (; *names; names++)
         if (suppression_match_offer(&match, *names))
             break;
@@ -164,9 +164,11 @@ static void test_match(void)
 
     CHECK(load_text("hidden-reference:x\n", error, sizeof error), "%s", error);
     struct suppression_match match;
-    CHECK(!suppression_match_begin(&match, FINDING_CAPSULE_WITHOUT_GIL),
-          "no rule is about capsule-without-gil");
-    CHECK(suppression_match_begin(&match, FINDING_HIDDEN_REFERENCE), "one rule is");
+    CHECK(
+        !suppression_match_begin(&match, suppressions_in_force_set(), FINDING_CAPSULE_WITHOUT_GIL),
+        "no rule is about capsule-without-gil");
+    CHECK(suppression_match_begin(&match, suppressions_in_force_set(), FINDING_HIDDEN_REFERENCE),
+          "one rule is");
     CHECK(!suppression_match_offer(&match, "y") && suppression_match_offer(&match, "x"),
           "offer is done once the first candidate matched");
     CHECK(suppression_match_end(&match) == suppressions_rule(0), "the rule");

@@ -4,7 +4,7 @@ tools that work on reports rather than on running programs.
 One module per concern: where the native libraries are (layout), merging the per-process reports
 (merge), collecting them after a run (collect), writing files atomically (atomic), what a finding
 is about and which of its frames are the extension's (findings), fingerprints (fingerprint),
-suppression files (suppressions), baselines (baseline), the gate's classification and exit status
+a suppressions file's use over a run (suppressions), baselines (baseline), the gate's classification and exit status
 (gate), and the renderings for people and CI services (text, html, graph, sarif, junit).
 Standard library only (pytest for the plugin); Python 3.9 to 3.13.
 

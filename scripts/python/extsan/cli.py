@@ -921,13 +921,12 @@ def cmd_gate(args, command, options):
         raise Failure("gate: no command given (usage: extsan gate [options] -- CMD ...)")
     given = compose_options(os.environ.get("EXTSAN_OPTIONS", ""), args.options or "")
     suppressions = args.suppressions or option_in_force(given, "suppressions")
-    runtime_applies = any(opt.name == "suppressions" for opt in options or ())
-    inputs = gate.read_gate_inputs(args, suppressions, runtime_applies)
-    if suppressions and runtime_applies:
+    if suppressions:
         check_suppression_file(suppressions)
         if args.suppressions:  # CMD may change directory: the runtime gets an absolute path
             args.rt_suppressions = os.path.abspath(args.suppressions)
-    return gate.run_gate(args, inputs, lambda: run_and_merge(command, args, options, json_path=None,
+    accepted = gate.read_baseline_checking_outputs(args)
+    return gate.run_gate(args, accepted, lambda: run_and_merge(command, args, options, json_path=None,
                                                              want_document=True))
 
 

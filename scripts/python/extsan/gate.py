@@ -8,7 +8,6 @@ one line per new finding.
 """
 
 import sys
-from typing import NamedTuple
 
 from . import junit, sarif
 from .atomic import check_writable, write_atomically, write_json_atomically
@@ -16,7 +15,7 @@ from .baseline import load_baseline, write_baseline
 from .common import EXIT_FAILURE, Failure, plural
 from .findings import finding_line
 from .fingerprint import add_fingerprints
-from .suppressions import matching_rule, parse_suppressions, suppression_usage, warn_unused
+from .suppressions import suppression_usage, warn_unused
 
 EXIT_NEW_FINDINGS = 3
 STATUSES = ("new", "suppressed", "baselined")
@@ -26,37 +25,24 @@ OUTPUT_FLAGS = (("json", "--json"), ("sarif", "--sarif"), ("junit", "--junit"),
                 ("update_baseline", "--update-baseline"))
 
 
-class GateInputs(NamedTuple):
-    rules: list  # suppression rules, [] without a suppression file
-    match_in_python: bool  # False when the runtime applies the rules itself
-    accepted: dict  # {fingerprint: baseline entry}
-
-
-def read_gate_inputs(args, suppressions_path, runtime_applies_suppressions):
-    """Everything the gate reads or will write, checked before CMD starts: a malformed file or
-    an unwritable output is a Failure then, not after a long test run."""
-    rules = parse_suppressions(suppressions_path) if suppressions_path else []
+def read_baseline_checking_outputs(args):
+    """{fingerprint: baseline entry} of --baseline, once every output the gate will write is
+    known writable: a bad file or an unwritable output is a Failure before CMD starts, not
+    after a long test run. (The suppressions file is the runtime's, checked by its own parser:
+    cli.check_suppression_file.)"""
     accepted = load_baseline(args.baseline) if args.baseline else {}
     for dest, flag in OUTPUT_FLAGS:
         if getattr(args, dest, None):
             check_writable(flag, getattr(args, dest))
-    return GateInputs(rules, not runtime_applies_suppressions, accepted)
+    return accepted
 
 
-def classify(document, inputs, update_baseline=None):
-    """Adds "fingerprint" and "status" (and "suppressed" for what Python matched) to every
-    finding; with update_baseline, first records the findings no rule suppresses there, so
-    they count as baselined. Returns {rule text: uses} of the rules matched here."""
+def classify(document, accepted, update_baseline=None):
+    """Adds "fingerprint" and "status" to every finding: "suppressed" when the runtime marked
+    it so, else "baselined" or "new"; with update_baseline, first records the findings no rule
+    suppressed there, so they count as baselined."""
     add_fingerprints(document)
-    used = {}
-    for finding in document["findings"]:
-        if finding.get("suppressed") or not inputs.match_in_python:
-            continue
-        rule = matching_rule(inputs.rules, finding)
-        if rule is not None:
-            finding["suppressed"] = rule.text
-            used[rule.text] = used.get(rule.text, 0) + 1
-    accepted = set(inputs.accepted)
+    accepted = set(accepted)
     if update_baseline:
         kept = [f for f in document["findings"] if not f.get("suppressed")]
         write_baseline(update_baseline, kept)
@@ -68,7 +54,6 @@ def classify(document, inputs, update_baseline=None):
             finding["status"] = "baselined"
         else:
             finding["status"] = "new"
-    return used
 
 
 def count_by_status(findings):
@@ -105,8 +90,8 @@ def write_outputs(args, document):
         write_atomically(args.junit, junit.junit_xml(document))
 
 
-def run_gate(args, inputs, run):
-    """The gate once its inputs passed their checks (read_gate_inputs). run() runs CMD and
+def run_gate(args, accepted, run):
+    """The gate once its inputs passed their checks (read_baseline_checking_outputs). run() runs CMD and
     returns (status, merged document or None, Failure or None)."""
     status, document, failure = run()
     if failure is not None or document is None:
@@ -114,9 +99,9 @@ def run_gate(args, inputs, run):
         print("extsan: %s" % (failure or "no merged report"), file=sys.stderr)
         return status or EXIT_FAILURE
     try:
-        used = classify(document, inputs, args.update_baseline)
-        if inputs.rules or any(p.get("suppressions") for p in document["processes"]):
-            document["suppressions"] = suppression_usage(inputs.rules, used, document["processes"])
+        classify(document, accepted, args.update_baseline)
+        if any(p.get("suppressions") for p in document["processes"]):
+            document["suppressions"] = suppression_usage(document["processes"])
         write_outputs(args, document)
     except Failure as e:
         print("extsan: %s" % e, file=sys.stderr)

@@ -62,7 +62,6 @@ from .baseline import load_baseline
 from .common import Failure
 from .findings import finding_line
 from .fingerprint import fingerprint
-from .suppressions import matching_rule, parse_rule
 
 CORE_NAME = "libextsan-py%d.%d.so" % sys.version_info[:2]
 
@@ -182,6 +181,9 @@ class Core:
         lib.extsan_findings_text.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_size_t]
         lib.extsan_findings_json.restype = ctypes.c_size_t
         lib.extsan_findings_json.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_size_t]
+        lib.extsan_match_rules.restype = ctypes.c_int
+        lib.extsan_match_rules.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p,
+                                           ctypes.c_char_p, ctypes.c_size_t]
         self.lib = lib
 
     def activate(self):
@@ -204,6 +206,21 @@ class Core:
         buffer = ctypes.create_string_buffer(size + 1)
         self.lib.extsan_findings_json(first, buffer, size + 1)
         return json.loads(buffer.value.decode("utf-8", "surrogateescape"))
+
+    def match_rules(self, index, source, rules):
+        """The first of rules ('kind:pattern' strings, the suppressions file's syntax) that
+        matches the index-th finding, as the runtime matches a suppression, or None; a malformed
+        rule is a ValueError naming source and its number. An index past the findings only
+        checks the rules."""
+        if not rules:
+            return None
+        error = ctypes.create_string_buffer(1024)
+        found = self.lib.extsan_match_rules(
+            index, source.encode("utf-8", "surrogateescape"),
+            "\n".join(rules).encode("utf-8", "surrogateescape"), error, len(error))
+        if found < 0:
+            raise ValueError(error.value.decode("utf-8", "replace"))
+        return rules[found - 1] if found else None
 
     def findings_text(self, first):
         size = self.lib.extsan_findings_text(first, None, 0)
@@ -247,9 +264,13 @@ MARKER_HELP = ("extsan(allow=['kind:pattern', ...], check=True): findings of thi
 
 
 class MarkerRules:
-    """What a test's extsan markers accept of its findings."""
+    """What a test's extsan markers accept of its findings: allow, its rules as written (each a
+    line of the suppressions file's syntax, checked and matched by the core)."""
 
-    def __init__(self, item):
+    # Past any finding: extsan_match_rules then only checks the rules.
+    CHECK_ONLY = 2**32 - 1
+
+    def __init__(self, item, core):
         self.check = None
         self.allow = []
         for marker in item.iter_markers("extsan"):  # the closest first: its check= wins
@@ -260,16 +281,11 @@ class MarkerRules:
             if "check" in marker.kwargs and self.check is None:
                 self.check = bool(marker.kwargs["check"])
             allow = marker.kwargs.get("allow", ())
-            for number, rule in enumerate([allow] if isinstance(allow, str) else allow, 1):
-                if not isinstance(rule, str):
+            for rule in [allow] if isinstance(allow, str) else allow:
+                if not isinstance(rule, str) or "\n" in rule:
                     raise ValueError("allow: %r is not a 'kind:pattern' string" % (rule,))
-                try:
-                    parsed = parse_rule("allow", number, rule)
-                except Failure as e:
-                    raise ValueError(str(e)) from None
-                if parsed is None:
-                    raise ValueError("allow:%d: an empty rule" % number)
-                self.allow.append(parsed)
+                self.allow.append(rule)
+        core.match_rules(self.CHECK_ONLY, "allow", self.allow)
         self.check = self.check is not False
 
 
@@ -305,24 +321,24 @@ class ExtsanPlugin:
 
     # -- classifying ---------------------------------------------------------------------------
 
-    def status(self, finding):
-        """(status, why) of a finding: suppressed, unchecked, allowed, baselined or new. Only
-        a new one fails the run (--extsan-fail) or its test (--extsan-check-each-test)."""
+    def status(self, index, finding):
+        """(status, why) of the index-th finding: suppressed, unchecked, allowed, baselined or
+        new. Only a new one fails the run (--extsan-fail) or its test (--extsan-check-each-test)."""
         if finding.get("suppressed"):
             return "suppressed", "suppressed by " + finding["suppressed"]
         marks = self.marks.get(finding.get("test"))
         if marks is not None and not marks.check:
             return "unchecked", "its test is marked check=False"
-        rule = matching_rule(marks.allow, finding) if marks is not None else None
+        rule = self.core.match_rules(index, "allow", marks.allow) if marks is not None else None
         if rule is not None:
-            return "allowed", "allowed by its test's marker: " + rule.text
+            return "allowed", "allowed by its test's marker: " + rule.strip()
         if fingerprint(finding) in self.baseline:
             return "baselined", "baselined"
         return "new", None
 
     def entry(self, index, finding):
         """What the summary shows of a finding (sent as is by a pytest-xdist worker)."""
-        status, why = self.status(finding)
+        status, why = self.status(index, finding)
         notes = [why] if why else []
         if index in self.unblamed:
             notes.append("fails no test: found %s" % self.unblamed[index])
@@ -354,7 +370,7 @@ class ExtsanPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
         try:
-            self.marks[item.nodeid] = MarkerRules(item)
+            self.marks[item.nodeid] = MarkerRules(item, self.core)
         except ValueError as e:
             pytest.fail("extsan marker of %s: %s" % (item.nodeid, e), pytrace=False)
 
@@ -380,7 +396,7 @@ class ExtsanPlugin:
             block = next(blocks, "") if not finding.get("suppressed") else ""
             if finding.get("test") != item.nodeid:
                 self.unblamed[index] = "after " + item.nodeid
-            elif self.status(finding)[0] == "new":
+            elif self.status(index, finding)[0] == "new":
                 failing.append(block or finding_line(finding, test=True) + "\n")
         if failing:
             pytest.fail("extsan: findings during %s (--extsan-check-each-test):\n\n%s"
