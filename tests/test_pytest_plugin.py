@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from conftest import DEBIAN_ID, KIND, ROOT
-from pytest_projects import PYTEST_IDS, one, run_pytest, write_project
+from conftest import BUILD, DEBIAN_ID, KIND, ROOT
+from pytest_projects import PYTEST_IDS, one, project_env, run_pytest, write_project
 
 sys.path.insert(0, str(ROOT / "scripts" / "python"))
 from extsan.baseline import write_baseline  # noqa: E402
@@ -656,3 +656,42 @@ def test_extsan_fail_with_xdist(python, fixtures, tmp_path, how):
     assert set(lines[:-1]) >= set(DEFECT_LINES[:1] + DEFECT_LINES[2:]), result.describe()
     assert lines[-1].startswith("extsan: %d findings not suppressed" % (len(lines) - 1)), result.describe()
     assert last_line(result) == "4 passed, %d extsan findings" % (len(lines) - 1), result.describe()
+
+
+# Composition with pytest-memray: its report and its limit_memory marker work under extsan, and
+# extsan lists what it lists without memray. memray and extsan both patch the extensions' GOTs.
+MEMRAY_TESTS = DEFECTS.replace("import gc_defects\n", "import gc_defects\nimport pytest\n", 1) + """
+
+@pytest.mark.limit_memory("64 KB")
+def test_over_memray_limit():
+    KEEP.append(bytearray(1024 * 1024))
+
+
+@pytest.mark.limit_memory("4 MB")
+def test_within_memray_limit():
+    KEEP.append(bytearray(64 * 1024))
+"""
+
+
+@pytest.mark.parametrize("how", ["under-extsan-run", "in-process"])
+@pytest.mark.pythons("3.12", DEBIAN_ID)
+def test_composes_with_pytest_memray_and_xdist(python, fixtures, tmp_path, how):
+    memray = BUILD / "memray" / ("cp3%d" % python.minor)
+    if not (memray / "pytest_memray").is_dir():
+        pytest.fail("%s has no pytest-memray: run scripts/install-deps" % memray, pytrace=False)
+    project = write_project(tmp_path / "project", {"test_defects.py": MEMRAY_TESTS})
+    path = project_env(python, fixtures)["PYTHONPATH"]
+    result = run_pytest(python, fixtures, project, ["-n", "2", "-p", "extsan_pytest", "--memray"],
+                        under_extsan=how == "under-extsan-run",
+                        env={"PYTHONPATH": str(memray) + ":" + path})
+    assert result.returncode == 1, result.describe()
+    assert "MEMRAY REPORT" in result.stdout, result.describe()
+    assert "Test was limited to 64.0KiB but allocated 1.0MiB" in result.stdout, result.describe()
+    assert "MEMORY PROBLEMS test_defects.py::test_over_memray_limit" in result.stdout, result.describe()
+    lines = listed(result)
+    # Each worker reports the type its holders belong to: the hidden reference may come twice,
+    # naming the test of either holder.
+    assert set(lines) >= set(DEFECT_LINES[:1] + DEFECT_LINES[2:]), result.describe()
+    assert {line for line in lines if not line.startswith("hidden-reference: %s, " % HOLDER)} \
+        <= set(DEFECT_LINES), result.describe()
+    assert last_line(result) == "1 failed, 5 passed", result.describe()
