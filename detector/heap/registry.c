@@ -417,6 +417,7 @@ struct type_record *registry_add_type(PyTypeObject *type, stack_id created_at, c
         record->python_class = false;
         if (created_at)
             set_created_at(record, created_at);
+        record->creator_code = caller;
         if (!describe_creator(caller, record->creator, sizeof record->creator, &record->binding))
             record->creator[0] = '\0';
         record->binding_machinery = is_binding_machinery(type, record->binding);
@@ -814,6 +815,7 @@ void registry_type_created(PyTypeObject *type, const void *caller)
         record->hooked = true;
         record->python_class = false;
         set_created_at(record, stack_capture_caller((unsigned)extsan_options.stack_depth));
+        record->creator_code = caller;
         if (!describe_creator(caller, record->creator, sizeof record->creator, &record->binding))
             record->creator[0] = '\0';
         record->binding_machinery = is_binding_machinery(type, record->binding);
