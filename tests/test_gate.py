@@ -562,6 +562,25 @@ def test_sarif_of_baselined_and_suppressed_findings(gate, tmp_path):
 
 
 @GATE_PYTHONS
+def test_sarif_locates_a_type_finding_at_the_member(gate, tmp_path):
+    """A hidden reference is located where the member that holds it is declared (from debug
+    info), not at the Python line that allocated an instance; the leaked cycle of the same type
+    names no member and is located where the type was created."""
+    sarif = tmp_path / "extsan.sarif"
+    result = gate(GC_DEFECT, "--sarif", sarif, cwd=ROOT, json_path=tmp_path / "gate.json")
+    assert result.returncode == NEW_FINDINGS_STATUS, result.describe()
+    by_rule = {r["ruleId"]: r for r in check_sarif(sarif)["results"]}
+    source = (FIXTURES_SRC / "gc_defects.c").read_text().splitlines()
+    hidden = by_rule["EXT002"]["locations"][0]
+    physical = hidden["physicalLocation"]
+    assert physical["artifactLocation"] == {"uri": "tests/fixtures/gc_defects.c", "uriBaseId": "SRCROOT"}
+    assert "PyObject *callback;" in source[physical["region"]["startLine"] - 1], hidden
+    assert hidden["logicalLocations"][0]["fullyQualifiedName"] == "HolderObject.callback"
+    created = by_rule["EXT004"]["locations"][0]
+    assert created["logicalLocations"][0]["fullyQualifiedName"] == "add_type", created
+
+
+@GATE_PYTHONS
 def test_sarif_of_a_clean_run(gate, tmp_path):
     result = gate(CLEAN, "--sarif", tmp_path / "extsan.sarif")
     assert result.returncode == 0, result.describe()

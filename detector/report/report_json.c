@@ -87,7 +87,7 @@ static void write_python_stack(FILE *out, site_id site)
 
 /*
  * "member": what debug info says holds the referent ({"path", "type", "file", "line",
- * "beyond"}), or null; "member_unknown": why it is null ("no debug info" when building the
+ * "beyond", "by_name"}), or null; "member_unknown": why it is null ("no debug info" when building the
  * module with -g would name it, else "not found").
  */
 static void write_member(FILE *out, const struct heap_referent *referent)
@@ -108,7 +108,8 @@ static void write_member(FILE *out, const struct heap_referent *referent)
         fprintf(out, ", \"line\": %d", member->line);
     else
         fputs(", \"line\": null", out);
-    fprintf(out, ", \"beyond\": %s}", member->beyond ? "true" : "false");
+    fprintf(out, ", \"beyond\": %s, \"by_name\": %s}", member->beyond ? "true" : "false",
+            member->by_name ? "true" : "false");
 }
 
 static void write_heap_fields(struct json_context *json, const struct finding *finding)

@@ -196,6 +196,38 @@ def first_extension_frame(frames, with_line=False):
     return None
 
 
+TYPE_KINDS = ("hidden-reference", "incomplete-traverse", "leaked-cycle", "traverse-missing-gc")
+
+
+def member_declaration(finding):
+    """Where the member holding the finding's first named referent is declared, as a frame
+    ({"file", "line", "function": the member's path}), or None when debug info named none."""
+    for referent in finding.get("referents") or ():
+        member = referent.get("member") if isinstance(referent, dict) else None
+        if isinstance(member, dict) and member.get("file"):
+            # Debug info names the file relative to where the module was compiled: the module
+            # that made the type is what resolve_source starts from.
+            creator = first_extension_frame(finding.get("type_stack") or finding.get("stack") or [])
+            return {"file": member["file"], "line": member.get("line"), "function": member.get("path"),
+                    "module": creator.get("module") if creator else None}
+    return None
+
+
+def location_frame(finding):
+    """The frame a finding is located at (SARIF's location, the HTML page's source link): for a
+    finding about a type, the declaration of the member that hides the reference, else the
+    type's creation, never the Python line that allocated an instance; for a call, the
+    innermost extension frame with file:line, else the innermost extension frame."""
+    if finding.get("kind") in TYPE_KINDS:
+        declared = member_declaration(finding)
+        if declared is not None:
+            return declared
+        native = finding.get("type_stack") or finding.get("stack") or []
+    else:
+        native = finding.get("stack") or finding.get("type_stack") or []
+    return first_extension_frame(native, with_line=True) or first_extension_frame(native)
+
+
 def first_frame_text(finding):
     """The innermost frame inside the extension of the stack the fingerprint is made from (for
     a finding about a type, where the type was created), as 'function file:line', or

@@ -15,9 +15,9 @@ from .findings import (
     KINDS,
     finding_headline,
     finding_stacks,
-    first_extension_frame,
     group_findings,
     kind_rule_id,
+    location_frame,
     resolve_source,
 )
 from .fingerprint import FINGERPRINT_DIGITS
@@ -77,12 +77,10 @@ def sarif_stack(title, frames):
 
 
 def result_location(finding):
-    """The location of a result: the innermost extension frame with file:line, else the
-    innermost extension frame, else the innermost frame of any stack."""
+    """The location of a result: findings.location_frame's, else the innermost frame of any
+    stack."""
     stacks = [stack.frames for stack in finding_stacks(finding)]
-    native = finding.get("stack") or finding.get("type_stack") or []
-    frame = (first_extension_frame(native, with_line=True) or first_extension_frame(native)
-             or next((frames[0] for frames in stacks if frames), None))
+    frame = location_frame(finding) or next((frames[0] for frames in stacks if frames), None)
     return frame_location(frame) if frame else None
 
 
