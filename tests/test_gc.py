@@ -236,6 +236,17 @@ def check_location(referent, case, offsets, where):
             "the referent's path is not %s:\n%s" % (expected, where)
 
 
+# The tp_traverse statement the report gives for it, in the variables of the binding's hint
+# (None for the instance's own type: the hint to visit Py_TYPE(self) covers it).
+VISIT = {
+    "holder": "Py_VISIT(self->callback)",
+    "indirect": "Py_VISIT(self->side->obj)",
+    "pair": "Py_VISIT(self->second)",
+    "derived": "Py_VISIT(self->extra)",
+    "type-visit": None,
+    "nanobind": "Py_VISIT(nb::find(t->callback).ptr())",
+    "pybind11": "Py_VISIT(t.callback.ptr())",
+}
 # The member debug info names for the planted pointer: (path, declared type, the pointer lies
 # in a block that member's type leads to). The member is the fixture's own declaration.
 MEMBER = {
@@ -298,6 +309,7 @@ def check_holder_finding(finding, case, output):
     assert referent.get("count") == created, where
     check_location(referent, case, output.info.get("offsets"), where)
     check_member(referent, MEMBER[case.scenario], SOURCES[case.module], where)
+    assert referent["member"]["visit"] == VISIT[case.scenario], where
     check_native_stack(finding, case.module, where)
     # The module's initialisation made the type: PyInit_<module> for single-phase init, the
     # exec slot otherwise (nanobind's <module>_exec, pybind11's pybind11_exec_<module>).
@@ -804,3 +816,5 @@ def test_member_of_nanobind_class_holding_nb_object(run):
     (referent,) = finding["referents"]
     check_member(referent, ("ObjectHolder::held", "nanobind::object", False), "nb_gc.cpp",
                  json.dumps(finding, indent=1))
+    assert referent["member"]["visit"] == "Py_VISIT(t->held.ptr())", result.describe()
+    assert "HINT: in tp_traverse: Py_VISIT(t->held.ptr());" in result.stderr, result.describe()

@@ -51,6 +51,8 @@ struct heap_details {
         /* The member that holds it, from the extension's debug info (debug_members.h). */
         enum member_naming naming;
         struct member_name member;
+        bool
+            own_type; /* it is the holder's ob_type (fix_hint_missing_type_visit says what to do) */
     } referents[HEAP_MAX_REFERENTS];
     unsigned referent_count;
     bool missed_type_visit;  /* a heap type whose traverse does not visit Py_TYPE(self) */

@@ -129,6 +129,8 @@ static void add_referent(struct graph *graph, struct type_record *type,
                                          ? "instance"
                                          : heap_block_kind_name(candidate->evidence);
     details->referents[i].evidence_bytes = candidate->evidence_size;
+    details->referents[i].own_type =
+        candidate->depth == 1 && candidate->path[0] == offsetof(PyObject, ob_type);
     struct instance_layout layout;
     describe_layout(graph, type, candidate, &layout);
     details->referents[i].naming = debug_member_name(&layout, candidate->path, candidate->depth,

@@ -1,5 +1,10 @@
 #include "fix_hints.h"
 
+#include "debug_members.h"
+
+#include <stdio.h>
+#include <string.h>
+
 static const char nanobind_hint[] =
     "give the class a tp_traverse/tp_clear pair through nb::type_slots: "
     "int tp_traverse(PyObject *self, visitproc visit, void *arg) { Py_VISIT(Py_TYPE(self)); "
@@ -61,4 +66,37 @@ const char *fix_hint(enum finding_kind kind, enum binding_library binding)
 const char *fix_hint_missing_type_visit(void)
 {
     return missing_type_visit_hint;
+}
+
+bool fix_hint_visit_member(enum binding_library binding, const struct member_name *member,
+                           char *out, size_t size)
+{
+    /* The path after its root, the holder's struct or class: ".side->obj", "::callback". */
+    const char *cxx_member = strstr(member->path, "::");
+    const char *c_member = strchr(member->path, '.');
+    switch (binding) {
+    case BINDING_C_API:
+        if (!c_member)
+            return false;
+        snprintf(out, size, "Py_VISIT(self->%s)", c_member + 1);
+        return true;
+    case BINDING_NANOBIND:
+        if (!cxx_member)
+            return false;
+        /* An nb::object or nb::handle holds the object itself; anything else (a std::function)
+           wraps one that nb::find finds. */
+        if (!strncmp(member->type, "nanobind::", strlen("nanobind::")))
+            snprintf(out, size, "Py_VISIT(t->%s.ptr())", cxx_member + 2);
+        else
+            snprintf(out, size, "Py_VISIT(nb::find(t->%s).ptr())", cxx_member + 2);
+        return true;
+    case BINDING_PYBIND11:
+        if (!cxx_member || strncmp(member->type, "pybind11::", strlen("pybind11::")) != 0)
+            return false;
+        snprintf(out, size, "Py_VISIT(t.%s.ptr())", cxx_member + 2);
+        return true;
+    case BINDING_CYTHON:
+        break;
+    }
+    return false;
 }

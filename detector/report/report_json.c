@@ -87,10 +87,12 @@ static void write_python_stack(FILE *out, site_id site)
 
 /*
  * "member": what debug info says holds the referent ({"path", "type", "file", "line",
- * "beyond", "by_name"}), or null; "member_unknown": why it is null ("no debug info" when building the
- * module with -g would name it, else "not found").
+ * "beyond", "by_name", "visit": the tp_traverse statement for it or null}), or null;
+ * "member_unknown": why it is null ("no debug info" when building the module with -g would name it,
+ * else "not found").
  */
-static void write_member(FILE *out, const struct heap_referent *referent)
+static void write_member(FILE *out, const struct heap_referent *referent,
+                         enum binding_library binding)
 {
     const struct member_name *member = &referent->member;
     if (referent->naming != MEMBER_NAMED) {
@@ -108,8 +110,14 @@ static void write_member(FILE *out, const struct heap_referent *referent)
         fprintf(out, ", \"line\": %d", member->line);
     else
         fputs(", \"line\": null", out);
-    fprintf(out, ", \"beyond\": %s, \"by_name\": %s}", member->beyond ? "true" : "false",
+    fprintf(out,
+            ", \"beyond\": %s, \"by_name\": %s, \"visit\": ", member->beyond ? "true" : "false",
             member->by_name ? "true" : "false");
+    char visit[320];
+    bool has_visit =
+        !referent->own_type && fix_hint_visit_member(binding, member, visit, sizeof visit);
+    write_json_string_or_null(out, has_visit ? visit : "");
+    fputc('}', out);
 }
 
 static void write_heap_fields(struct json_context *json, const struct finding *finding)
@@ -146,7 +154,7 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
         json_write_string(out, heap->referents[i].evidence);
         fprintf(out, ", \"evidence_bytes\": %u, \"count\": %u", heap->referents[i].evidence_bytes,
                 heap->referents[i].count);
-        write_member(out, &heap->referents[i]);
+        write_member(out, &heap->referents[i], finding->type->binding);
         fputc('}', out);
     }
     fprintf(out, "], \"missed_type_visit\": %s, \"inherited_traverse\": %s, \"cycle\": ",

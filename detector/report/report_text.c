@@ -119,6 +119,24 @@ static void write_referent(FILE *out, unsigned index, const struct heap_referent
                 : "");
 }
 
+/* "  HINT: in tp_traverse: Py_VISIT(self->callback);" for the members debug info named. */
+static void write_member_visits(FILE *out, const struct finding *finding)
+{
+    const struct heap_details *heap = finding->heap;
+    bool any = false;
+    for (unsigned i = 0; i < heap->referent_count; i++) {
+        char visit[320];
+        if (heap->referents[i].naming != MEMBER_NAMED || heap->referents[i].own_type ||
+            !fix_hint_visit_member(finding->type->binding, &heap->referents[i].member, visit,
+                                   sizeof visit))
+            continue;
+        fprintf(out, "%s %s;", any ? "" : "  HINT: in tp_traverse:", visit);
+        any = true;
+    }
+    if (any)
+        fputc('\n', out);
+}
+
 static void write_heap_finding(const struct finding *finding, struct text_context *text)
 {
     FILE *out = text->out;
@@ -174,6 +192,7 @@ static void write_heap_finding(const struct finding *finding, struct text_contex
     write_allocation_site(text, heap->example_site);
     write_stack(text, "type created at", finding->type->created_at);
     fprintf(out, "  HINT: %s\n", fix_hint(finding->kind, finding->type->binding));
+    write_member_visits(out, finding);
     if (heap->missed_type_visit)
         fprintf(out, "  HINT: %s\n", fix_hint_missing_type_visit());
     fputc('\n', out);
