@@ -236,6 +236,32 @@ def check_location(referent, case, offsets, where):
             "the referent's path is not %s:\n%s" % (expected, where)
 
 
+# The member debug info names for the planted pointer: (path, declared type, the pointer lies
+# in a block that member's type leads to). The member is the fixture's own declaration.
+MEMBER = {
+    "holder": ("HolderObject.callback", "PyObject *", False),
+    "indirect": ("IndirectObject.side->obj", "PyObject *", False),
+    "pair": ("PairObject.second", "PyObject *", False),
+    "derived": ("DerivedObject.extra", "PyObject *", False),
+    "type-visit": ("HolderObject.ob_base", "PyObject", False),
+    "nanobind": ("Container::callback", "std::function<void()>", True),
+    "pybind11": ("Container::callback", "pybind11::object", False),
+}
+SOURCES = {"gc_defects": "gc_defects.c", "nb_gc": "nb_gc.cpp", "pb_gc": "pb_gc.cpp"}
+
+
+def check_member(referent, expected, source, where):
+    """The referent's member as debug info names it, declared where the fixture declares it."""
+    member = referent.get("member")
+    assert isinstance(member, dict), "no member named:\n" + where
+    assert (member.get("path"), member.get("type"), member.get("beyond")) == expected, where
+    assert os.path.basename(member.get("file") or "") == source, where
+    line = (FIXTURES_SRC / source).read_text().splitlines()[member["line"] - 1]
+    last = re.split(r"->|\.|::", expected[0])[-1]
+    assert re.search(r"\b%s\b" % re.escape(last), line), \
+        "line %d of %s does not declare %s: %r\n%s" % (member["line"], source, last, line, where)
+
+
 def check_cycle(finding, type_name, where):
     cycle = finding.get("cycle")
     assert isinstance(cycle, dict), "no cycle reported:\n" + where
@@ -269,6 +295,7 @@ def check_holder_finding(finding, case, output):
     (referent,) = referents
     assert referent.get("count") == created, where
     check_location(referent, case, output.info.get("offsets"), where)
+    check_member(referent, MEMBER[case.scenario], SOURCES[case.module], where)
     check_native_stack(finding, case.module, where)
     # The module's initialisation made the type: PyInit_<module> for single-phase init, the
     # exec slot otherwise (nanobind's <module>_exec, pybind11's pybind11_exec_<module>).
@@ -740,3 +767,38 @@ def test_cycle_through_an_instance_dict_of_a_fixed_holder_is_silent(run, fixture
     result = run(THROUGH_INSTANCE_DICT.replace("{holder}", "FixedHolder"))
     assert "PROGRAM CODE RAN" not in result.stderr, result.describe()
     result.check_silent(program_pid(result))
+
+
+# ---- naming the member from debug info -----------------------------------------------------------
+
+
+def test_member_unnamed_without_debug_info(run):
+    """gc_defects built without -g: the referent keeps its offset, and the report says that debug
+    info would name the member; the same defect with debug info names it."""
+    result = run(code="import gc_defects, gc_defects_nodebug as nodebug\n"
+                      "KEEP = []\n"
+                      "for module in (gc_defects, nodebug):\n"
+                      "    h = module.Holder(); h.set_callback(lambda h=h: h.touch()); KEEP.append(h)\n")
+    assert result.returncode == 0, result.describe()
+    referents = [r for f in result.findings(HIDDEN) for r in f["referents"]]
+    assert len(referents) == 2, result.describe()
+    unnamed = [r for r in referents if r["member"] is None]
+    named = [r for r in referents if r["member"] is not None]
+    assert len(unnamed) == 1 and unnamed[0]["member_unknown"] == "no debug info", result.describe()
+    assert unnamed[0]["offset"] == named[0]["offset"], result.describe()
+    assert named[0]["member"]["path"] == "HolderObject.callback", result.describe()
+    assert "its module has no debug info: built with -g, the member would be named" in result.stderr, \
+        result.describe()
+
+
+@pytest.mark.pythons(*NANOBIND_IDS)
+def test_member_of_nanobind_class_holding_nb_object(run):
+    """An nb::object member after a long: named from the class of the std::type_info that
+    nanobind's type record points to, at its offset in the instance."""
+    result = run(code="import nb_gc\n"
+                      "h = nb_gc.ObjectHolder(); h.set(lambda: h)\n")
+    assert result.returncode == 0, result.describe()
+    (finding,) = [f for f in result.findings(HIDDEN) if f["type"] == "nb_gc.ObjectHolder"]
+    (referent,) = finding["referents"]
+    check_member(referent, ("ObjectHolder::held", "nanobind::object", False), "nb_gc.cpp",
+                 json.dumps(finding, indent=1))

@@ -26,6 +26,7 @@
 #ifndef EXTSAN_HEAP_ANALYSIS_H
 #define EXTSAN_HEAP_ANALYSIS_H
 
+#include "debug_members.h"
 #include "registry.h"
 
 #include <stdbool.h>
@@ -39,7 +40,7 @@ struct heap_details {
     site_id example_site; /* allocation site of an example holder (hidden-reference: the oldest) */
     /* hidden-reference and incomplete-traverse */
     unsigned instances; /* holders with at least one hidden reference */
-    struct {
+    struct heap_referent {
         char type_name[128];
         char path[64]; /* "+16", or "+24->+8" through a heap block */
         unsigned count;
@@ -47,6 +48,9 @@ struct heap_details {
            holder's own tp_basicsize/tp_itemsize extent), or heap_block_kind_name()'s. */
         const char *evidence;
         unsigned evidence_bytes;
+        /* The member that holds it, from the extension's debug info (debug_members.h). */
+        enum member_naming naming;
+        struct member_name member;
     } referents[HEAP_MAX_REFERENTS];
     unsigned referent_count;
     bool missed_type_visit;  /* a heap type whose traverse does not visit Py_TYPE(self) */

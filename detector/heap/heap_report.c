@@ -4,6 +4,7 @@
 #include "findings.h"
 #include "heap_analysis.h"
 #include "heap_blocks.h"
+#include "symbolize.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,104 @@
 
 /* ---- pass: report ---------------------------------------------------------------------------- */
 
-static void add_referent(struct heap_details *details, const char *type_name, const char *path,
+static void add_function(struct instance_layout *layout, const void *function)
+{
+    uintptr_t address = (uintptr_t)function;
+    /* Not the runtime's functions, nor extsan's wrappers that replaced some slots. */
+    if (!address || address_in_python_runtime(function) ||
+        pc_in_same_object(address + 1, (const void *)&add_function) ||
+        layout->function_count == INSTANCE_LAYOUT_MAX_FUNCTIONS)
+        return;
+    for (unsigned i = 0; i < layout->function_count; i++)
+        if (layout->functions[i] == address)
+            return;
+    layout->functions[layout->function_count++] = address;
+}
+
+/* memcpy: ISO C has no conversion from a function pointer to an object pointer. */
+#define ADD_SLOT(layout, slot)                                                                     \
+    do {                                                                                           \
+        const void *address_;                                                                      \
+        memcpy(&address_, &(slot), sizeof address_);                                               \
+        add_function(layout, address_);                                                            \
+    } while (0)
+
+/*
+ * The std::type_info of the C++ class a binding library bound to `type`: a pointer to one in
+ * the binding's type record, which such libraries keep in the type object past the runtime's
+ * PyHeapTypeObject (the metatype's extra size). Recognised by its vtable, not by the
+ * library's layout.
+ */
+static void find_bound_class(struct graph *graph, PyTypeObject *type,
+                             struct instance_layout *layout)
+{
+    size_t start = (size_t)python_api.type_type->tp_basicsize;
+    size_t end = (size_t)Py_TYPE(type)->tp_basicsize;
+    static char name[256];
+    for (size_t at = start; at + sizeof(uintptr_t) <= end; at += sizeof(uintptr_t)) {
+        uintptr_t candidate = *(const uintptr_t *)((const char *)type + at);
+        if (!memory_map_readable(graph->memory, candidate, 2 * sizeof(uintptr_t)) ||
+            !symbolize_is_class_type_info(((const uintptr_t *)candidate)[0]))
+            continue;
+        const char *mangled = ((const char *const *)candidate)[1];
+        size_t length = 0;
+        while (length + 1 < sizeof name &&
+               memory_map_readable(graph->memory, (uintptr_t)(mangled + length), 1) &&
+               mangled[length])
+            name[length] = mangled[length], length++;
+        name[length] = '\0';
+        if (!length || length + 1 == sizeof name || name[0] == '*')
+            continue;
+        layout->cxx_mangled_name = name;
+        layout->cxx_type_info = candidate;
+        return;
+    }
+}
+
+/* What naming a holder's members needs of its type, alive now (debug_members.h). */
+static void describe_layout(struct graph *graph, struct type_record *record,
+                            const struct candidate *candidate, struct instance_layout *layout)
+{
+    PyTypeObject *type = record->type;
+    memset(layout, 0, sizeof *layout);
+    layout->basicsize = (size_t)type->tp_basicsize;
+    if (record->binding == BINDING_NANOBIND || record->binding == BINDING_PYBIND11) {
+        find_bound_class(graph, type, layout);
+        if (!layout->cxx_mangled_name && candidate->depth == 2) {
+            const char *dot = strrchr(type->tp_name, '.');
+            layout->cxx_class_name = dot ? dot + 1 : type->tp_name;
+            layout->cxx_module = (uintptr_t)record->creator_code;
+            layout->cxx_block_bytes = candidate->evidence_size;
+        }
+        return;
+    }
+    if (record->original_dealloc)
+        ADD_SLOT(layout, record->original_dealloc);
+    ADD_SLOT(layout, type->tp_traverse);
+    ADD_SLOT(layout, type->tp_clear);
+    ADD_SLOT(layout, type->tp_dealloc);
+    ADD_SLOT(layout, type->tp_init);
+    ADD_SLOT(layout, type->tp_new);
+    ADD_SLOT(layout, type->tp_repr);
+    ADD_SLOT(layout, type->tp_str);
+    ADD_SLOT(layout, type->tp_call);
+    ADD_SLOT(layout, type->tp_iter);
+    ADD_SLOT(layout, type->tp_iternext);
+    ADD_SLOT(layout, type->tp_richcompare);
+    ADD_SLOT(layout, type->tp_hash);
+    ADD_SLOT(layout, type->tp_finalize);
+    ADD_SLOT(layout, type->tp_getattro);
+    ADD_SLOT(layout, type->tp_setattro);
+    for (PyMethodDef *method = type->tp_methods; method && method->ml_name; method++)
+        ADD_SLOT(layout, method->ml_meth);
+    for (PyGetSetDef *getset = type->tp_getset; getset && getset->name; getset++) {
+        ADD_SLOT(layout, getset->get);
+        ADD_SLOT(layout, getset->set);
+    }
+}
+
+static void add_referent(struct graph *graph, struct type_record *type,
+                         struct heap_details *details, const char *type_name, const char *path,
                          const struct candidate *candidate)
 {
     for (unsigned i = 0; i < details->referent_count; i++)
@@ -31,6 +129,10 @@ static void add_referent(struct heap_details *details, const char *type_name, co
                                          ? "instance"
                                          : heap_block_kind_name(candidate->evidence);
     details->referents[i].evidence_bytes = candidate->evidence_size;
+    struct instance_layout layout;
+    describe_layout(graph, type, candidate, &layout);
+    details->referents[i].naming = debug_member_name(&layout, candidate->path, candidate->depth,
+                                                     &details->referents[i].member);
 }
 
 /*
@@ -109,7 +211,7 @@ void report_hidden_references(struct graph *graph)
         char name[128], path[64];
         type_full_name(Py_TYPE(graph->nodes[candidate->referent].object), name, sizeof name);
         format_path(candidate, path, sizeof path);
-        add_referent(details, name, path, candidate);
+        add_referent(graph, type, details, name, path, candidate);
         /* A holder reachable today whose hidden reference leads back to it: never collectable.
            A few holders per type tell; searching from every one would cost a pass each. */
         if (!details->chain && holder_node->reached &&

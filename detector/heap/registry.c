@@ -408,6 +408,7 @@ static struct type_record *record_for(PyTypeObject *type)
 static void describe_registered_type(struct type_record *record, const void *caller)
 {
     PyTypeObject *type = record->type;
+    record->creator_code = caller;
     if (!describe_creator(caller, record->creator, sizeof record->creator, &record->binding))
         record->creator[0] = '\0';
     record->binding_machinery = is_binding_machinery(type, record->binding);

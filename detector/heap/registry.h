@@ -49,7 +49,8 @@ struct type_record {
     PyTypeObject *type;
     stack_id created_at; /* native stack of the creating call; 0 when found by the type walk */
     enum binding_library binding;
-    char creator[256]; /* path of the loaded object whose code created the type */
+    char creator[256];        /* path of the loaded object whose code created the type */
+    const void *creator_code; /* the creating call's return address, in that object; or NULL */
     /*
      * The slots extsan replaced, to be called by its wrappers; NULL when not replaced, or when
      * the slot held extsan's wrapper already (inherited from an instrumented base): the wrapper

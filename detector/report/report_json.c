@@ -98,6 +98,32 @@ static void write_python_stack(FILE *out, site_id site)
     fputc(']', out);
 }
 
+/*
+ * "member": what debug info says holds the referent ({"path", "type", "file", "line",
+ * "beyond"}), or null; "member_unknown": why it is null ("no debug info" when building the
+ * module with -g would name it, else "not found").
+ */
+static void write_member(FILE *out, const struct heap_referent *referent)
+{
+    const struct member_name *member = &referent->member;
+    if (referent->naming != MEMBER_NAMED) {
+        fprintf(out, ", \"member\": null, \"member_unknown\": \"%s\"",
+                referent->naming == MEMBER_NO_DEBUG_INFO ? "no debug info" : "not found");
+        return;
+    }
+    fputs(", \"member\": {\"path\": ", out);
+    json_write_string(out, member->path);
+    fputs(", \"type\": ", out);
+    json_write_string(out, member->type);
+    fputs(", \"file\": ", out);
+    write_json_string_or_null(out, member->file);
+    if (member->line)
+        fprintf(out, ", \"line\": %d", member->line);
+    else
+        fputs(", \"line\": null", out);
+    fprintf(out, ", \"beyond\": %s}", member->beyond ? "true" : "false");
+}
+
 static void write_heap_fields(struct json_context *json, const struct finding *finding)
 {
     FILE *out = json->out;
@@ -130,8 +156,10 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
         json_write_string(out, heap->referents[i].path);
         fputs(", \"evidence\": ", out);
         json_write_string(out, heap->referents[i].evidence);
-        fprintf(out, ", \"evidence_bytes\": %u, \"count\": %u}", heap->referents[i].evidence_bytes,
+        fprintf(out, ", \"evidence_bytes\": %u, \"count\": %u", heap->referents[i].evidence_bytes,
                 heap->referents[i].count);
+        write_member(out, &heap->referents[i]);
+        fputc('}', out);
     }
     fprintf(out, "], \"missed_type_visit\": %s, \"inherited_traverse\": %s, \"cycle\": ",
             heap->missed_type_visit ? "true" : "false",

@@ -320,6 +320,27 @@ static void write_capsule_finding(const struct finding *finding, struct text_con
     fputc('\n', out);
 }
 
+/*
+ * "function in HolderObject.callback (PyObject *) at +16, gc_defects.c:114 (1, in the instance
+ * of 32 bytes)": the member that holds it when debug info names it (debug_members.h).
+ */
+static void write_referent(FILE *out, unsigned index, const struct heap_referent *referent)
+{
+    fprintf(out, "%s %s", index ? "," : "", referent->type_name);
+    const struct member_name *member = &referent->member;
+    if (referent->naming == MEMBER_NAMED)
+        fprintf(out, " in %s (%s)%s", member->path, member->type, member->beyond ? " → …" : "");
+    fprintf(out, " at %s", referent->path);
+    if (referent->naming == MEMBER_NAMED && member->file[0])
+        fprintf(out, ", %s:%d", member->file, member->line);
+    fprintf(out, " (%u, in %s %s of %u bytes%s)", referent->count,
+            strcmp(referent->evidence, "instance") ? "a" : "the", referent->evidence,
+            referent->evidence_bytes,
+            referent->naming == MEMBER_NO_DEBUG_INFO
+                ? "; its module has no debug info: built with -g, the member would be named"
+                : "");
+}
+
 static void write_heap_finding(const struct finding *finding, struct text_context *text)
 {
     FILE *out = text->out;
@@ -359,10 +380,7 @@ static void write_heap_finding(const struct finding *finding, struct text_contex
         fprintf(out, "==%d==extsan:   %u instance%s; referents:", text->pid, heap->instances,
                 heap->instances == 1 ? "" : "s");
         for (unsigned i = 0; i < heap->referent_count; i++)
-            fprintf(out, "%s %s at %s (%u, in %s %s of %u bytes)", i ? "," : "",
-                    heap->referents[i].type_name, heap->referents[i].path, heap->referents[i].count,
-                    strcmp(heap->referents[i].evidence, "instance") ? "a" : "the",
-                    heap->referents[i].evidence, heap->referents[i].evidence_bytes);
+            write_referent(out, i, &heap->referents[i]);
         fputc('\n', out);
     }
     if (heap->type_count) {

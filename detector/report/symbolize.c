@@ -65,32 +65,68 @@ static void copy_string(char *dst, size_t dst_size, const char *src)
 typedef char *demangle_fn(const char *mangled, char *buffer, size_t *length, int *status);
 
 /*
- * __cxa_demangle is taken from whatever C++ runtime is already loaded, so that extsan need not
- * link one. Python loads extension modules RTLD_LOCAL, so the libstdc++ they bring is usually
- * not in the global scope that RTLD_DEFAULT searches: ask for the runtimes by soname as well,
- * with RTLD_NOLOAD so that nothing is ever loaded for it. The handle is kept (never closed) so
- * the cached function cannot be unloaded under us.
+ * A symbol of the C++ runtime already in the process (__cxa_demangle, type_info vtables), so
+ * that extsan need not link one. Python loads extension modules RTLD_LOCAL, so the libstdc++
+ * they bring is usually not in the global scope that RTLD_DEFAULT searches: ask for the runtimes
+ * by soname as well, with RTLD_NOLOAD so that nothing is ever loaded for it. A handle that
+ * found the symbol is kept (never closed) so that it cannot be unloaded under us.
  */
-static demangle_fn *find_demangler(void)
+static void *cxx_runtime_symbol(const char *name)
 {
-    static demangle_fn *demangler;
     static const char *const runtimes[] = {"libstdc++.so.6", "libc++abi.so.1", "libc++.so.1"};
-    if (demangler != NULL)
-        return demangler;
-
-    void *symbol = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+    void *symbol = dlsym(RTLD_DEFAULT, name);
     for (size_t i = 0; symbol == NULL && i < sizeof runtimes / sizeof runtimes[0]; i++) {
         void *runtime = dlopen(runtimes[i], RTLD_LAZY | RTLD_NOLOAD);
         if (runtime == NULL)
             continue;
-        symbol = dlsym(runtime, "__cxa_demangle");
+        symbol = dlsym(runtime, name);
         if (symbol == NULL)
             dlclose(runtime);
     }
-    /* memcpy: ISO C has no conversion from an object pointer to a function pointer. */
-    if (symbol != NULL)
-        memcpy(&demangler, &symbol, sizeof demangler);
+    return symbol;
+}
+
+static demangle_fn *find_demangler(void)
+{
+    static demangle_fn *demangler;
+    if (demangler == NULL) {
+        void *symbol = cxx_runtime_symbol("__cxa_demangle");
+        /* memcpy: ISO C has no conversion from an object pointer to a function pointer. */
+        if (symbol != NULL)
+            memcpy(&demangler, &symbol, sizeof demangler);
+    }
     return demangler;
+}
+
+bool symbolize_is_class_type_info(uintptr_t vptr)
+{
+    /* The Itanium ABI's type_info classes of class types; an object's vptr points two words
+       into its class's vtable (past the offset-to-top and the RTTI pointer). */
+    static const char *const vtables[] = {
+        "_ZTVN10__cxxabiv117__class_type_infoE",
+        "_ZTVN10__cxxabiv120__si_class_type_infoE",
+        "_ZTVN10__cxxabiv121__vmi_class_type_infoE",
+    };
+    enum { COUNT = sizeof vtables / sizeof vtables[0] };
+    static uintptr_t found[COUNT];
+    for (size_t i = 0; i < COUNT; i++) {
+        if (!found[i])
+            found[i] = (uintptr_t)cxx_runtime_symbol(vtables[i]);
+        if (found[i] && vptr == found[i] + 2 * sizeof(void *))
+            return true;
+    }
+    return false;
+}
+
+bool symbolize_demangle(const char *mangled, char *out, size_t size)
+{
+    demangle_fn *demangle = find_demangler();
+    int status = -1;
+    char *demangled = demangle ? demangle(mangled, NULL, NULL, &status) : NULL;
+    if (status == 0 && demangled)
+        copy_string(out, size, demangled);
+    free(demangled);
+    return status == 0 && demangled;
 }
 
 static void set_function(struct frame_info *out, const char *name)
@@ -103,14 +139,9 @@ static void set_function(struct frame_info *out, const char *name)
         name = unversioned;
     }
 
-    demangle_fn *demangle = strncmp(name, "_Z", 2) == 0 ? find_demangler() : NULL;
-    char *demangled = NULL;
-    int status = -1;
-    if (demangle != NULL)
-        demangled = demangle(name, NULL, NULL, &status);
-    copy_string(out->function, sizeof out->function,
-                status == 0 && demangled != NULL ? demangled : name);
-    free(demangled);
+    if (strncmp(name, "_Z", 2) != 0 ||
+        !symbolize_demangle(name, out->function, sizeof out->function))
+        copy_string(out->function, sizeof out->function, name);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -281,6 +312,21 @@ bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out)
     }
     lock_release(LOCK_SYMBOLIZE);
     return found;
+}
+
+bool symbolize_with_module(uintptr_t address, void (*use)(Dwfl_Module *module, void *context),
+                           void *context)
+{
+    pthread_once(&fork_handler_once, register_fork_handler);
+    lock_acquire(LOCK_SYMBOLIZE);
+    Dl_info dl = {0};
+    Dwfl_Module *module = NULL;
+    if (address && dladdr((void *)address, &dl) != 0)
+        module = find_module(address, (Dwarf_Addr)(uintptr_t)dl.dli_fbase);
+    if (module)
+        use(module, context);
+    lock_release(LOCK_SYMBOLIZE);
+    return module != NULL;
 }
 
 /* pc - 1 for the same reason as in symbolize_pc: a return address may be one past the end. */

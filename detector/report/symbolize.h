@@ -6,6 +6,7 @@
 #define EXTSAN_SYMBOLIZE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct frame_info {
@@ -24,6 +25,28 @@ struct frame_info {
  * Returns false when pc is in no loaded object.
  */
 bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out);
+
+/*
+ * Calls use with the libdwfl module of the loaded object that contains address, and that
+ * object's load bias, with the session's lock held (use must not symbolise); false when the
+ * address is in no object libdwfl could open. For debug_members.c, which reads DWARF types.
+ */
+typedef struct Dwfl_Module Dwfl_Module;
+bool symbolize_with_module(uintptr_t address, void (*use)(Dwfl_Module *module, void *context),
+                           void *context);
+
+/*
+ * Demangles a C++ symbol ("_ZN...") or type name ("9Container", as std::type_info::name gives)
+ * into out with the C++ runtime already in the process; false when there is none or the name
+ * is not a mangled one.
+ */
+bool symbolize_demangle(const char *mangled, char *out, size_t size);
+
+/*
+ * True when vptr is the virtual table pointer of a std::type_info that describes a class (the
+ * C++ runtime's __class_type_info and its single- and multiple-inheritance kinds).
+ */
+bool symbolize_is_class_type_info(uintptr_t vptr);
 
 /* True when pc lies inside the loaded object that contains `anchor` (e.g. extsan itself). */
 bool pc_in_same_object(uintptr_t pc, const void *anchor);
