@@ -38,13 +38,12 @@ static void write_frame(const struct frame_info *frame, unsigned index, void *co
     fputc('\n', out);
 }
 
-/* ---- trimmed stacks
- * ------------------------------------------------------------------------------ A native stack
- * shows its innermost frame (where the call or the crash was), an extension's frames and each frame
- * next to one (the runtime function it called, the runtime frame that called it); every other run
- * of frames is folded into one line naming their modules. Option full_stacks shows every frame. The
- * JSON report keeps them all, each marked in_extension; scripts/python/extsan/findings.py trims the
- * same way.
+/* ---- trimmed stacks ---------------------------------------------------------------------------
+ * A native stack shows its innermost frame (where the call or the crash was), an extension's
+ * frames and each frame next to one (the runtime function it called, the runtime frame that
+ * called it); every other run of frames is folded into one line naming their modules. Option
+ * full_stacks shows every frame. The JSON report keeps them all, each marked in_extension;
+ * scripts/python/extsan/findings.py trims the same way.
  */
 
 #define MODULE_NAME_MAX 64
@@ -489,9 +488,8 @@ static void write_suppressions(struct text_context *text)
     }
 }
 
-/* ---- the summary table
- * ---------------------------------------------------------------------------- One row per finding
- * not suppressed, in order of first occurrence: kind, subject, count, test.
+/* ---- the summary table ------------------------------------------------------------------------
+ * One row per finding not suppressed, in order of first occurrence: kind, subject, count, test.
  */
 
 struct summary_table {
