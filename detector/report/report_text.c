@@ -92,7 +92,7 @@ static void note_frame(const struct frame_info *frame, unsigned index, void *con
     trim->depth = index + 1;
     trim->in_extension[index] = frame->in_extension;
     trim->any_extension |= frame->in_extension;
-    snprintf(trim->module[index], MODULE_NAME_MAX, "%s",
+    snprintf(trim->module[index], MODULE_NAME_MAX, "%.*s", MODULE_NAME_MAX - 1,
              frame->module[0] ? base_name(frame->module) : "??");
 }
 
