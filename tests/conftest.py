@@ -319,13 +319,14 @@ def shim_libraries():
 
 FRAME_SCHEMA = {
     "type": "object",
-    "required": ["function", "module", "offset"],
+    "required": ["function", "module", "offset", "in_extension"],
     "properties": {
         "function": {"type": ["string", "null"]},
         "module": {"type": ["string", "null"]},
         "offset": {"type": ["integer", "string"]},
         "file": {"type": "string"},
         "line": {"type": "integer", "minimum": 1},
+        "in_extension": {"type": "boolean"},
     },
     "dependentRequired": {"file": ["line"], "line": ["file"]},
 }
@@ -338,6 +339,9 @@ FINDING_SCHEMA = {
         "count": {"type": "integer", "minimum": 1},
         "pid": {"type": "integer", "minimum": 1},
         "stack": {"type": "array", "items": FRAME_SCHEMA},
+        "type_stack": {"type": "array", "items": FRAME_SCHEMA},
+        "tp_new": {"oneOf": [{"type": "null"}, FRAME_SCHEMA]},
+        "tp_init": {"oneOf": [{"type": "null"}, FRAME_SCHEMA]},
     },
     "if": {"properties": {"kind": {"const": KIND}}},
     "then": {

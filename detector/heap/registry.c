@@ -403,6 +403,19 @@ static struct type_record *record_for(PyTypeObject *type)
     return record && !record->dead ? record : new_record(type);
 }
 
+/* What a registration learns of a live type: its creator, binding library and construction
+   slots. LOCK_TYPES held. */
+static void describe_registered_type(struct type_record *record, const void *caller)
+{
+    PyTypeObject *type = record->type;
+    record->creator_code = caller;
+    if (!describe_creator(caller, record->creator, sizeof record->creator, &record->binding))
+        record->creator[0] = '\0';
+    record->binding_machinery = is_binding_machinery(type, record->binding);
+    record->tp_new = (uintptr_t)type->tp_new;
+    record->tp_init = (uintptr_t)type->tp_init;
+}
+
 static void set_created_at(struct type_record *record, stack_id stack)
 {
     record->created_at = stack;
@@ -417,10 +430,7 @@ struct type_record *registry_add_type(PyTypeObject *type, stack_id created_at, c
         record->python_class = false;
         if (created_at)
             set_created_at(record, created_at);
-        record->creator_code = caller;
-        if (!describe_creator(caller, record->creator, sizeof record->creator, &record->binding))
-            record->creator[0] = '\0';
-        record->binding_machinery = is_binding_machinery(type, record->binding);
+        describe_registered_type(record, caller);
     }
     lock_release(LOCK_TYPES);
     return record;
@@ -815,10 +825,7 @@ void registry_type_created(PyTypeObject *type, const void *caller)
         record->hooked = true;
         record->python_class = false;
         set_created_at(record, stack_capture_caller((unsigned)extsan_options.stack_depth));
-        record->creator_code = caller;
-        if (!describe_creator(caller, record->creator, sizeof record->creator, &record->binding))
-            record->creator[0] = '\0';
-        record->binding_machinery = is_binding_machinery(type, record->binding);
+        describe_registered_type(record, caller);
         instrument_slots(record);
     }
     lock_release(LOCK_TYPES);

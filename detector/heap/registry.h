@@ -66,6 +66,12 @@ struct type_record {
      */
     freefunc original_free;
     /*
+     * tp_new and tp_init as the type had them when registered, for a report whose allocation
+     * stack has no frame of the extension (tp_new is the runtime's PyType_GenericNew): copied
+     * while the type was known alive, since the type may be gone when the report is written.
+     */
+    uintptr_t tp_new, tp_init;
+    /*
      * One of the binding library's own types, not a type its user wrote: nanobind's nb_func,
      * nb_method, nb_meta, nb_type..., pybind11's pybind11_type, pybind11_object, function
      * records..., Cython's cython_function_or_method and metatypes (judged by name). What their

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-void report_for_each_frame(stack_id stack,
+static void for_each_frame(stack_id stack, bool full,
                            void (*emit)(const struct frame_info *frame, unsigned index,
                                         void *context),
                            void *context)
@@ -32,12 +32,38 @@ void report_for_each_frame(stack_id stack,
     const uintptr_t *pcs = stack_depot_get(stack, &depth);
     static struct frame_info frame; /* large; used only under LOCK_REPORT */
     for (unsigned i = 0; pcs && i < depth; i++) {
-        if (!symbolize_pc(pcs[i], extsan_options.symbolize, &frame)) {
+        if (!symbolize_pc(pcs[i], full, &frame)) {
             memset(&frame, 0, sizeof frame);
             frame.pc = pcs[i];
         }
         emit(&frame, i, context);
     }
+}
+
+void report_for_each_frame(stack_id stack,
+                           void (*emit)(const struct frame_info *frame, unsigned index,
+                                        void *context),
+                           void *context)
+{
+    for_each_frame(stack, extsan_options.symbolize, emit, context);
+}
+
+void report_for_each_frame_module(stack_id stack,
+                                  void (*emit)(const struct frame_info *frame, unsigned index,
+                                               void *context),
+                                  void *context)
+{
+    for_each_frame(stack, false, emit, context);
+}
+
+bool report_describe_function(uintptr_t address, struct frame_info *out)
+{
+    /* symbolize_pc looks up the call before a return address: one past the entry names it. */
+    if (!address || !symbolize_pc(address + 1, extsan_options.symbolize, out))
+        return false;
+    out->pc = address;
+    out->module_offset--;
+    return true;
 }
 
 const char *report_python_version(void)
@@ -470,7 +496,9 @@ static void safe_crash_finding(struct safe_output *out, const struct crash *cras
         safe_hex(out, known ? crash->pcs[i] - base : 0);
         safe_text(out, "\", \"pc\": \"");
         safe_hex(out, crash->pcs[i]);
-        safe_text(out, "\"}");
+        safe_text(out, known && loaded_object_is_extension(module)
+                           ? "\", \"in_extension\": true}"
+                           : "\", \"in_extension\": false}");
     }
     safe_text(out, "], \"python_stack\": []}");
 }

@@ -48,7 +48,7 @@ static void write_frame(const struct frame_info *frame, unsigned index, void *co
         json_write_string(out, frame->file);
         fprintf(out, ", \"line\": %d", frame->line);
     }
-    fputc('}', out);
+    fprintf(out, ", \"in_extension\": %s}", frame->in_extension ? "true" : "false");
 }
 
 static void write_stack(struct json_context *json, const char *key, stack_id stack)
@@ -56,6 +56,17 @@ static void write_stack(struct json_context *json, const char *key, stack_id sta
     fprintf(json->out, ",\n     \"%s\": [", key);
     report_for_each_frame(stack, write_frame, json);
     fputc(']', json->out);
+}
+
+/* A construction slot of the type as a frame at its function's entry; null when unknown. */
+static void write_slot(struct json_context *json, const char *key, uintptr_t address)
+{
+    static struct frame_info function; /* large; used only under LOCK_REPORT */
+    fprintf(json->out, ", \"%s\": ", key);
+    if (report_describe_function(address, &function))
+        write_frame(&function, 0, json);
+    else
+        fputs("null", json->out);
 }
 
 static void write_type_fields(struct json_context *json, const struct finding *finding)
@@ -68,6 +79,8 @@ static void write_type_fields(struct json_context *json, const struct finding *f
     fputs(", \"fix\": ", out);
     json_write_string(out, fix_hint(finding->kind, finding->type->binding));
     write_stack(json, "type_stack", finding->type->created_at);
+    write_slot(json, "tp_new", finding->type->tp_new);
+    write_slot(json, "tp_init", finding->type->tp_init);
 }
 
 /* "python_stack": the Python frames of a site, innermost first ([] when unknown). */

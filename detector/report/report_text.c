@@ -38,6 +38,161 @@ static void write_frame(const struct frame_info *frame, unsigned index, void *co
     fputc('\n', out);
 }
 
+/* ---- trimmed stacks ---------------------------------------------------------------------------
+ * A native stack shows its innermost frame (where the call or the crash was), an extension's
+ * frames and each frame next to one (the runtime function it called, the runtime frame that
+ * called it); every other run of frames is folded into one line naming their modules. Option
+ * full_stacks shows every frame. The JSON report keeps them all, each marked in_extension;
+ * scripts/python/extsan/findings.py trims the same way.
+ */
+
+#define MODULE_NAME_MAX 64
+
+/* Frames folded into one line: how many, and their modules in order of first appearance. */
+struct fold {
+    FILE *out;
+    unsigned frames;
+    char modules[512];
+};
+
+static void add_fold_module(struct fold *fold, const char *module)
+{
+    size_t used = strlen(fold->modules), length = strlen(module);
+    fold->frames++;
+    for (const char *at = fold->modules; (at = strstr(at, module)); at++)
+        if ((at == fold->modules || at[-1] == ' ') && (at[length] == ',' || !at[length]))
+            return;
+    snprintf(fold->modules + used, sizeof fold->modules - used, "%s%s", used ? ", " : "", module);
+}
+
+static void write_fold(struct fold *fold)
+{
+    if (fold->frames)
+        fprintf(fold->out, "    ... %u frame%s in %s\n", fold->frames, fold->frames == 1 ? "" : "s",
+                fold->modules);
+    fold->frames = 0;
+    fold->modules[0] = '\0';
+}
+
+struct trimmed_stack {
+    struct text_context *text;
+    unsigned depth;
+    bool any_extension;
+    bool in_extension[STACK_MAX_DEPTH];
+    bool shown[STACK_MAX_DEPTH];
+    char module[STACK_MAX_DEPTH][MODULE_NAME_MAX]; /* base names, "??" when unknown */
+    struct fold fold;
+};
+
+static void note_frame(const struct frame_info *frame, unsigned index, void *context)
+{
+    struct trimmed_stack *trim = context;
+    if (index >= STACK_MAX_DEPTH)
+        return;
+    trim->depth = index + 1;
+    trim->in_extension[index] = frame->in_extension;
+    trim->any_extension |= frame->in_extension;
+    snprintf(trim->module[index], MODULE_NAME_MAX, "%.*s", MODULE_NAME_MAX - 1,
+             frame->module[0] ? base_name(frame->module) : "??");
+}
+
+/* Folding a single frame would not shorten the stack: it is shown instead. */
+static void decide_shown_frames(struct trimmed_stack *trim)
+{
+    bool *in = trim->in_extension;
+    for (unsigned i = 0; i < trim->depth; i++)
+        trim->shown[i] = extsan_options.full_stacks || i == 0 || in[i] || (i > 0 && in[i - 1]) ||
+                         (i + 1 < trim->depth && in[i + 1]);
+    for (unsigned i = 0; i < trim->depth; i++)
+        if (!trim->shown[i] && (i == 0 || trim->shown[i - 1]) &&
+            (i + 1 == trim->depth || trim->shown[i + 1]))
+            trim->shown[i] = true;
+}
+
+static void write_frame(const struct frame_info *frame, unsigned index, void *context);
+
+static void write_shown_frame(const struct frame_info *frame, unsigned index, void *context)
+{
+    struct trimmed_stack *trim = context;
+    if (index < trim->depth && !trim->shown[index]) {
+        add_fold_module(&trim->fold, trim->module[index]);
+        return;
+    }
+    write_fold(&trim->fold);
+    write_frame(frame, index, trim->text);
+}
+
+/* Reads which of the stack's frames are an extension's. LOCK_REPORT held (the buffer). */
+static struct trimmed_stack *trim_stack(struct text_context *text, stack_id stack)
+{
+    static struct trimmed_stack trim; /* large; used only under LOCK_REPORT */
+    memset(&trim, 0, sizeof trim);
+    trim.text = text;
+    trim.fold.out = text->out;
+    report_for_each_frame_module(stack, note_frame, &trim);
+    decide_shown_frames(&trim);
+    return &trim;
+}
+
+static void write_trimmed_frames(struct trimmed_stack *trim, stack_id stack)
+{
+    report_for_each_frame(stack, write_shown_frame, trim);
+    write_fold(&trim->fold);
+}
+
+/* 'function file:line' (file's base name), or 'function module+0xoffset' without debug info. */
+static void write_function_place(FILE *out, const struct frame_info *frame)
+{
+    fputs(frame->function[0] ? frame->function : "??", out);
+    if (frame->file[0])
+        fprintf(out, " %s:%d", base_name(frame->file), frame->line);
+    else
+        fprintf(out, " %s+0x%lx", frame->module[0] ? base_name(frame->module) : "??",
+                (unsigned long)frame->module_offset);
+}
+
+struct first_extension_frame {
+    FILE *out;
+    const char *before;
+    bool written;
+};
+
+static void write_if_first_extension_frame(const struct frame_info *frame, unsigned index,
+                                           void *context)
+{
+    (void)index;
+    struct first_extension_frame *first = context;
+    if (first->written || !frame->in_extension)
+        return;
+    first->written = true;
+    fputs(first->before, first->out);
+    write_function_place(first->out, frame);
+}
+
+/* `before` and the stack's innermost frame of an extension; nothing when it has none. */
+static void write_first_extension_frame(FILE *out, const char *before, stack_id stack)
+{
+    struct first_extension_frame first = {out, before, false};
+    report_for_each_frame(stack, write_if_first_extension_frame, &first);
+}
+
+/*
+ * Ends a headline with where in the user's code the finding is: the innermost frame of an
+ * extension in the stack its fingerprint is made from (findings.py), the type's creation for a
+ * finding about a type.
+ */
+static void end_headline(FILE *out, const struct finding *finding)
+{
+    if (finding->type && finding->type->created_at) {
+        write_first_extension_frame(out, "; type created at ", finding->type->created_at);
+    } else {
+        const struct allocation_site *site =
+            finding->heap ? allocation_site_get(finding->heap->example_site) : NULL;
+        write_first_extension_frame(out, "; at ", site ? site->native : finding->stack);
+    }
+    fputc('\n', out);
+}
+
 /* The test that made the call or allocated the example holder (context.h), when known. */
 static void write_context(const struct finding *finding, struct text_context *text)
 {
@@ -45,8 +200,101 @@ static void write_context(const struct finding *finding, struct text_context *te
         fprintf(text->out, "==%d==extsan:   in test %s\n", text->pid, finding->context);
 }
 
+static void write_stack(struct text_context *text, const char *title, stack_id stack)
+{
+    if (!stack)
+        return;
+    fprintf(text->out, "  %s:\n", title);
+    write_trimmed_frames(trim_stack(text, stack), stack);
+}
+
+/* A construction slot as 'tp_new: function file:line', the runtime's marked as such. */
+static void write_slot(FILE *out, const char *name, uintptr_t address)
+{
+    static struct frame_info function; /* large; used only under LOCK_REPORT */
+    if (!report_describe_function(address, &function))
+        return;
+    fprintf(out, "; %s: ", name);
+    write_function_place(out, &function);
+    if (!function.in_extension)
+        fputs(" (the runtime's)", out);
+}
+
+/*
+ * An instance's native allocation stack. One without a frame of an extension (a type whose
+ * tp_new is the runtime's PyType_GenericNew) says so, and where the user's code is instead: the
+ * type's tp_new and tp_init and where the type was created.
+ */
+static void write_allocation_stack(struct text_context *text, const struct type_record *type,
+                                   stack_id stack)
+{
+    if (!stack)
+        return;
+    struct trimmed_stack *trim = trim_stack(text, stack);
+    if (trim->any_extension || !type) {
+        fprintf(text->out, "  allocated at:\n");
+    } else {
+        fprintf(text->out, "  allocated at: no frame of an extension");
+        write_slot(text->out, "tp_new", type->tp_new);
+        write_slot(text->out, "tp_init", type->tp_init);
+        write_first_extension_frame(text->out, "; the type was created at ", type->created_at);
+        fputc('\n', text->out);
+    }
+    write_trimmed_frames(trim, stack);
+}
+
+/*
+ * A frame of the test harness: pytest, pluggy, pytest-xdist and execnet, runpy. What calls the
+ * test function is theirs; scripts/python/extsan/findings.py decides the same way.
+ */
+static const char *python_harness_package(const char *file)
+{
+    static const char *const packages[] = {"_pytest", "pluggy", "xdist", "execnet"};
+    static const char *const names[] = {"pytest", "pluggy", "xdist", "execnet"};
+    for (size_t i = 0; i < sizeof packages / sizeof packages[0]; i++) {
+        size_t length = strlen(packages[i]);
+        for (const char *at = file; (at = strstr(at, packages[i])); at++)
+            if ((at == file || at[-1] == '/') && at[length] == '/')
+                return names[i];
+    }
+    const char *name = base_name(file);
+    if (!strcmp(name, "runpy.py") || !strcmp(name, "<frozen runpy>"))
+        return "runpy";
+    if (strstr(file, "/pytest/__main__.py") || strstr(file, "/pytest/__init__.py"))
+        return "pytest";
+    return NULL;
+}
+
+/* The Python frames of a site under `title`, innermost first, as a traceback lists them; from
+   the first frame of the harness on, one line naming the harness' packages (full_stacks: all). */
 static void write_python_frames(struct text_context *text, const char *title,
-                                const struct allocation_site *where);
+                                const struct allocation_site *where)
+{
+    if (!where || !where->python_depth)
+        return;
+    fprintf(text->out, "  %s:\n", title);
+    struct fold fold = {.out = text->out};
+    for (unsigned i = 0; i < where->python_depth; i++) {
+        const char *package = python_harness_package(where->python[i].file);
+        if ((package || fold.frames) && !extsan_options.full_stacks) {
+            add_fold_module(&fold, package ? package : base_name(where->python[i].file));
+            continue;
+        }
+        fprintf(text->out, "    File \"%s\", line %d, in %s\n", where->python[i].file,
+                where->python[i].line, where->python[i].function);
+    }
+    write_fold(&fold);
+}
+
+static void write_allocation_site(struct text_context *text, const struct type_record *type,
+                                  site_id site)
+{
+    const struct allocation_site *where = allocation_site_get(site);
+    if (!where)
+        return;
+    write_python_frames(text, "allocated by Python code", where);
+    write_allocation_stack(text, type, where->native);
+}
 
 static void write_capsule_finding(const struct finding *finding, struct text_context *text)
 {
@@ -56,46 +304,19 @@ static void write_capsule_finding(const struct finding *finding, struct text_con
             finding->api, what);
     if (finding->has_capsule_name)
         fprintf(out, " (capsule \"%s\")", finding->capsule);
-    fprintf(out, "\n==%d==extsan:   on thread %d \"%s\", %s; seen %lu time%s\n", text->pid,
+    end_headline(out, finding);
+    write_context(finding, text);
+    fprintf(out, "  HINT: capsule calls need the GIL; from 3.12 on they crash without it. Hold it"
+                 " (end the Py_BEGIN_ALLOW_THREADS / gil_scoped_release scope first, or"
+                 " PyGILState_Ensure in a foreign thread).\n");
+    fprintf(out, "==%d==extsan:   on thread %d \"%s\", %s; seen %lu time%s\n", text->pid,
             (int)finding->thread.tid, finding->thread.name,
             finding->thread.has_python_state ? "which had released the GIL"
                                              : "which has no Python thread state",
             finding->count, finding->count == 1 ? "" : "s");
-    write_context(finding, text);
-    report_for_each_frame(finding->stack, write_frame, text);
+    write_stack(text, "called at", finding->stack);
     write_python_frames(text, "called from Python code", allocation_site_get(finding->python_site));
-    fprintf(out, "  HINT: capsule calls need the GIL; from 3.12 on they crash without it. Hold it"
-                 " (end the Py_BEGIN_ALLOW_THREADS / gil_scoped_release scope first, or"
-                 " PyGILState_Ensure in a foreign thread).\n\n");
-}
-
-static void write_stack(struct text_context *text, const char *title, stack_id stack)
-{
-    if (!stack)
-        return;
-    fprintf(text->out, "  %s:\n", title);
-    report_for_each_frame(stack, write_frame, text);
-}
-
-/* The Python frames of a site under `title`, innermost first, as a traceback lists them. */
-static void write_python_frames(struct text_context *text, const char *title,
-                                const struct allocation_site *where)
-{
-    if (!where || !where->python_depth)
-        return;
-    fprintf(text->out, "  %s:\n", title);
-    for (unsigned i = 0; i < where->python_depth; i++)
-        fprintf(text->out, "    File \"%s\", line %d, in %s\n", where->python[i].file,
-                where->python[i].line, where->python[i].function);
-}
-
-static void write_allocation_site(struct text_context *text, site_id site)
-{
-    const struct allocation_site *where = allocation_site_get(site);
-    if (!where)
-        return;
-    write_python_frames(text, "allocated by Python code", where);
-    write_stack(text, "allocated at", where->native);
+    fputc('\n', out);
 }
 
 /*
@@ -146,13 +367,13 @@ static void write_heap_finding(const struct finding *finding, struct text_contex
     case FINDING_HIDDEN_REFERENCE:
         fprintf(
             out,
-            "==%d==extsan: hidden-reference: %s (%s) holds references the cyclic GC cannot see%s\n",
+            "==%d==extsan: hidden-reference: %s (%s) holds references the cyclic GC cannot see%s",
             text->pid, finding->type_name, binding,
             heap->inherited_traverse ? ": its tp_traverse is inherited and does not know its fields"
                                      : ": it has no tp_traverse");
         break;
     case FINDING_INCOMPLETE_TRAVERSE:
-        fprintf(out, "==%d==extsan: incomplete-traverse: the tp_traverse of %s (%s) misses %s\n",
+        fprintf(out, "==%d==extsan: incomplete-traverse: the tp_traverse of %s (%s) misses %s",
                 text->pid, finding->type_name, binding,
                 heap->referent_count ? "references its instances hold" : "the instance's own type");
         break;
@@ -163,12 +384,16 @@ static void write_heap_finding(const struct finding *finding, struct text_contex
                 text->pid, heap->objects, finding->type_name, binding);
         if (finding->count > 1)
             fprintf(out, "; %lu such cycles", finding->count);
-        fputc('\n', out);
         break;
     default:
         return;
     }
+    end_headline(out, finding);
     write_context(finding, text);
+    fprintf(out, "  HINT: %s\n", fix_hint(finding->kind, finding->type->binding));
+    write_member_visits(out, finding);
+    if (heap->missed_type_visit)
+        fprintf(out, "  HINT: %s\n", fix_hint_missing_type_visit());
     if (heap->referent_count) {
         fprintf(out, "==%d==extsan:   %u instance%s; referents:", text->pid, heap->instances,
                 heap->instances == 1 ? "" : "s");
@@ -189,12 +414,8 @@ static void write_heap_finding(const struct finding *finding, struct text_contex
                 "==%d==extsan:   this cycle is reachable today and can never be collected, even "
                 "once its outside references go\n",
                 text->pid);
-    write_allocation_site(text, heap->example_site);
+    write_allocation_site(text, finding->type, heap->example_site);
     write_stack(text, "type created at", finding->type->created_at);
-    fprintf(out, "  HINT: %s\n", fix_hint(finding->kind, finding->type->binding));
-    write_member_visits(out, finding);
-    if (heap->missed_type_visit)
-        fprintf(out, "  HINT: %s\n", fix_hint_missing_type_visit());
     fputc('\n', out);
 }
 
@@ -204,22 +425,26 @@ static void write_deadly_signal(const struct finding *finding, struct text_conte
     fprintf(out, "==%d==extsan: deadly-signal: %s", text->pid, signal_name(finding->signal));
     if (finding->signal == SIGSEGV || finding->signal == SIGBUS)
         fprintf(out, " on address 0x%lx", (unsigned long)finding->fault_address);
-    fprintf(out, " in thread %d \"%s\"\n", (int)finding->thread.tid, finding->thread.name);
+    fprintf(out, " in thread %d \"%s\"", (int)finding->thread.tid, finding->thread.name);
+    end_headline(out, finding);
     write_context(finding, text);
-    report_for_each_frame(finding->stack, write_frame, text);
-    write_python_frames(text, "in Python code", allocation_site_get(finding->python_site));
     fprintf(out, "  HINT: the process dies of this signal, as it would without extsan; the "
-                 "findings above were made before it.\n\n");
+                 "findings above were made before it.\n");
+    write_stack(text, "crashed at", finding->stack);
+    write_python_frames(text, "in Python code", allocation_site_get(finding->python_site));
+    fputc('\n', out);
 }
 
 static void write_type_finding(const struct finding *finding, struct text_context *text)
 {
     fprintf(text->out,
-            "==%d==extsan: traverse-missing-gc: %s has Py_TPFLAGS_HAVE_GC but no tp_traverse\n",
+            "==%d==extsan: traverse-missing-gc: %s has Py_TPFLAGS_HAVE_GC but no tp_traverse",
             text->pid, finding->type_name);
+    end_headline(text->out, finding);
     write_context(finding, text);
+    fprintf(text->out, "  HINT: %s\n", fix_hint(finding->kind, finding->type->binding));
     write_stack(text, "type created at", finding->type->created_at);
-    fprintf(text->out, "  HINT: %s\n\n", fix_hint(finding->kind, finding->type->binding));
+    fputc('\n', text->out);
 }
 
 static void write_finding(struct finding *finding, void *context)
@@ -282,6 +507,59 @@ static void write_suppressions(struct text_context *text)
     }
 }
 
+/* ---- the summary table ------------------------------------------------------------------------
+ * One row per finding not suppressed, in order of first occurrence: kind, subject, count, test.
+ */
+
+struct summary_table {
+    struct text_context *text;
+    int kind_width, subject_width;
+    bool measure; /* the first pass sizes the columns, the second writes the rows */
+};
+
+/* What a finding is about: the type, the capsule API and name, or the signal (findings.py). */
+static void finding_subject(const struct finding *finding, char *out, size_t size)
+{
+    if (finding->type)
+        snprintf(out, size, "%s", finding->type_name);
+    else if (finding->kind == FINDING_CAPSULE_WITHOUT_GIL)
+        snprintf(out, size, "%s %s", finding->api,
+                 finding->has_capsule_name ? finding->capsule : "(unnamed capsule)");
+    else
+        snprintf(out, size, "%s",
+                 finding->kind == FINDING_DEADLY_SIGNAL ? signal_name(finding->signal) : "");
+}
+
+static void write_summary_row(struct finding *finding, void *context)
+{
+    struct summary_table *table = context;
+    if (finding->suppressed_by)
+        return;
+    char subject[512];
+    finding_subject(finding, subject, sizeof subject);
+    const char *kind = finding_kind_name(finding->kind);
+    if (table->measure) {
+        table->kind_width =
+            table->kind_width > (int)strlen(kind) ? table->kind_width : (int)strlen(kind);
+        table->subject_width = table->subject_width > (int)strlen(subject) ? table->subject_width
+                                                                           : (int)strlen(subject);
+        return;
+    }
+    fprintf(table->text->out, "==%d==extsan:   %-*s  %-*s  %5lu  %s\n", table->text->pid,
+            table->kind_width, kind, table->subject_width, subject, finding->count,
+            finding->context ? finding->context : "-");
+}
+
+static void write_summary_table(struct text_context *text)
+{
+    struct summary_table table = {text, (int)strlen("kind"), (int)strlen("subject"), true};
+    findings_for_each(write_summary_row, &table);
+    fprintf(text->out, "==%d==extsan:   %-*s  %-*s  %5s  %s\n", text->pid, table.kind_width, "kind",
+            table.subject_width, "subject", "count", "test");
+    table.measure = false;
+    findings_for_each(write_summary_row, &table);
+}
+
 static void write_text_report(FILE *out, const struct report_request *request)
 {
     struct text_context text = {.out = out, .pid = getpid(), .keep_marks = request->keep_marks};
@@ -298,6 +576,8 @@ static void write_text_report(FILE *out, const struct report_request *request)
                 "==%d==extsan: the heap analysis did not complete (%s): references hidden "
                 "from the GC may be missing from this report\n",
                 text.pid, heap_analysis_state());
+    if (text.findings)
+        write_summary_table(&text);
     if (text.findings)
         fprintf(out, "==%d==extsan: SUMMARY: %u finding%s (%u occurrence%s) in %s\n", text.pid,
                 text.findings, text.findings == 1 ? "" : "s", text.occurrences,

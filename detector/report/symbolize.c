@@ -306,6 +306,7 @@ bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out)
     if (found) {
         set_module_path(out, map, dl.dli_fname != NULL ? dl.dli_fname : "");
         out->module_offset = pc - map->l_addr;
+        out->in_extension = loaded_object_is_extension(out->module);
         if (full)
             describe_call_site(out, call_site, &dl);
     }

@@ -16,6 +16,7 @@ struct frame_info {
     uintptr_t module_offset; /* pc relative to the object's load base */
     char file[4096];         /* source file; "" unknown */
     int line;                /* 0 unknown */
+    bool in_extension;       /* the module is an extension's (loaded_object_is_extension) */
 };
 
 /*

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <string.h>
 #include <unistd.h>
 
 #define MAX_OBJECTS 4096
@@ -90,4 +91,34 @@ bool loaded_objects_find(uintptr_t pc, const char **path, uintptr_t *base)
         }
     }
     return false;
+}
+
+/* "python3.11", "python3", "python3.12d": the interpreter's executable. */
+static bool is_python_executable(const char *name)
+{
+    if (strncmp(name, "python", 6))
+        return false;
+    name += 6;
+    name += strspn(name, "0123456789.");
+    return strspn(name, "abcdefghijklmnopqrstuvwxyz") == strlen(name);
+}
+
+bool loaded_object_is_extension(const char *path)
+{
+    /* Base-name prefixes; scripts/python/extsan/findings.py reads the reports' mark instead. */
+    static const char *const not_extension[] = {
+        "libpython", "libc.so",  "libm.so", "libpthread", "libdl.",     "librt.",
+        "libutil.",  "ld-linux", "ld.so",   "ld64.so",    "libstdc++",  "libgcc_s",
+        "libunwind", "libdw",    "libelf",  "libextsan",  "linux-vdso", "[vdso]",
+    };
+    if (!path || !*path)
+        return false;
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
+    if (is_python_executable(name))
+        return false;
+    for (size_t i = 0; i < sizeof not_extension / sizeof not_extension[0]; i++)
+        if (!strncmp(name, not_extension[i], strlen(not_extension[i])))
+            return false;
+    return true;
 }

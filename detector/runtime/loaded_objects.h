@@ -29,6 +29,15 @@ bool loaded_object_span(const struct dl_phdr_info *info, uintptr_t *start, uintp
  */
 void loaded_objects_note(const char *path, uintptr_t base, uintptr_t start, uintptr_t end);
 
+/*
+ * Whether code in the object at `path` is an extension's own: false for the Python runtime
+ * (libpython, or the python executable of a statically linked build), the C and C++ runtimes,
+ * the dynamic loader, the unwinding and symbolising libraries, extsan, and an unknown object
+ * (NULL or ""). Reports mark each frame with it; `extsan report` reads that mark. Async-signal-
+ * safe.
+ */
+bool loaded_object_is_extension(const char *path);
+
 /* The object holding `pc`: its path and load base. Async-signal-safe, lock-free. */
 bool loaded_objects_find(uintptr_t pc, const char **path, uintptr_t *base);
 

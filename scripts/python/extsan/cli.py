@@ -944,11 +944,12 @@ def cmd_report(args):
     if args.dot:
         write_dot_files(document["findings"], args.dot)
     if args.html:
-        write_atomically(args.html, render_html(document, "extsan report: %s" % os.path.basename(args.report)))
+        write_atomically(args.html, render_html(document, "extsan report: %s" % os.path.basename(args.report),
+                                                full=args.full_stacks))
     else:
         # Strings of bytes that were not UTF-8 hold their escapes (\udcff): shown as such.
         sys.stdout.reconfigure(errors="backslashreplace")
-        sys.stdout.write(render_text(document))
+        sys.stdout.write(render_text(document, full=args.full_stacks))
     return 0
 
 
@@ -1072,6 +1073,10 @@ def make_parser(options, only=None):
         p.add_argument("report", metavar="FILE.json", help="the report to render")
         p.add_argument("--html", metavar="OUT.html", help="write an HTML page instead of the text")
         p.add_argument("--dot", metavar="DIR", help="also write each finding's graph to DIR/extsan-<fingerprint>.dot")
+        p.add_argument("--full-stacks", action="store_true",
+                       help="show every frame of every stack (by default an extension's frames and the "
+                            "frames next to them, the rest folded into one line, as the runtime option "
+                            "full_stacks)")
 
     if wanted("options"):
         p = sub.add_parser("options", help="print the runtime options table", allow_abbrev=False,

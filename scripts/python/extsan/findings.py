@@ -172,7 +172,9 @@ def fingerprint_stack(finding):
 
 # Modules whose frames are never the extension's own: the Python runtime (libpython, or the
 # python executable itself for a statically linked build), the C and C++ runtimes, the dynamic
-# loader, the unwinding and symbolising libraries, and extsan.
+# loader, the unwinding and symbolising libraries, and extsan. The runtime decides the same way
+# (loaded_object_is_extension in detector/runtime/loaded_objects.c) and marks each frame of its
+# reports "in_extension": this rule serves reports of an extsan that did not, and hand-made ones.
 NOT_EXTENSION = re.compile(
     r"^(libpython|python[0-9.]*[a-z]*$|libc\.so|libm\.so|libpthread|libdl\.|librt\.|libutil\.|"
     r"ld-linux|ld\.so|ld64\.so|libstdc\+\+|libgcc_s|libunwind|libdw|libelf|libextsan|"
@@ -181,7 +183,9 @@ NOT_EXTENSION = re.compile(
 
 def is_extension_frame(frame):
     """True for a native frame of a module that is neither the Python runtime nor a system
-    library (nor a frame whose module is unknown)."""
+    library (nor a frame whose module is unknown): the report's "in_extension" mark."""
+    if "in_extension" in frame:
+        return bool(frame["in_extension"])
     module = frame.get("module")
     if not module:
         return False
@@ -234,12 +238,115 @@ def first_frame_text(finding):
     'function module+offset' without debug info; None when no frame is the extension's. The
     one-line listings (the gate's new findings, the pytest plugin's summary) show it."""
     frame = first_extension_frame(fingerprint_stack(finding))
-    if frame is None:
-        return None
+    return function_place(frame) if frame is not None else None
+
+
+def function_place(frame):
+    """'function file:line' (the file's base name), or 'function module+offset' without debug
+    info."""
     function = frame.get("function") or "??"
     if frame.get("file"):
         return "%s %s:%s" % (function, os.path.basename(frame["file"]), frame.get("line"))
     return "%s %s+%s" % (function, os.path.basename(frame.get("module") or "?"), frame.get("offset"))
+
+
+def finding_where(finding):
+    """Where in the user's code the finding is, as the runtime's headline ends:
+    'type created at F file:line' for a finding about a type, 'at F file:line' for the others;
+    None when the stack has no frame of an extension."""
+    frame = first_extension_frame(fingerprint_stack(finding))
+    if frame is None:
+        return None
+    about_type = finding.get("type") and finding.get("type_stack")
+    return "%s %s" % ("type created at" if about_type else "at", function_place(frame))
+
+
+# ---- trimmed stacks ------------------------------------------------------------------------------
+
+
+class Fold(NamedTuple):
+    """Frames shown as one line: '... 27 frames in libpython3.12.so.1.0, libc.so.6'."""
+    frames: int
+    modules: list  # in order of first appearance
+
+    def text(self):
+        return "... %d frame%s in %s" % (self.frames, "" if self.frames == 1 else "s", ", ".join(self.modules))
+
+
+# Python packages of the test harness: what calls the test function (the runtime's text report
+# folds the same: python_harness_package in detector/report/report_text.c).
+HARNESS_PACKAGES = {"_pytest": "pytest", "pluggy": "pluggy", "xdist": "xdist", "execnet": "execnet"}
+
+
+def harness_package(file):
+    """The harness package a Python frame's file belongs to ('pytest', 'pluggy', 'runpy', ...),
+    or None for the user's code."""
+    file = file or ""
+    parts = file.split("/")
+    for part in parts[:-1]:
+        if part in HARNESS_PACKAGES:
+            return HARNESS_PACKAGES[part]
+    if parts[-1] in ("runpy.py", "<frozen runpy>"):
+        return "runpy"
+    if file.endswith(("/pytest/__main__.py", "/pytest/__init__.py")):
+        return "pytest"
+    return None
+
+
+def _folded(items, shown, module_of):
+    """items (index, frame) with each run of frames not shown replaced by a Fold."""
+    out = []
+    for index, frame in enumerate(items):
+        if shown[index]:
+            out.append((index, frame))
+            continue
+        module = module_of(frame)
+        if out and isinstance(out[-1], Fold):
+            last = out[-1]
+            out[-1] = Fold(last.frames + 1, last.modules + ([] if module in last.modules else [module]))
+        else:
+            out.append(Fold(1, [module]))
+    return out
+
+
+def trimmed_frames(stack, full=False):
+    """A stack as shown to a person: [(index, frame) or Fold]. A native stack keeps its innermost
+    frame, the extension's frames and each frame next to one (the runtime function called, the
+    runtime frame that called in); a Python stack is cut at the first frame of the test harness.
+    The runtime's text report trims the same (detector/report/report_text.c); full keeps all."""
+    frames = stack.frames
+    if stack.is_python:
+        harness = [harness_package(f.get("file")) for f in frames]
+        first = next((i for i, package in enumerate(harness) if package), len(frames))
+        shown = [full or i < first for i in range(len(frames))]
+        return _folded(frames, shown, lambda f: harness_package(f.get("file")) or os.path.basename(f.get("file") or "?"))
+    inside = [is_extension_frame(f) for f in frames]
+    last = len(frames) - 1
+    shown = [full or i == 0 or inside[i] or (i > 0 and inside[i - 1]) or (i < last and inside[i + 1])
+             for i in range(len(frames))]
+    # Folding a single frame would not shorten the stack.
+    shown = [shown[i] or ((i == 0 or shown[i - 1]) and (i == last or shown[i + 1])) for i in range(len(frames))]
+    return _folded(frames, shown, lambda f: os.path.basename(f.get("module") or "") or "??")
+
+
+def allocation_note(finding, stack):
+    """For an allocation stack without a frame of an extension (the type's tp_new is the
+    runtime's): one line saying so, and where the user's code is instead (tp_new, tp_init, the
+    type's creation), as the runtime's text report writes it; else None."""
+    if stack.key != "stack" or not finding.get("type") or finding.get("kind") not in (
+            "hidden-reference", "incomplete-traverse", "leaked-cycle"):
+        return None
+    if any(is_extension_frame(f) for f in stack.frames):
+        return None
+    note = "no frame of an extension"
+    for slot in ("tp_new", "tp_init"):
+        if isinstance(finding.get(slot), dict):
+            frame = finding[slot]
+            note += "; %s: %s%s" % (slot, function_place(frame), "" if is_extension_frame(frame) else " (the runtime's)")
+    created = first_extension_frame(finding.get("type_stack") or [])
+    if created:
+        note += "; the type was created at " + function_place(created)
+    return note
 
 
 def finding_line(finding, test=False, fingerprint=False):

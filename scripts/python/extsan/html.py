@@ -1,14 +1,19 @@
 """The HTML rendering of a report (`extsan report FILE.json --html OUT.html`): one
-self-contained page (inline CSS, inline SVG, no script, nothing fetched) with each finding's
-stacks, the source lines around each frame whose file is on this machine, and its reference
-graph drawn by Graphviz when `dot` is installed, as boxes and arrows in CSS when it is not."""
+self-contained page (inline CSS, inline SVG, no script, nothing fetched) that opens with a
+summary table linking to each finding; each finding leads with its headline and fix, then its
+reference graph (drawn by Graphviz when `dot` is installed, as boxes and arrows in CSS when it is
+not) and its stacks, each folded in <details> whose summary line names the extension's frames,
+trimmed as the text is, with the source lines around each frame of an extension whose file is on
+this machine."""
 
 import html
 
 from .common import plural
-from .findings import finding_headline, finding_stacks, resolve_source
+from .findings import Fold, allocation_note, finding_stacks, harness_package, is_extension_frame, \
+    resolve_source, trimmed_frames
 from .graph import finding_dot, finding_graph, render_svg
-from .text import finding_details, finding_hint, native_frame_line, python_frame_line
+from .text import SUMMARY_COLUMNS, finding_evidence, finding_hint, finding_identity, finding_title, \
+    native_frame_line, python_frame_line, summary_rows
 
 SOURCE_CONTEXT = 2  # lines shown before and after a frame's line
 
@@ -24,6 +29,10 @@ code, pre { font: 12px/1.4 ui-monospace, monospace; }
 .status { display: inline-block; padding: 0 .5em; border-radius: 3px; background: #eee;
           font-size: .85em; margin-left: .5em; }
 .details { margin: .3em 0; padding-left: 1.2em; color: #444; }
+table.summary { border-collapse: collapse; margin: 1em 0; }
+table.summary th, table.summary td { border-bottom: 1px solid #ddd; padding: .2em .6em; text-align: left; }
+details.stack-fold { margin: .4em 0; } details.stack-fold summary { cursor: pointer; }
+.fold { color: #666; }
 .stack { list-style: none; padding-left: 0; margin: 0; }
 .stack li { margin: .15em 0; }
 .source { background: #f6f6f6; border: 1px solid #e2e2e2; margin: .2em 0 .5em 2em; padding: .3em .6em;
@@ -65,12 +74,46 @@ def source_excerpt(frame, cache):
     return '<pre class="source" title="%s">%s</pre>' % (html.escape(path), "".join(rows))
 
 
-def stack_html(stack, cache):
+SUMMARY_FRAMES = 3  # frames named on a folded stack's summary line
+
+
+def stack_summary(stack):
+    """The line a folded stack shows: its title and its first frames of the user's code (the
+    extension's native frames, the Python frames outside the test harness)."""
+    if stack.is_python:
+        mine = [f for f in stack.frames if not harness_package(f.get("file"))]
+    else:
+        mine = [f for f in stack.frames if is_extension_frame(f)]
+    names = [f.get("function") or "??" for f in mine[:SUMMARY_FRAMES]]
+    more = ", ..." if len(mine) > SUMMARY_FRAMES else ""
+    return "%s: %s" % (stack.title, ", ".join(names) + more if names else "no frame of the user's code")
+
+
+def stack_html(finding, stack, cache, full=False):
     items = []
-    for index, frame in enumerate(stack.frames):
+    for item in trimmed_frames(stack, full):
+        if isinstance(item, Fold):
+            items.append('<li class="fold">%s</li>' % html.escape(item.text()))
+            continue
+        index, frame = item
         line = python_frame_line(frame) if stack.is_python else native_frame_line(index, frame)
-        items.append("<li><code>%s</code>%s</li>" % (html.escape(line), source_excerpt(frame, cache)))
-    return '<h3>%s</h3>\n<ol class="stack">%s</ol>' % (html.escape(stack.title), "\n".join(items))
+        source = source_excerpt(frame, cache) if not stack.is_python and is_extension_frame(frame) else ""
+        items.append("<li><code>%s</code>%s</li>" % (html.escape(line), source))
+    note = allocation_note(finding, stack)
+    return ('<details class="stack-fold"><summary>%s</summary>\n%s<ol class="stack">%s</ol></details>'
+            % (html.escape(stack_summary(stack)), "<p>%s</p>" % html.escape(note) if note else "",
+               "\n".join(items)))
+
+
+def summary_html(findings):
+    """The findings summary table, each row linking to its finding."""
+    head = "".join("<th>%s</th>" % html.escape(column) for column in SUMMARY_COLUMNS)
+    rows = []
+    for row in summary_rows(findings):
+        cells = ['<td><a href="#finding-%s">%s</a></td>' % (row[0], row[0])]
+        cells += ["<td>%s</td>" % html.escape(cell) for cell in row[1:]]
+        rows.append("<tr>%s</tr>" % "".join(cells))
+    return '<table class="summary"><tr>%s</tr>\n%s</table>' % (head, "\n".join(rows))
 
 
 def fallback_graph_html(graph):
@@ -105,24 +148,28 @@ def graph_html(finding):
     return '<h3>reference graph</h3>\n<div class="graph" data-graph="fallback">%s</div>' % fallback_graph_html(graph)
 
 
-def finding_html(index, finding, cache):
+def html_list(lines):
+    return '<ul class="details">%s</ul>' % "".join("<li>%s</li>" % html.escape(line) for line in lines) if lines else ""
+
+
+def finding_html(index, finding, cache, full=False):
     status = finding.get("status")
     parts = ['<section class="finding%s" id="finding-%d">' % (" status-" + status if status else "", index),
              '<h2><span class="kind">%s</span> %s%s</h2>' % (
-                 html.escape(str(finding.get("kind"))), html.escape(finding_headline(finding)),
+                 html.escape(str(finding.get("kind"))), html.escape(finding_title(finding)),
                  '<span class="status">%s</span>' % html.escape(status) if status else ""),
-             '<ul class="details">%s</ul>' % "".join("<li>%s</li>" % html.escape(line)
-                                                      for line in finding_details(finding))]
-    parts.append(graph_html(finding))
-    parts += [stack_html(stack, cache) for stack in finding_stacks(finding)]
+             html_list(finding_identity(finding))]
     hint = finding_hint(finding)
     if hint:
         parts.append('<p class="hint"><b>Fix:</b> %s</p>' % html.escape(hint))
+    parts.append(html_list(finding_evidence(finding)))
+    parts.append(graph_html(finding))
+    parts += [stack_html(finding, stack, cache, full) for stack in finding_stacks(finding)]
     parts.append("</section>")
     return "\n".join(p for p in parts if p)
 
 
-def render_html(document, title="extsan report"):
+def render_html(document, title="extsan report", full=False):
     findings = document.get("findings", [])
     processes = document.get("processes", [])
     cache = {}
@@ -131,8 +178,9 @@ def render_html(document, title="extsan report"):
     if statuses:
         summary += " (%s)" % ", ".join("%d %s" % (statuses.count(s), s)
                                        for s in ("new", "suppressed", "baselined") if s in statuses)
-    body = [finding_html(i, f, cache) for i, f in enumerate(findings, 1)]
+    body = [finding_html(i, f, cache, full) for i, f in enumerate(findings, 1)]
+    table = summary_html(findings) if findings else ""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<title>%s</title>\n<style>%s</style>\n</head>\n<body>\n<h1>%s</h1>\n<p>%s</p>\n%s\n"
-            "</body>\n</html>\n" % (html.escape(title), STYLE, html.escape(title), html.escape(summary),
+            "<title>%s</title>\n<style>%s</style>\n</head>\n<body>\n<h1>%s</h1>\n<p>%s</p>\n%s\n%s\n"
+            "</body>\n</html>\n" % (html.escape(title), STYLE, html.escape(title), html.escape(summary), table,
                                     "\n".join(body) or "<p>No findings.</p>"))

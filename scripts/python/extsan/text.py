@@ -4,7 +4,17 @@ runtime's own text report: one block per finding with its stacks, then a summary
 import os
 
 from .common import plural
-from .findings import KINDS, finding_chain, finding_headline, finding_stacks
+from .findings import (
+    KINDS,
+    Fold,
+    allocation_note,
+    finding_chain,
+    finding_headline,
+    finding_stacks,
+    finding_subject,
+    finding_where,
+    trimmed_frames,
+)
 
 
 def native_frame_line(index, frame):
@@ -31,8 +41,9 @@ def referent_text(referent):
     return text + ")"
 
 
-def finding_details(finding):
-    """The lines under a finding's headline: where it was seen, what it holds, its chain."""
+def finding_identity(finding):
+    """The lines under a finding's headline that say which it is: where it was seen, its test,
+    fingerprint and suppression."""
     lines = []
     seen = "pid %s, %s" % (finding.get("pid", "?"), plural(finding.get("count", 1), "time"))
     if finding.get("thread"):
@@ -48,6 +59,12 @@ def finding_details(finding):
         lines.append("fingerprint: %s%s" % (finding["fingerprint"], status))
     if finding.get("suppressed"):
         lines.append("suppressed by: %s" % finding["suppressed"])
+    return lines
+
+
+def finding_evidence(finding):
+    """The lines that show what the finding rests on: what it holds, what leaked, its chain."""
+    lines = []
     if finding.get("referents"):
         lines.append("referents: " + ", ".join(referent_text(r) for r in finding["referents"]))
     if isinstance(finding.get("types"), dict) and finding["types"]:
@@ -58,6 +75,12 @@ def finding_details(finding):
     return lines
 
 
+def finding_title(finding):
+    """The headline: what is wrong, and where in the user's code."""
+    where = finding_where(finding)
+    return finding_headline(finding) + ("; " + where if where else "")
+
+
 def finding_hint(finding):
     """The fix the runtime gave, else the kind's help text."""
     if finding.get("fix"):
@@ -66,22 +89,59 @@ def finding_hint(finding):
     return known.help if known else None
 
 
-def finding_block(finding):
-    """The text block of one finding, ending with a blank line."""
-    out = ["extsan: %s: %s" % (finding.get("kind"), finding_headline(finding))]
-    out += ["extsan:   " + line for line in finding_details(finding)]
-    for stack in finding_stacks(finding):
-        out.append("  %s:" % stack.title)
-        for index, frame in enumerate(stack.frames):
+def stack_lines(finding, stack, full=False):
+    """A stack's title line and its frames, trimmed unless full, each line indented."""
+    note = allocation_note(finding, stack)
+    out = ["  %s:%s" % (stack.title, " " + note if note else "")]
+    for item in trimmed_frames(stack, full):
+        if isinstance(item, Fold):
+            out.append("    " + item.text())
+        else:
+            index, frame = item
             out.append("    " + (python_frame_line(frame) if stack.is_python else native_frame_line(index, frame)))
+    return out
+
+
+def finding_block(finding, number=None, full=False):
+    """The text block of one finding, ending with a blank line: the headline, the fix, then the
+    evidence and the stacks."""
+    out = ["extsan: %s: %s" % (finding.get("kind"), finding_title(finding))]
+    identity = finding_identity(finding)
+    if number is not None:
+        identity[0] = "finding %d; %s" % (number, identity[0])
+    out += ["extsan:   " + line for line in identity]
     hint = finding_hint(finding)
     if hint:
         out.append("  HINT: " + hint)
+    out += ["extsan:   " + line for line in finding_evidence(finding)]
+    for stack in finding_stacks(finding):
+        out += stack_lines(finding, stack, full)
     return "\n".join(out) + "\n\n"
 
 
-def render_text(document):
+SUMMARY_COLUMNS = ("#", "kind", "subject", "count", "test", "fingerprint")
+
+
+def summary_rows(findings):
+    """One row per finding for the summary table: SUMMARY_COLUMNS' values as text."""
+    return [(str(number), finding.get("kind") or "?", finding_subject(finding) or "-",
+             str(finding.get("count", 1)), finding.get("test") or "-", finding.get("fingerprint") or "-")
+            for number, finding in enumerate(findings, 1)]
+
+
+def summary_table(findings):
+    """The findings summary table, aligned columns, one line each (none without findings)."""
+    if not findings:
+        return []
+    rows = [SUMMARY_COLUMNS] + summary_rows(findings)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_COLUMNS))]
+    return ["extsan:   " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in rows]
+
+
+def render_text(document, full=False):
     findings = document.get("findings", [])
     processes = document.get("processes", [])
     summary = "extsan: SUMMARY: %s in %s\n" % (plural(len(findings), "finding"), plural(len(processes), "process", "processes"))
-    return "".join(finding_block(f) for f in findings) + summary
+    table = "".join(line + "\n" for line in summary_table(findings))
+    return "".join(finding_block(f, i, full) for i, f in enumerate(findings, 1)) + table + summary
