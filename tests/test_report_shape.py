@@ -243,9 +243,17 @@ def test_demo_fits_one_screen_per_finding(python, tmp_path):
     assert len([r for r in rows[start + 1:] if re.match(r"==\d+==extsan:   [a-z-]+ ", r)]) == 4, out.stderr
     assert re.match(r"==\d+==extsan: SUMMARY: 4 findings", rows[start + 5]), out.stderr
 
+    # A hidden reference leads with the member that holds it, the fix with its Py_VISIT.
+    (hidden,) = found["hidden-reference"]
+    assert re.search(r"; in HolderObject\.callback gc_defects\.c:\d+$", hidden[0]), hidden
+    assert "  HINT: in tp_traverse: Py_VISIT(self->callback);" in hidden[:4], hidden
+
     text = extsan("report", report)
     assert text.returncode == 0, text.stderr
     check_blocks_fit(blocks(text.stdout, "extsan: "), text.stdout)
+    (tool_hidden,) = blocks(text.stdout, "extsan: ")["hidden-reference"]
+    assert tool_hidden[0].split("extsan: ", 1)[1] == hidden[0].split("extsan: ", 1)[1], tool_hidden
+    assert "  HINT: in tp_traverse: Py_VISIT(self->callback);" in tool_hidden, tool_hidden
 
     full = extsan("demo", "--python", python.path, "--full-stacks", cwd=tmp_path)
     assert max(len(b) for bs in blocks(full.stderr).values() for b in bs) > LINES_PER_FINDING, full.stderr

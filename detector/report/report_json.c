@@ -165,8 +165,9 @@ static void write_heap_fields(struct json_context *json, const struct finding *f
         json_write_string(out, heap->referents[i].path);
         fputs(", \"evidence\": ", out);
         json_write_string(out, heap->referents[i].evidence);
-        fprintf(out, ", \"evidence_bytes\": %u, \"count\": %u", heap->referents[i].evidence_bytes,
-                heap->referents[i].count);
+        fprintf(out, ", \"evidence_bytes\": %u, \"count\": %u, \"own_type\": %s",
+                heap->referents[i].evidence_bytes, heap->referents[i].count,
+                heap->referents[i].own_type ? "true" : "false");
         write_member(out, &heap->referents[i], finding->type->binding);
         fputc('}', out);
     }

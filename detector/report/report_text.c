@@ -183,6 +183,16 @@ static void write_first_extension_frame(FILE *out, const char *before, stack_id 
  */
 static void end_headline(FILE *out, const struct finding *finding)
 {
+    /* A hidden reference is where the member that holds it is declared, when debug info says. */
+    for (unsigned i = 0; finding->heap && i < finding->heap->referent_count; i++) {
+        const struct heap_referent *referent = &finding->heap->referents[i];
+        const char *file = referent->member.file;
+        if (referent->naming != MEMBER_NAMED || referent->own_type || !file[0])
+            continue;
+        fprintf(out, "; in %s %s:%d\n", referent->member.path,
+                strrchr(file, '/') ? strrchr(file, '/') + 1 : file, referent->member.line);
+        return;
+    }
     if (finding->type && finding->type->created_at) {
         write_first_extension_frame(out, "; type created at ", finding->type->created_at);
     } else {

@@ -208,7 +208,7 @@ def member_declaration(finding):
     ({"file", "line", "function": the member's path}), or None when debug info named none."""
     for referent in finding.get("referents") or ():
         member = referent.get("member") if isinstance(referent, dict) else None
-        if isinstance(member, dict) and member.get("file"):
+        if isinstance(member, dict) and member.get("file") and not referent.get("own_type"):
             # Debug info names the file relative to where the module was compiled: the module
             # that made the type is what resolve_source starts from.
             creator = first_extension_frame(finding.get("type_stack") or finding.get("stack") or [])
@@ -251,9 +251,13 @@ def function_place(frame):
 
 
 def finding_where(finding):
-    """Where in the user's code the finding is, as the runtime's headline ends:
-    'type created at F file:line' for a finding about a type, 'at F file:line' for the others;
-    None when the stack has no frame of an extension."""
+    """Where in the user's code the finding is, as the runtime's headline ends: 'in MEMBER
+    file:line' for a hidden reference whose member debug info names, 'type created at F
+    file:line' for another finding about a type, 'at F file:line' for the others; None when the
+    stack has no frame of an extension."""
+    declared = member_declaration(finding)
+    if declared is not None:
+        return "in %s %s:%s" % (declared["function"], os.path.basename(declared["file"]), declared["line"])
     frame = first_extension_frame(fingerprint_stack(finding))
     if frame is None:
         return None

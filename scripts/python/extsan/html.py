@@ -12,7 +12,7 @@ from .common import plural
 from .findings import Fold, allocation_note, finding_stacks, harness_package, is_extension_frame, \
     resolve_source, trimmed_frames
 from .graph import finding_dot, finding_graph, render_svg
-from .text import SUMMARY_COLUMNS, finding_evidence, finding_hint, finding_identity, finding_title, \
+from .text import SUMMARY_COLUMNS, finding_evidence, finding_hint, finding_identity, finding_title, member_visits, \
     native_frame_line, python_frame_line, summary_rows
 
 SOURCE_CONTEXT = 2  # lines shown before and after a frame's line
@@ -162,6 +162,9 @@ def finding_html(index, finding, cache, full=False):
     hint = finding_hint(finding)
     if hint:
         parts.append('<p class="hint"><b>Fix:</b> %s</p>' % html.escape(hint))
+    visits = member_visits(finding)
+    if visits:
+        parts.append('<p class="hint"><code>%s</code></p>' % html.escape(visits))
     parts.append(html_list(finding_evidence(finding)))
     parts.append(graph_html(finding))
     parts += [stack_html(finding, stack, cache, full) for stack in finding_stacks(finding)]

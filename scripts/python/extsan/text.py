@@ -89,6 +89,14 @@ def finding_hint(finding):
     return known.help if known else None
 
 
+def member_visits(finding):
+    """'in tp_traverse: Py_VISIT(self->callback);' for the members debug info named, as the
+    runtime's second HINT; None when it named none."""
+    visits = [r["member"]["visit"] for r in finding.get("referents") or ()
+              if isinstance(r, dict) and isinstance(r.get("member"), dict) and r["member"].get("visit")]
+    return "in tp_traverse: " + " ".join(v + ";" for v in visits) if visits else None
+
+
 def stack_lines(finding, stack, full=False):
     """A stack's title line and its frames, trimmed unless full, each line indented."""
     note = allocation_note(finding, stack)
@@ -110,9 +118,9 @@ def finding_block(finding, number=None, full=False):
     if number is not None:
         identity[0] = "finding %d; %s" % (number, identity[0])
     out += ["extsan:   " + line for line in identity]
-    hint = finding_hint(finding)
-    if hint:
-        out.append("  HINT: " + hint)
+    for hint in (finding_hint(finding), member_visits(finding)):
+        if hint:
+            out.append("  HINT: " + hint)
     out += ["extsan:   " + line for line in finding_evidence(finding)]
     for stack in finding_stacks(finding):
         out += stack_lines(finding, stack, full)
