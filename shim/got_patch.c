@@ -1,11 +1,15 @@
 #define _GNU_SOURCE
 #include "got_patch.h"
+#include "call_stubs.h"
 #include "../detector/runtime/loaded_objects.h"
+#include "../detector/runtime/options.h"
+#include "../detector/threads/call_check.h"
 #include "../detector/threads/locks.h"
 
 #include "../detector/runtime/log.h"
 #include "../detector/runtime/python_api.h"
 
+#include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
 #include <pthread.h>
@@ -78,6 +82,25 @@ static bool write_slot(const struct loaded_object *object, void **slot, void *va
     return true;
 }
 
+/*
+ * The generic wrapper (call_stubs.h) for a C-API function an extension imports: a function
+ * (not data: PyExc_*, type objects) that the runtime defines, and that its documentation does
+ * not let a thread call without an attached thread state. NULL: leave the slot alone.
+ */
+static void *checked_call_stub(const char *name)
+{
+    if (!extsan_options.check_calls || call_check_exempt(name))
+        return NULL;
+    void *real = dlsym(RTLD_DEFAULT, name);
+    Dl_info info;
+    const ElfW(Sym) *definition = NULL;
+    if (!real || !address_in_python_runtime(real) ||
+        !dladdr1(real, &info, (void **)&definition, RTLD_DL_SYMENT) || !definition ||
+        ELF64_ST_TYPE(definition->st_info) != STT_FUNC)
+        return NULL;
+    return call_stubs_assign(name, real);
+}
+
 /* Patches the hooked slots among `count` relocations of one table; returns slots written. */
 static unsigned patch_relocations(const struct loaded_object *object, const void *table,
                                   size_t table_size, bool with_addend)
@@ -93,15 +116,19 @@ static unsigned patch_relocations(const struct loaded_object *object, const void
         const ElfW(Sym) *symbol = &object->symbols[ELF64_R_SYM(relocation->r_info)];
         if (symbol->st_shndx != SHN_UNDEF)
             continue; /* the object's own definition: its internal calls are not ours to see */
-        const struct hook *hook = hook_for_symbol(object->strings + symbol->st_name);
-        if (!hook || !*hook->real || !hook_applies(hook, object))
-            continue;
+        const char *name = object->strings + symbol->st_name;
+        const struct hook *hook = hook_for_symbol(name);
+        void *wrapper = NULL;
+        if (hook && *hook->real && hook_applies(hook, object))
+            wrapper = hook->wrapper;
+        else if (!hook && !object->is_python_runtime)
+            wrapper = checked_call_stub(name);
         void **slot = (void **)(object->base + relocation->r_offset);
-        if (*slot == hook->wrapper)
+        if (!wrapper || *slot == wrapper)
             continue;
-        if (write_slot(object, slot, hook->wrapper)) {
+        if (write_slot(object, slot, wrapper)) {
             written++;
-            extsan_log(2, "patched %s in %s", hook->name, object->name);
+            extsan_log(2, "patched %s in %s", name, object->name);
         }
     }
     return written;

@@ -266,7 +266,7 @@ def test_command_not_found_is_127(tmp_path):
 MALFORMED_SUPPRESSIONS = [
     ("no-colon", "capsule-without-gil:a\nhidden-reference nb_gc.X\n",
      "2: 'hidden-reference nb_gc.X' is not kind:pattern (no ':')"),
-    ("unknown-kind", "# c\nleak:malloc\n", "2: unknown kind 'leak' (capsule-without-gil, hidden-reference, "
+    ("unknown-kind", "# c\nleak:malloc\n", "2: unknown kind 'leak' (capsule-without-gil, call-without-gil, hidden-reference, "
                                          "incomplete-traverse, leaked-cycle, traverse-missing-gc, deadly-signal or *)"),
     ("empty-pattern", "capsule-without-gil:   # nothing\n", "1: empty pattern after 'capsule-without-gil:'"),
 ]

@@ -28,7 +28,7 @@ from conftest import (
 
 OPTIONS_TOOL = BUILD / "extsan-options"
 WORKLOADS = FIXTURES_SRC / "gc_workloads.py"
-KINDS = ("capsule-without-gil, hidden-reference, incomplete-traverse, leaked-cycle, "
+KINDS = ("capsule-without-gil, call-without-gil, hidden-reference, incomplete-traverse, leaked-cycle, "
          "traverse-missing-gc, deadly-signal or *")
 RUNTIME_PYTHONS = pytest.mark.pythons("3.12", "debian3.11")
 # extsan-options check-suppressions and check refuse a bad file as the runtime does (README).

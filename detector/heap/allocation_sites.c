@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "allocation_sites.h"
+#include "context.h"
 #include "locks.h"
 
 #include "options.h"
@@ -126,10 +127,23 @@ static const char *intern_unicode(PyObject *text)
     return intern(utf8);
 }
 
+/*
+ * The same for a thread without an attached thread state, which may not call the C API: the
+ * UTF-8 a str already has (an ASCII one's characters, or a cached encoding), else NULL.
+ */
+static const char *intern_unicode_detached(PyObject *text)
+{
+    if (!text || !PyUnicode_Check(text) || !PyUnicode_IS_COMPACT(text))
+        return NULL;
+    if (PyUnicode_IS_COMPACT_ASCII(text))
+        return intern((const char *)((PyASCIIObject *)text + 1));
+    return intern(((PyCompactUnicodeObject *)text)->utf8);
+}
+
 /* ---- creation ---------------------------------------------------------------------------------
  */
 
-site_id site_create(const struct site_key *key, PyThreadState *thread)
+static site_id create(const struct site_key *key, PyThreadState *thread, bool attached)
 {
     struct python_frame_ref refs[MAX_PYTHON_DEPTH];
     unsigned max = (unsigned)extsan_options.site_python_depth;
@@ -147,12 +161,15 @@ site_id site_create(const struct site_key *key, PyThreadState *thread)
     record->site.python = record->python;
 
     /* An allocation can happen while an exception is being raised: keep it as it was. */
-    PyObject *error_type, *error_value, *error_traceback;
-    python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
+    PyObject *error_type = NULL, *error_value = NULL, *error_traceback = NULL;
+    if (attached)
+        python_api.PyErr_Fetch(&error_type, &error_value, &error_traceback);
     lock_acquire(LOCK_SITES);
     for (unsigned i = 0; i < depth; i++) {
-        record->python[i].file = intern_unicode(refs[i].code->co_filename);
-        record->python[i].function = intern_unicode(python_code_name(refs[i].code));
+        PyObject *file = refs[i].code->co_filename, *name = python_code_name(refs[i].code);
+        record->python[i].file = attached ? intern_unicode(file) : intern_unicode_detached(file);
+        record->python[i].function =
+            attached ? intern_unicode(name) : intern_unicode_detached(name);
         record->python[i].line = refs[i].line;
     }
     record->site.python_depth = depth;
@@ -174,15 +191,27 @@ site_id site_create(const struct site_key *key, PyThreadState *thread)
         }
     }
     lock_release(LOCK_SITES);
-    python_api.PyErr_Restore(error_type, error_value, error_traceback);
+    if (attached)
+        python_api.PyErr_Restore(error_type, error_value, error_traceback);
     if (!id) {
         free(record);
         return 0;
     }
     /* The key's code object must outlive the cache entry (see allocation_sites.h). */
-    if (key->python.code)
+    if (key->python.code && attached)
         python_api.Py_IncRef((PyObject *)key->python.code);
     return id;
+}
+
+site_id site_create(const struct site_key *key, PyThreadState *thread)
+{
+    return create(key, thread, true);
+}
+
+site_id site_create_detached(PyThreadState *thread)
+{
+    struct site_key key = {.context = context_current()};
+    return create(&key, thread, false);
 }
 
 /* ---- the cache ---------------------------------------------------------------------------------

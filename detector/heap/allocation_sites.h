@@ -51,6 +51,14 @@ static inline site_id site_lookup(const struct site_key *key)
 site_id site_create(const struct site_key *key, PyThreadState *thread);
 
 /*
+ * The same for `thread`, the calling thread's own thread state while it is detached (a call
+ * made without the GIL), which must not call the C API: its frames cannot change meanwhile, and
+ * are read without it (names that are not already UTF-8 in memory are left out). The site is
+ * for a finding, never cached.
+ */
+site_id site_create_detached(PyThreadState *thread);
+
+/*
  * Enters `site` (from site_create) into the cache under `key`, with the registry's lock held.
  * When another thread published the same key meanwhile, returns that site instead (the new
  * record stays unused).

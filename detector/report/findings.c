@@ -141,29 +141,31 @@ struct finding *findings_record_heap(enum finding_kind kind, struct type_record 
     return finding;
 }
 
-/* Identical capsule findings: same API, same stack. */
-struct capsule_key {
+/* Identical call findings: same kind, same API, same stack. */
+struct call_key {
+    enum finding_kind kind;
     const char *api;
     stack_id stack;
 };
 
-static bool is_same_capsule_call(const struct finding *finding, const void *wanted)
+static bool is_same_call(const struct finding *finding, const void *wanted)
 {
-    const struct capsule_key *key = wanted;
-    return finding->kind == FINDING_CAPSULE_WITHOUT_GIL && !strcmp(finding->api, key->api) &&
+    const struct call_key *key = wanted;
+    return finding->kind == key->kind && !strcmp(finding->api, key->api) &&
            finding->stack == key->stack;
 }
 
-struct finding *findings_record_capsule(const char *api, const char *capsule_name,
-                                        const struct thread_description *thread, bool *first)
+struct finding *findings_record_call(enum finding_kind kind, const char *api,
+                                     const char *capsule_name,
+                                     const struct thread_description *thread, bool *first)
 {
     stack_id stack = stack_capture_caller((unsigned)extsan_options.stack_depth);
     lock_acquire(LOCK_FINDINGS);
-    struct finding *finding = first_match(is_same_capsule_call, &(struct capsule_key){api, stack});
+    struct finding *finding = first_match(is_same_call, &(struct call_key){kind, api, stack});
     *first = finding == NULL;
     if (finding) {
         finding->count++;
-    } else if ((finding = append_finding(FINDING_CAPSULE_WITHOUT_GIL, stack))) {
+    } else if ((finding = append_finding(kind, stack))) {
         finding->api = api;
         finding->has_capsule_name = capsule_name != NULL;
         if (capsule_name)

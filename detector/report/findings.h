@@ -17,6 +17,8 @@
  */
 #define FINDING_KINDS(X)                                                                           \
     X(FINDING_CAPSULE_WITHOUT_GIL, "capsule-without-gil")                                          \
+    /* any other C-API function called without an attached thread state (call_check.h) */          \
+    X(FINDING_CALL_WITHOUT_GIL, "call-without-gil")                                                \
     X(FINDING_HIDDEN_REFERENCE, "hidden-reference")                                                \
     X(FINDING_INCOMPLETE_TRAVERSE, "incomplete-traverse")                                          \
     X(FINDING_LEAKED_CYCLE, "leaked-cycle")                                                        \
@@ -90,14 +92,17 @@ struct finding {
 void thread_describe(struct thread_description *out);
 
 /*
- * Records one occurrence of a capsule-without-gil finding at the caller's stack (extsan's own
- * frames are dropped). capsule_name is NULL for an unnamed capsule or an unknown object; thread
- * describes the calling thread as it was when the call was made.
- * Returns the stored finding, NULL when out of memory; *first says whether this call made it
- * (decided under the findings' lock: of two threads making the same call, exactly one is first).
+ * Records one occurrence of a call made without the GIL (kind capsule-without-gil or
+ * call-without-gil) at the caller's stack (extsan's own frames are dropped): one finding per
+ * kind, API and stack. `api` must outlive the finding. capsule_name is NULL for an unnamed
+ * capsule, an unknown object or another call; thread describes the calling thread as it was when
+ * the call was made. Returns the stored finding, NULL when out of memory; *first says whether
+ * this call made it (decided under the findings' lock: of two threads making the same call,
+ * exactly one is first).
  */
-struct finding *findings_record_capsule(const char *api, const char *capsule_name,
-                                        const struct thread_description *thread, bool *first);
+struct finding *findings_record_call(enum finding_kind kind, const char *api,
+                                     const char *capsule_name,
+                                     const struct thread_description *thread, bool *first);
 
 /*
  * Records a finding about a type (once per kind and type; a repeat only counts). The stack is

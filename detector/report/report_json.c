@@ -215,13 +215,16 @@ static void write_finding(struct finding *finding, void *context)
     }
     switch (finding->kind) {
     case FINDING_CAPSULE_WITHOUT_GIL:
+    case FINDING_CALL_WITHOUT_GIL:
         fputs(", \"api\": ", out);
         json_write_string(out, finding->api);
-        fputs(", \"capsule\": ", out);
-        if (finding->has_capsule_name)
-            json_write_string(out, finding->capsule);
-        else
-            fputs("null", out);
+        if (finding->kind == FINDING_CAPSULE_WITHOUT_GIL) {
+            fputs(", \"capsule\": ", out);
+            if (finding->has_capsule_name)
+                json_write_string(out, finding->capsule);
+            else
+                fputs("null", out);
+        }
         write_thread(out, &finding->thread);
         write_stack(json, "stack", finding->stack);
         write_python_stack(out, finding->python_site);

@@ -306,19 +306,27 @@ static void write_allocation_site(struct text_context *text, const struct type_r
     write_allocation_stack(text, type, where->native);
 }
 
-static void write_capsule_finding(const struct finding *finding, struct text_context *text)
+/* capsule-without-gil and call-without-gil. */
+static void write_call_finding(const struct finding *finding, struct text_context *text)
 {
     FILE *out = text->out;
     const char *what = strchr(finding->api, ' ') ? "happened" : "was called";
-    fprintf(out, "==%d==extsan: capsule-without-gil: %s %s without the GIL", text->pid,
-            finding->api, what);
+    fprintf(out, "==%d==extsan: %s: %s %s without the GIL", text->pid,
+            finding_kind_name(finding->kind), finding->api, what);
     if (finding->has_capsule_name)
         fprintf(out, " (capsule \"%s\")", finding->capsule);
     end_headline(out, finding);
     write_context(finding, text);
-    fprintf(out, "  HINT: capsule calls need the GIL; from 3.12 on they crash without it. Hold it"
-                 " (end the Py_BEGIN_ALLOW_THREADS / gil_scoped_release scope first, or"
-                 " PyGILState_Ensure in a foreign thread).\n");
+    if (finding->kind == FINDING_CAPSULE_WITHOUT_GIL)
+        fprintf(out, "  HINT: capsule calls need the GIL; from 3.12 on they crash without it. Hold"
+                     " it (end the Py_BEGIN_ALLOW_THREADS / gil_scoped_release scope first, or"
+                     " PyGILState_Ensure in a foreign thread).\n");
+    else
+        fprintf(out,
+                "  HINT: %s needs the GIL (an attached thread state): make the call after the"
+                " Py_BEGIN_ALLOW_THREADS / gil_scoped_release scope ends, or take the GIL around"
+                " it (PyGILState_Ensure, nb::gil_scoped_acquire, py::gil_scoped_acquire).\n",
+                finding->api);
     fprintf(out, "==%d==extsan:   on thread %d \"%s\", %s; seen %lu time%s\n", text->pid,
             (int)finding->thread.tid, finding->thread.name,
             finding->thread.has_python_state ? "which had released the GIL"
@@ -470,7 +478,8 @@ static void write_finding(struct finding *finding, void *context)
     text->blocks++;
     switch (finding->kind) {
     case FINDING_CAPSULE_WITHOUT_GIL:
-        write_capsule_finding(finding, text);
+    case FINDING_CALL_WITHOUT_GIL:
+        write_call_finding(finding, text);
         break;
     case FINDING_TRAVERSE_MISSING_GC:
         write_type_finding(finding, text);

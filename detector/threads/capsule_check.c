@@ -53,8 +53,8 @@ void capsule_call_without_gil(struct capsule_call *call, const char *api, PyObje
     /* Then take the GIL: the capsule's fields are safe to read for the report. */
     bool protected = extsan_options.protect && gil_borrow(&call->borrowed);
     bool first;
-    struct finding *finding =
-        findings_record_capsule(api, capsule_name(capsule, name), &thread, &first);
+    struct finding *finding = findings_record_call(FINDING_CAPSULE_WITHOUT_GIL, api,
+                                                   capsule_name(capsule, name), &thread, &first);
     /* With the GIL borrowed the thread's own frames can be read: the Python code that called
        into the extension (none on a thread that never ran Python). First occurrence only. */
     if (protected && first && finding) {

@@ -24,6 +24,16 @@ KINDS = {kind.name: kind for kind in (
          "on 3.12 and 3.13.",
          "Hold the GIL around capsule calls: end the Py_BEGIN_ALLOW_THREADS / gil_scoped_release "
          "scope first, or take it with PyGILState_Ensure in a foreign thread."),
+    Kind("EXT007", "call-without-gil",
+         "C-API call without the GIL",
+         "An extension called a function of the Python C API (or freed an object, through "
+         "_Py_Dealloc) from a thread without an attached thread state: inside "
+         "Py_BEGIN_ALLOW_THREADS, nb::gil_scoped_release, py::gil_scoped_release, or on a thread "
+         "that never took the GIL. A race at best; from 3.12 on usually a crash.",
+         "Make the call after the GIL-released scope ends, or take the GIL around it "
+         "(PyGILState_Ensure, nb::gil_scoped_acquire, py::gil_scoped_acquire). Functions the "
+         "C-API documentation allows without the GIL (PyGILState_*, PyMem_Raw*, PyThread_*, ...) "
+         "are never reported."),
     Kind("EXT002", "hidden-reference",
          "Extension type hides references from the cyclic GC",
          "Instances of an extension type hold references to objects the cyclic garbage collector "
@@ -72,6 +82,8 @@ def finding_subject(finding):
     """What the finding is about: the type's name, or the capsule API and the capsule's name."""
     if finding.get("type"):
         return finding["type"]
+    if finding.get("kind") == "call-without-gil":
+        return finding.get("api") or ""
     if finding.get("api"):
         return "%s %s" % (finding["api"], finding.get("capsule") or "(unnamed capsule)")
     if finding.get("kind") == "deadly-signal":
@@ -84,7 +96,7 @@ def finding_headline(finding):
     kind = finding.get("kind")
     type_name = finding.get("type") or "?"
     binding = " (%s)" % finding["binding"] if finding.get("binding") else ""
-    if kind == "capsule-without-gil":
+    if kind in ("capsule-without-gil", "call-without-gil"):
         api = finding.get("api") or "?"
         what = "happened" if " " in api else "was called"
         capsule = ' (capsule "%s")' % finding["capsule"] if finding.get("capsule") else ""
@@ -145,6 +157,8 @@ def finding_stacks(finding):
     kind = finding.get("kind")
     if kind == "capsule-without-gil":
         titles = [("stack", "called at")]
+    elif kind == "call-without-gil":
+        titles = [("stack", "called at"), ("python_stack", "called from Python code")]
     elif kind == "deadly-signal":
         titles = [("stack", "crashed at"), ("python_stack", "in Python code")]
     elif kind == "traverse-missing-gc":
