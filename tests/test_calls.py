@@ -13,7 +13,7 @@ from typing import NamedTuple, Tuple
 
 import pytest
 
-from conftest import DEBIAN_ID, check_stack, program_pid
+from conftest import NANOBIND_IDS, check_stack, program_pid
 
 PRELUDE = """\
 import os, sys
@@ -152,3 +152,56 @@ def test_stdlib_extensions_in_threads_are_silent(run):
     result = run(STDLIB_WORK)
     assert result.returncode == 0, result.describe()
     assert result.findings(CALL) == [], result.describe()
+
+
+# ---- the binding libraries' objects ---------------------------------------------------------
+
+
+class BindingDefect(NamedTuple):
+    id: str
+    module: str
+    defect: str  # the module's function that makes the defect
+    twin: str
+    function: str  # the fixture's C++ function a frame must name
+
+
+BINDING_DEFECTS = [
+    # nb::object's last reference dropped in nb::gil_scoped_release (a release build: nanobind's
+    # debug builds abort on it themselves).
+    BindingDefect("nanobind", "nb_capsule", "object_dies_in_released_scope",
+                  "object_dies_after_released_scope", "nb_object_dies_in_released_scope"),
+    # py::object copied in py::gil_scoped_release, the copy dropped last. The copy itself is an
+    # inline Py_INCREF: no call, nothing for extsan to see until the count reaches zero.
+    BindingDefect("pybind11", "pb_capsule", "object_copied_in_released_scope",
+                  "object_copied_with_gil", "pb_object_copied_in_released_scope"),
+]
+
+
+def binding_program(defect, function):
+    return PRELUDE.replace("import call_defects as m", "import %s as b" % defect.module) + \
+        "b.%s()\nprint('done')\n" % function
+
+
+def check_binding_defect(run, defect):
+    result = run(binding_program(defect, defect.defect))
+    pid = program_pid(result)
+    (finding,) = result.findings(CALL)
+    assert finding["api"] == "_Py_Dealloc" and finding["pid"] == pid, result.describe()
+    check_stack(finding, defect.function, api="_Py_Dealloc", module=defect.module,
+                inline_headers=("object.h", "refcount.h", "nb_types.h", "pytypes.h"))
+    if crashed(result):
+        assert result.findings("deadly-signal"), result.describe()
+    else:
+        assert result.returncode == 0 and result.stdout.splitlines()[1:] == ["done"], result.describe()
+
+    twin = run(binding_program(defect, defect.twin))
+    twin.check_silent(program_pid(twin))
+
+
+@pytest.mark.pythons(*NANOBIND_IDS)
+def test_nanobind_object_freed_without_gil(run):
+    check_binding_defect(run, BINDING_DEFECTS[0])
+
+
+def test_pybind11_object_copied_without_gil(run):
+    check_binding_defect(run, BINDING_DEFECTS[1])
