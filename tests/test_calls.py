@@ -78,8 +78,12 @@ def test_defect_is_reported_before_the_call(run, defect):
     thread = finding["thread"]
     if defect.thread == "main":
         assert thread["tid"] == pid and thread["python_thread_state"] is True, where
+        # The Python code that called into the extension, read from the thread's own frames.
+        assert [f["function"] for f in finding["python_stack"]] == ["<module>"], where
+        assert finding["python_stack"][0]["file"] == "<string>", where
     else:
         assert thread["tid"] != pid and thread["python_thread_state"] is False, where
+        assert finding.get("python_stack") in (None, []), where
     check_stack(finding, defect.function, api=defect.site_api, module="call_defects",
                 inline_headers=defect.inline_headers)
     assert "%s: %s was called without the GIL" % (CALL, finding["api"]) in result.stderr, result.describe()
