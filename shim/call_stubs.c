@@ -174,23 +174,77 @@ bool call_stubs_contains(const void *address)
            (const char *)address < extsan_call_stubs_end;
 }
 
+/*
+ * Every name judged, stub or not: an open-addressing index (FNV-1a hash) of names to entry
+ * numbers + 1, for names with a stub, or to the negative -1 - (index in `refused`) for names
+ * without one, so that each name costs one lookup per object that imports it.
+ */
+#define NAME_SLOTS 16384 /* a power of two, well above the stubs plus the refused names */
+static int32_t name_slots[NAME_SLOTS];
+static const char *refused[NAME_SLOTS / 2];
+static unsigned refused_count;
+
+static uint32_t name_hash(const char *name)
+{
+    uint32_t hash = 2166136261u;
+    for (; *name; name++)
+        hash = (hash ^ (unsigned char)*name) * 16777619u;
+    return hash;
+}
+
+static const char *slot_name(int32_t value)
+{
+    return value > 0 ? extsan_call_entries[value - 1].name : refused[-value - 1];
+}
+
+/* The slot holding `name`, or the empty one where it would go; NULL when the index is full. */
+static int32_t *name_slot(const char *name)
+{
+    for (uint32_t i = name_hash(name), probes = 0; probes < NAME_SLOTS; i++, probes++) {
+        int32_t *slot = &name_slots[i & (NAME_SLOTS - 1)];
+        if (!*slot || !strcmp(slot_name(*slot), name))
+            return slot;
+    }
+    return NULL;
+}
+
+static void *stub_of(int32_t value)
+{
+    return value > 0 ? (void *)(extsan_call_stubs + (size_t)(value - 1) * STUB_BYTES) : NULL;
+}
+
+bool call_stubs_lookup(const char *name, void **stub)
+{
+    int32_t *slot = name_slot(name);
+    *stub = slot && *slot ? stub_of(*slot) : NULL;
+    return slot && *slot;
+}
+
 void *call_stubs_assign(const char *name, void *real)
 {
-    for (unsigned i = 0; i < entries_used; i++)
-        if (!strcmp(extsan_call_entries[i].name, name))
-            return (void *)(extsan_call_stubs + (size_t)i * STUB_BYTES);
-    if (entries_used == CALL_STUB_COUNT)
+    int32_t *slot = name_slot(name);
+    if (!slot)
         return NULL;
-    unsigned i = entries_used;
+    if (*slot)
+        return stub_of(*slot);
+    if ((real && entries_used == CALL_STUB_COUNT) ||
+        (!real && refused_count == sizeof refused / sizeof refused[0]))
+        return NULL;
     /* The importing object's string table could go with it (an object dlclose'd): a copy. */
     char *copy = strdup(name);
     if (!copy)
         return NULL;
+    if (!real) {
+        refused[refused_count++] = copy;
+        *slot = -(int32_t)refused_count;
+        return NULL;
+    }
+    unsigned i = entries_used++;
     extsan_call_entries[i].name = copy;
     /* Published before the slot that leads to the stub is written (got_patch: a release store). */
     __atomic_store_n(&extsan_call_entries[i].real, real, __ATOMIC_RELEASE);
-    entries_used++;
-    return (void *)(extsan_call_stubs + (size_t)i * STUB_BYTES);
+    *slot = (int32_t)i + 1;
+    return stub_of(*slot);
 }
 
 #else
@@ -199,6 +253,13 @@ bool call_stubs_contains(const void *address)
 {
     (void)address;
     return false;
+}
+
+bool call_stubs_lookup(const char *name, void **stub)
+{
+    (void)name;
+    *stub = NULL;
+    return true; /* nothing to judge: no stubs here */
 }
 
 void *call_stubs_assign(const char *name, void *real)

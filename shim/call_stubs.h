@@ -20,9 +20,15 @@
 #define CALL_STUB_COUNT 4096
 
 /*
- * The stub for the function `name` whose real address is `real`: the one already given to
- * that name, or a new one; NULL when the pool is used up or the architecture has none.
- * LOCK_PATCH held.
+ * Whether `name` was judged already (call_stubs_assign), and then its stub in *stub (NULL: not
+ * one to wrap). LOCK_PATCH held.
+ */
+bool call_stubs_lookup(const char *name, void **stub);
+
+/*
+ * Records the judgement of `name`: a stub for the function whose real address is `real`, or
+ * none when real is NULL (not a function to check). Returns the stub; NULL when real is, or the
+ * pool is used up, or the architecture has none. LOCK_PATCH held.
  */
 void *call_stubs_assign(const char *name, void *real);
 

@@ -82,23 +82,63 @@ static bool write_slot(const struct loaded_object *object, void **slot, void *va
     return true;
 }
 
+/* The runtime's executable segments: where its functions are (its data is elsewhere). */
+static struct {
+    uintptr_t start, end;
+} runtime_code[4];
+static unsigned runtime_code_count;
+static bool runtime_code_known;
+
+static int note_runtime_code(struct dl_phdr_info *info, size_t size, void *unused)
+{
+    (void)size, (void)unused;
+    uintptr_t probe = (uintptr_t)python_api.is_initialized;
+    bool is_runtime = false;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *header = &info->dlpi_phdr[i];
+        uintptr_t start = info->dlpi_addr + header->p_vaddr;
+        if (header->p_type == PT_LOAD && probe >= start && probe < start + header->p_memsz)
+            is_runtime = true;
+    }
+    for (int i = 0; is_runtime && i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *header = &info->dlpi_phdr[i];
+        if (header->p_type != PT_LOAD || !(header->p_flags & PF_X) ||
+            runtime_code_count == sizeof runtime_code / sizeof runtime_code[0])
+            continue;
+        uintptr_t start = info->dlpi_addr + header->p_vaddr;
+        runtime_code[runtime_code_count].start = start;
+        runtime_code[runtime_code_count++].end = start + header->p_memsz;
+    }
+    return is_runtime;
+}
+
+static bool in_runtime_code(const void *address)
+{
+    if (!runtime_code_known) {
+        dl_iterate_phdr(note_runtime_code, NULL);
+        runtime_code_known = true;
+    }
+    for (unsigned i = 0; i < runtime_code_count; i++)
+        if ((uintptr_t)address >= runtime_code[i].start && (uintptr_t)address < runtime_code[i].end)
+            return true;
+    return false;
+}
+
 /*
- * The generic wrapper (call_stubs.h) for a C-API function an extension imports: a function
- * (not data: PyExc_*, type objects) that the runtime defines, and that its documentation does
- * not let a thread call without an attached thread state. NULL: leave the slot alone.
+ * The generic wrapper (call_stubs.h) for a C-API function an extension imports: a function the
+ * runtime defines (in its code, not its data: PyExc_*, type objects) that its documentation does
+ * not let a thread call without an attached thread state. NULL: leave the slot alone. Each name
+ * is judged once per process (call_stubs_lookup).
  */
 static void *checked_call_stub(const char *name)
 {
-    if (!extsan_options.check_calls || call_check_exempt(name))
+    if (!extsan_options.check_calls)
         return NULL;
-    void *real = dlsym(RTLD_DEFAULT, name);
-    Dl_info info;
-    const ElfW(Sym) *definition = NULL;
-    if (!real || !address_in_python_runtime(real) ||
-        !dladdr1(real, &info, (void **)&definition, RTLD_DL_SYMENT) || !definition ||
-        ELF64_ST_TYPE(definition->st_info) != STT_FUNC)
-        return NULL;
-    return call_stubs_assign(name, real);
+    void *stub;
+    if (call_stubs_lookup(name, &stub))
+        return stub;
+    void *real = call_check_exempt(name) ? NULL : dlsym(RTLD_DEFAULT, name);
+    return call_stubs_assign(name, real && in_runtime_code(real) ? real : NULL);
 }
 
 /* Patches the hooked slots among `count` relocations of one table; returns slots written. */

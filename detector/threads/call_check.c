@@ -37,6 +37,9 @@ static const struct exemption {
     {"PyThreadState_New", "init.rst: the GIL need not be held (held only to serialise calls)"},
     {"PyThreadState_Swap", "init.rst, sub-interpreters: called right after Py_EndInterpreter, "
                            "which leaves no current thread state, to attach another"},
+    {"Py_NewInterpreter*", "init.rst, sub-interpreters: makes a thread state and attaches it; "
+                           "the runtime's own tests call it after PyThreadState_Swap(NULL), the "
+                           "GIL held but no thread state current"},
     {"PyThreadState_Delete", "init.rst: the GIL need not be held"},
     {"_PyThreadState_UncheckedGet", "pystate.h (3.9-3.12): PyThreadState_Get that returns NULL "
                                     "rather than failing when no thread state is attached"},
