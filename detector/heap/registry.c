@@ -992,10 +992,9 @@ static void restore_stacks_after_fork(void)
 /* An address in a loaded object that is neither the runtime nor extsan; NULL otherwise. */
 static const void *extension_address(const void *address)
 {
-    Dl_info object, extsan;
-    if (!address || !dladdr(address, &object) || address_in_python_runtime(address))
-        return NULL;
-    if (dladdr((const void *)registry_walk_types, &extsan) && extsan.dli_fbase == object.dli_fbase)
+    const void *extsan;
+    memcpy(&extsan, &(void (*)(struct pointer_set *)){registry_walk_types}, sizeof extsan);
+    if (!address || address_in_python_runtime(address) || loaded_objects_same(address, extsan))
         return NULL;
     return address;
 }

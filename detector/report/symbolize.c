@@ -145,6 +145,104 @@ static void set_function(struct frame_info *out, const char *name)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Function names by bisection
+ *
+ * dwfl_module_addrname scans a module's whole symbol table for each address: a report of a few
+ * hundred frames in libpython (tens of thousands of symbols) spent most of a short process's
+ * exit there. Each module's function symbols are read once instead, sorted by address and
+ * searched by bisection; an address they do not cover still goes to libdwfl. The names point
+ * into the session's ELF data: the indexes go with the session.
+ */
+
+struct function_symbol {
+    uintptr_t start, end;
+    const char *name;
+    bool global;
+};
+
+struct symbol_index {
+    Dwfl_Module *module;
+    struct function_symbol *symbols;
+    size_t count;
+};
+
+static struct symbol_index symbol_indexes[128];
+static unsigned symbol_index_count;
+
+static void drop_symbol_indexes(void)
+{
+    for (unsigned i = 0; i < symbol_index_count; i++)
+        free(symbol_indexes[i].symbols);
+    symbol_index_count = 0;
+}
+
+/* By start; at one address a global symbol first (the name dwfl_module_addrname prefers). */
+static int compare_symbols(const void *left, const void *right)
+{
+    const struct function_symbol *a = left, *b = right;
+    if (a->start != b->start)
+        return a->start < b->start ? -1 : 1;
+    return (int)b->global - (int)a->global;
+}
+
+static struct symbol_index *symbol_index_of(Dwfl_Module *module)
+{
+    for (unsigned i = 0; i < symbol_index_count; i++)
+        if (symbol_indexes[i].module == module)
+            return &symbol_indexes[i];
+    if (symbol_index_count == sizeof symbol_indexes / sizeof symbol_indexes[0])
+        return NULL;
+    int total = dwfl_module_getsymtab(module);
+    struct function_symbol *symbols = total > 0 ? malloc((size_t)total * sizeof *symbols) : NULL;
+    if (!symbols)
+        return NULL;
+    size_t count = 0;
+    for (int i = 1; i < total; i++) {
+        GElf_Sym symbol;
+        GElf_Addr address = 0;
+        GElf_Word section = 0;
+        const char *name =
+            dwfl_module_getsym_info(module, i, &symbol, &address, &section, NULL, NULL);
+        int type = GELF_ST_TYPE(symbol.st_info);
+        if (!name || !name[0] || section == SHN_UNDEF || !symbol.st_size ||
+            (type != STT_FUNC && type != STT_GNU_IFUNC))
+            continue;
+        symbols[count++] = (struct function_symbol){address, address + symbol.st_size, name,
+                                                    GELF_ST_BIND(symbol.st_info) != STB_LOCAL};
+    }
+    qsort(symbols, count, sizeof *symbols, compare_symbols);
+    struct symbol_index *index = &symbol_indexes[symbol_index_count++];
+    *index = (struct symbol_index){module, symbols, count};
+    return index;
+}
+
+/* The name of the function symbol covering address, NULL when none does. */
+static const char *indexed_function(Dwfl_Module *module, uintptr_t address)
+{
+    struct symbol_index *index = symbol_index_of(module);
+    if (!index || !index->count)
+        return NULL;
+    size_t low = 0, high = index->count; /* the first symbol starting after address: high */
+    while (low < high) {
+        size_t middle = low + (high - low) / 2;
+        if (index->symbols[middle].start <= address)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    if (!high)
+        return NULL;
+    /* Among the symbols at the greatest start not above address, the first (global) wins. */
+    size_t first = high - 1;
+    while (first > 0 && index->symbols[first - 1].start == index->symbols[high - 1].start)
+        first--;
+    for (size_t i = first; i < high; i++)
+        if (address < index->symbols[i].end)
+            return index->symbols[i].name;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * libdwfl session
  */
 
@@ -212,6 +310,7 @@ static Dwfl_Module *find_module(Dwarf_Addr address, Dwarf_Addr object_start)
     Dwfl_Module *module = dwfl_addrmodule(session, address);
     if (!module_starts_at(module, object_start) &&
         loaded_objects_events() != reported_load_events) {
+        drop_symbol_indexes();
         dwfl_end(session);
         session = NULL;
         module = open_session() ? dwfl_addrmodule(session, address) : NULL;
@@ -225,6 +324,7 @@ static Dwfl_Module *find_module(Dwarf_Addr address, Dwarf_Addr object_start)
  */
 static void reset_in_child(void)
 {
+    symbol_index_count = 0; /* the parent's indexes leak with its session */
     session = NULL;
     session_failed = false;
     reported_load_events = 0;
@@ -274,13 +374,52 @@ static void describe_call_site(struct frame_info *out, uintptr_t call_site, cons
 {
     Dwfl_Module *module = find_module(call_site, (Dwarf_Addr)(uintptr_t)dl->dli_fbase);
     if (module != NULL) {
-        const char *function = dwfl_module_addrname(module, call_site);
+        const char *function = indexed_function(module, call_site);
+        if (function == NULL)
+            function = dwfl_module_addrname(module, call_site);
         if (function != NULL)
             set_function(out, function);
         set_source_line(out, module, call_site);
     }
-    if (out->function[0] == '\0' && dl->dli_sname != NULL)
-        set_function(out, dl->dli_sname);
+    /* The dynamic symbol the dynamic linker finds, a scan of the object's symbols: the last
+       resort only. */
+    Dl_info symbol;
+    if (out->function[0] == '\0' && dladdr((void *)call_site, &symbol) && symbol.dli_sname)
+        set_function(out, symbol.dli_sname);
+}
+
+/*
+ * dladdr1 for the object that holds address: its link map, file name and base, without the
+ * symbol dladdr1 also looks up by scanning all the object's symbols (with libdwfl's own scan, what
+ * a report's symbolisation spent its time on). Objects are remembered by the base and the path
+ * the loaded-objects table knows them by; one it does not know is asked of the dynamic linker.
+ * LOCK_SYMBOLIZE held.
+ */
+static bool find_object(uintptr_t address, Dl_info *dl, struct link_map **map)
+{
+    static struct {
+        uintptr_t base;
+        const char *path; /* the table's string: a new object at the same base has another */
+        Dl_info dl;
+        struct link_map *map;
+    } known[64];
+    static unsigned known_count;
+    const char *path;
+    uintptr_t base;
+    bool listed = loaded_objects_find(address, &path, &base);
+    for (unsigned i = 0; listed && i < known_count; i++)
+        if (known[i].base == base && known[i].path == path) {
+            *dl = known[i].dl;
+            *map = known[i].map;
+            return true;
+        }
+    if (!dladdr1((void *)address, dl, (void **)map, RTLD_DL_LINKMAP) || !*map)
+        return false;
+    dl->dli_sname = NULL, dl->dli_saddr = NULL; /* this address's, not the object's */
+    if (listed && (*map)->l_addr == base && known_count < sizeof known / sizeof known[0])
+        known[known_count].base = base, known[known_count].path = path, known[known_count].dl = *dl,
+        known[known_count++].map = *map;
+    return true;
 }
 
 /*
@@ -302,7 +441,7 @@ bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out)
     lock_acquire(LOCK_SYMBOLIZE);
     Dl_info dl = {0};
     struct link_map *map = NULL;
-    bool found = dladdr1((void *)call_site, &dl, (void **)&map, RTLD_DL_LINKMAP) != 0 && map;
+    bool found = find_object(call_site, &dl, &map);
     if (found) {
         set_module_path(out, map, dl.dli_fname != NULL ? dl.dli_fname : "");
         out->module_offset = pc - map->l_addr;
@@ -332,10 +471,5 @@ bool symbolize_with_module(uintptr_t address, void (*use)(Dwfl_Module *module, v
 /* pc - 1 for the same reason as in symbolize_pc: a return address may be one past the end. */
 bool pc_in_same_object(uintptr_t pc, const void *anchor)
 {
-    Dl_info pc_object, anchor_object;
-    if (pc == 0 || anchor == NULL)
-        return false;
-    if (dladdr((void *)(pc - 1), &pc_object) == 0 || dladdr(anchor, &anchor_object) == 0)
-        return false;
-    return pc_object.dli_fbase == anchor_object.dli_fbase;
+    return pc != 0 && loaded_objects_same((const void *)(pc - 1), anchor);
 }

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "loaded_objects.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -91,6 +92,20 @@ bool loaded_objects_find(uintptr_t pc, const char **path, uintptr_t *base)
         }
     }
     return false;
+}
+
+bool loaded_objects_same(const void *address, const void *other)
+{
+    const char *path, *other_path;
+    uintptr_t base, other_base;
+    if (!address || !other)
+        return false;
+    if (loaded_objects_find((uintptr_t)address, &path, &base) &&
+        loaded_objects_find((uintptr_t)other, &other_path, &other_base))
+        return base == other_base && path == other_path;
+    Dl_info object, other_object;
+    return dladdr(address, &object) && dladdr(other, &other_object) &&
+           object.dli_fbase == other_object.dli_fbase;
 }
 
 /* "python3.11", "python3", "python3.12d": the interpreter's executable. */

@@ -41,4 +41,11 @@ bool loaded_object_is_extension(const char *path);
 /* The object holding `pc`: its path and load base. Async-signal-safe, lock-free. */
 bool loaded_objects_find(uintptr_t pc, const char **path, uintptr_t *base);
 
+/*
+ * Whether two addresses lie in the same loaded object: from the table above, else (an object
+ * it does not list yet) from the dynamic linker. Not dladdr first: it also looks up the nearest
+ * symbol by scanning all the object's symbols, which dominated the analysis' type walk.
+ */
+bool loaded_objects_same(const void *address, const void *other);
+
 #endif

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "python_api.h"
+#include "loaded_objects.h"
 
 #include <dlfcn.h>
 #include <link.h>
@@ -94,7 +95,7 @@ bool python_api_init(const char **why_not)
 
 bool address_in_python_runtime(const void *address)
 {
-    Dl_info runtime, candidate;
-    return dladdr((void *)python_api.is_initialized, &runtime) && dladdr(address, &candidate) &&
-           runtime.dli_fbase == candidate.dli_fbase;
+    const void *runtime;
+    memcpy(&runtime, &python_api.is_initialized, sizeof runtime); /* a function's address */
+    return loaded_objects_same(address, runtime);
 }
