@@ -479,6 +479,18 @@ def test_python_pass_is_silent(python, tmp_path):
     assert result.stdout == "", result.describe()
 
 
+def test_no_extension_instance_no_analysis(run):
+    """A process that made no extension instance pays for no analysis (nothing could hold a
+    hidden reference); one that made a single instance is analysed and its defect found."""
+    quiet = run(code="import gc_defects", extsan_args=["--verbosity=1"])
+    quiet.check_silent()
+    assert "heap analysis: no extension instance to scan" in quiet.stderr, quiet.describe()
+    one = run(code="import gc_defects\nh = gc_defects.Holder()\nh.set_callback(h.touch)\n",
+              extsan_args=["--verbosity=1"])
+    assert "heap analysis: no extension instance to scan" not in one.stderr, one.describe()
+    assert [f["type"] for f in one.findings("hidden-reference")] == ["gc_defects.Holder"], one.describe()
+
+
 @pytest.mark.parametrize("scenario", ["stdlib", "import"])
 def test_program_is_silent(run, fixtures, scenario):
     """stdlib: json, sqlite3 (with a Python function), decimal, pickle, re, asyncio, threads,

@@ -139,6 +139,14 @@ static void run_passes(struct graph *graph, const struct timespec *start)
 
 static void analyse(bool at_exit)
 {
+    /* Only registered extension instances are scanned, so only they can hold a hidden reference
+       or miss their type's visit: a process that made none has nothing to find, and pays for
+       no collection, enumeration or walk. */
+    if (registry_instance_count() == 0) {
+        set_state(false, "done");
+        extsan_log(1, "heap analysis: no extension instance to scan");
+        return;
+    }
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     PyObject *error_type, *error_value, *error_traceback;
