@@ -311,6 +311,7 @@ def test_the_program_sees_the_dispositions_it_would_see_without_extsan(python, r
 BIG_HEAP_EXIT = """
 import os, gc_defects
 print("pid", os.getpid(), flush=True)
+holder = gc_defects.Holder()  # an extension instance: the exit analysis has something to scan
 heap = [[i] for i in range(3_000_000)]
 """
 
