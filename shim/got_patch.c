@@ -132,7 +132,9 @@ static bool in_runtime_code(const void *address)
  */
 static void *checked_call_stub(const char *name)
 {
-    if (!extsan_options.check_calls)
+    /* Not a C-API name (libc's, the C++ runtime's): not judged, nor remembered. */
+    if (!extsan_options.check_calls ||
+        (strncmp(name, "Py", 2) != 0 && strncmp(name, "_Py", 3) != 0))
         return NULL;
     void *stub;
     if (call_stubs_lookup(name, &stub))
