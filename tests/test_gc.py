@@ -479,6 +479,39 @@ def test_python_pass_is_silent(python, tmp_path):
     assert result.stdout == "", result.describe()
 
 
+FORKED_CHILDREN = """\
+import os, gc_defects
+kept = gc_defects.Holder()  # the parent's: its children inherit it
+kept.set_callback(kept.touch)
+for makes in (False, True):
+    pid = os.fork()
+    if pid == 0:
+        if makes:
+            h = gc_defects.Pair()
+            h.set_callback(h.touch)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("child", pid, makes, flush=True)
+"""
+
+
+def test_forked_child_without_instances_does_not_analyse(run):
+    """A forked child that made no extension instance leaves its parent's heap to the parent
+    (which reports the inherited holder once); a child that made one is analysed and reports
+    its own."""
+    result = run(code=FORKED_CHILDREN, extsan_args=["--verbosity=1"])
+    assert result.returncode == 0, result.describe()
+    children = {line.split()[2]: int(line.split()[1]) for line in result.stdout.splitlines()}
+    assert result.stderr.count("heap analysis: a forked child that made no extension instance") == 1, \
+        result.describe()
+    by_pid = {}
+    for finding in result.all_findings():
+        by_pid.setdefault(finding["pid"], set()).add((finding["kind"], finding.get("type")))
+    assert children["False"] not in by_pid, result.describe()
+    assert ("incomplete-traverse", "gc_defects.Pair") in by_pid[children["True"]], result.describe()
+    assert ("hidden-reference", "gc_defects.Holder") in set().union(*by_pid.values()), result.describe()
+
+
 def test_no_extension_instance_no_analysis(run):
     """A process that made no extension instance pays for no analysis (nothing could hold a
     hidden reference); one that made a single instance is analysed and its defect found."""

@@ -857,6 +857,10 @@ static struct type_record *instance_type(PyTypeObject *type)
  * Registers `object`, an instance of the extension type `type` (or of a class deriving from it).
  * Inlined into both callers: it is the whole of an allocation's registration.
  */
+/* Instances registered by this process (a forked child: since the fork); the instances' lock. */
+static unsigned long registrations;
+static bool forked_child;
+
 static inline __attribute__((always_inline)) void
 register_instance(PyObject *object, struct type_record *type, uint32_t size, const void *caller,
                   enum registration how, PyThreadState *thread)
@@ -884,6 +888,7 @@ register_instance(PyObject *object, struct type_record *type, uint32_t size, con
         site = created ? site_publish(&key, created) : 0;
     }
     instance_map_put(object, type, site, size, how == REGISTER_ALLOCATION);
+    registrations++;
     instances_end(locked);
 }
 
@@ -948,6 +953,16 @@ size_t registry_instance_count(void)
     return instance_map_count();
 }
 
+unsigned long registry_registrations(void)
+{
+    return registrations;
+}
+
+bool registry_in_forked_child(void)
+{
+    return forked_child;
+}
+
 size_t registry_memory_bytes(void)
 {
     size_t bytes = instance_map_bytes() + sites_memory_bytes();
@@ -979,6 +994,8 @@ void registry_log_statistics(const char *when)
 static void restore_stacks_after_fork(void)
 {
     atomic_flag_clear(&instances_busy);
+    registrations = 0;
+    forked_child = true;
     for (struct type_record *record = first_record; record; record = record->next_created)
         if (record->created_at)
             set_created_at(record,

@@ -165,6 +165,10 @@ void registry_for_each_type(void (*visit)(struct type_record *type, void *contex
 void registry_for_each_instance(void (*visit)(struct instance_record *instance, void *context),
                                 void *context);
 size_t registry_instance_count(void);
+/* Instances registered by this process: since it started, or in a forked child since the fork
+   (whose registry began as a copy of its parent's). GIL held. */
+unsigned long registry_registrations(void);
+bool registry_in_forked_child(void);
 /* Bytes the registry uses now, for the benchmark's memory-per-instance figure. Any thread. */
 size_t registry_memory_bytes(void);
 
