@@ -123,6 +123,17 @@ static void mark_usual_fields(const struct graph *graph, size_t start, size_t en
     }
 }
 
+/* How many live instances of `type` the graph has (holders or not). */
+static size_t instances_of(const struct graph *graph, const struct type_record *type)
+{
+    size_t count = 0;
+    for (size_t k = 0; k < graph->ordered_count; k++) {
+        const struct node *node = &graph->nodes[graph->instance_order[k]];
+        count += instance_node_of(graph, node)->record->type == type;
+    }
+    return count;
+}
+
 /* Marks (rejected = true) the candidates whose path does not stand (path_stands). */
 static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
 {
@@ -144,6 +155,11 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
             type_end++;
         /* Holders of this type with candidates. */
         size_t holders = distinct_holders(graph, type_start, type_end, &counter);
+        /* One holder among several instances is no majority for a path into a heap block: the
+           instance itself was zeroed when allocated, but a block's words past what its owner
+           wrote (glibc hands out a chunk bigger than asked when the rest would be too small to
+           keep) can hold a stale pointer that no other instance repeats. */
+        bool lone_holder = holders == 1 && instances_of(graph, type) > 1;
         mark_usual_fields(graph, type_start, type_end, holders, &counter, usual_field);
         for (size_t run = type_start; run < type_end;) {
             size_t run_end = run;
@@ -151,7 +167,8 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
                    same_path(&graph->candidates[run], &graph->candidates[run_end]))
                 run_end++;
             size_t run_holders = distinct_holders(graph, run, run_end, &counter);
-            bool usual = most_of(run_holders, holders);
+            bool usual = most_of(run_holders, holders) &&
+                         !(lone_holder && graph->candidates[run].depth >= 2);
             for (size_t i = run; i < run_end; i++)
                 rejected[i] =
                     !path_stands(graph, &graph->candidates[i], usual, run_holders, usual_field[i]);
