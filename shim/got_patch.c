@@ -89,17 +89,23 @@ static struct {
 static unsigned runtime_code_count;
 static bool runtime_code_known;
 
-static int note_runtime_code(struct dl_phdr_info *info, size_t size, void *unused)
+/* The runtime is the object whose loaded segments hold Py_IsInitialized. */
+static bool holds_runtime(const struct dl_phdr_info *info)
 {
-    (void)size, (void)unused;
     uintptr_t probe = (uintptr_t)python_api.is_initialized;
-    bool is_runtime = false;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *header = &info->dlpi_phdr[i];
         uintptr_t start = info->dlpi_addr + header->p_vaddr;
         if (header->p_type == PT_LOAD && probe >= start && probe < start + header->p_memsz)
-            is_runtime = true;
+            return true;
     }
+    return false;
+}
+
+static int note_runtime_code(struct dl_phdr_info *info, size_t size, void *unused)
+{
+    (void)size, (void)unused;
+    bool is_runtime = holds_runtime(info);
     for (int i = 0; is_runtime && i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *header = &info->dlpi_phdr[i];
         if (header->p_type != PT_LOAD || !(header->p_flags & PF_X) ||
@@ -213,12 +219,8 @@ static int patch_one_object(struct dl_phdr_info *info, size_t size, void *total_
             object.relro_start = info->dlpi_addr + header->p_vaddr;
             object.relro_end = object.relro_start + header->p_memsz;
         }
-        /* The runtime is the object whose loaded segments hold Py_IsInitialized. */
-        ElfW(Addr) start = info->dlpi_addr + header->p_vaddr;
-        ElfW(Addr) probe = (ElfW(Addr))python_api.is_initialized;
-        if (header->p_type == PT_LOAD && probe >= start && probe < start + header->p_memsz)
-            object.is_python_runtime = true;
     }
+    object.is_python_runtime = holds_runtime(info);
     if (!dynamic)
         return 0;
     ElfW(Addr) jmprel = 0, rela = 0, rel = 0;

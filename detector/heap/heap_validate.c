@@ -123,15 +123,16 @@ static void mark_usual_fields(const struct graph *graph, size_t start, size_t en
     }
 }
 
-/* How many live instances of `type` the graph has (holders or not). */
-static size_t instances_of(const struct graph *graph, const struct type_record *type)
+/* Whether the graph has more than one live instance of `type` (holders or not); stops at the
+   second, so that a type with many instances costs little. */
+static bool several_instances_of(const struct graph *graph, const struct type_record *type)
 {
     size_t count = 0;
-    for (size_t k = 0; k < graph->ordered_count; k++) {
+    for (size_t k = 0; k < graph->ordered_count && count < 2; k++) {
         const struct node *node = &graph->nodes[graph->instance_order[k]];
         count += instance_node_of(graph, node)->record->type == type;
     }
-    return count;
+    return count > 1;
 }
 
 /* Marks (rejected = true) the candidates whose path does not stand (path_stands). */
@@ -159,7 +160,7 @@ static void reject_inconsistent_paths(struct graph *graph, bool *rejected)
            instance itself was zeroed when allocated, but a block's words past what its owner
            wrote (glibc hands out a chunk bigger than asked when the rest would be too small to
            keep) can hold a stale pointer that no other instance repeats. */
-        bool lone_holder = holders == 1 && instances_of(graph, type) > 1;
+        bool lone_holder = holders == 1 && several_instances_of(graph, type);
         mark_usual_fields(graph, type_start, type_end, holders, &counter, usual_field);
         for (size_t run = type_start; run < type_end;) {
             size_t run_end = run;

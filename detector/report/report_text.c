@@ -189,8 +189,8 @@ static void end_headline(FILE *out, const struct finding *finding)
         const char *file = referent->member.file;
         if (referent->naming != MEMBER_NAMED || referent->own_type || !file[0])
             continue;
-        fprintf(out, "; in %s %s:%d\n", referent->member.path,
-                strrchr(file, '/') ? strrchr(file, '/') + 1 : file, referent->member.line);
+        fprintf(out, "; in %s %s:%d\n", referent->member.path, base_name(file),
+                referent->member.line);
         return;
     }
     if (finding->type && finding->type->created_at) {

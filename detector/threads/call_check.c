@@ -102,9 +102,14 @@ static const struct exemption {
     {"PySys_ResetWarnOptions", "init.rst: safe to call before Python initialization"},
 };
 
+bool call_check_api_name(const char *name)
+{
+    return !strncmp(name, "Py", 2) || !strncmp(name, "_Py", 3);
+}
+
 bool call_check_exempt(const char *name)
 {
-    if (strncmp(name, "Py", 2) != 0 && strncmp(name, "_Py", 3) != 0)
+    if (!call_check_api_name(name))
         return true;
     for (size_t i = 0; i < sizeof exemptions / sizeof exemptions[0]; i++) {
         const char *pattern = exemptions[i].name;

@@ -11,6 +11,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* True when `name` is a C-API function's name: Py* or _Py*. */
+bool call_check_api_name(const char *name);
+
 /*
  * True when the C API lets `name` be called without an attached thread state (the exemption
  * table in call_check.c, each entry with the documentation it rests on), or when it is not a
