@@ -483,10 +483,12 @@ FORKED_CHILDREN = """\
 import os, gc_defects
 kept = gc_defects.Holder()  # the parent's: its children inherit it
 kept.set_callback(kept.touch)
-for makes in (False, True):
+for makes in ("nothing", "clean", "defect"):
     pid = os.fork()
     if pid == 0:
-        if makes:
+        if makes == "clean":
+            h = gc_defects.Holder()  # holds no Python object
+        elif makes == "defect":
             h = gc_defects.Pair()
             h.set_callback(h.touch)
         os._exit(0)
@@ -495,32 +497,43 @@ for makes in (False, True):
 """
 
 
-def test_forked_child_without_instances_does_not_analyse(run):
-    """A forked child that made no extension instance leaves its parent's heap to the parent
-    (which reports the inherited holder once); a child that made one is analysed and reports
-    its own."""
+def test_forked_child_reports_only_its_own_instances(run):
+    """A forked child leaves its inherited instances to its parent (which reports the inherited
+    holder once): one that made no extension instance does no analysis, one whose instances hold
+    no Python object stops at the probe, and one that made a defective instance reports that
+    one alone."""
     result = run(code=FORKED_CHILDREN, extsan_args=["--verbosity=1"])
     assert result.returncode == 0, result.describe()
     children = {line.split()[2]: int(line.split()[1]) for line in result.stdout.splitlines()}
-    assert result.stderr.count("heap analysis: a forked child that made no extension instance") == 1, \
+    assert result.stderr.count("heap analysis: no extension instance made by this process") == 1, \
+        result.describe()
+    assert result.stderr.count("heap analysis: no instance made by this process holds") == 1, \
         result.describe()
     by_pid = {}
     for finding in result.all_findings():
         by_pid.setdefault(finding["pid"], set()).add((finding["kind"], finding.get("type")))
-    assert children["False"] not in by_pid, result.describe()
-    assert ("incomplete-traverse", "gc_defects.Pair") in by_pid[children["True"]], result.describe()
-    assert ("hidden-reference", "gc_defects.Holder") in set().union(*by_pid.values()), result.describe()
+    assert children["nothing"] not in by_pid and children["clean"] not in by_pid, result.describe()
+    assert by_pid[children["defect"]] == {("incomplete-traverse", "gc_defects.Pair")}, \
+        result.describe()
+    parent = set(by_pid) - set(children.values())
+    assert [("hidden-reference", "gc_defects.Holder") in by_pid[pid] for pid in parent] == [True], \
+        result.describe()
 
 
 def test_no_extension_instance_no_analysis(run):
     """A process that made no extension instance pays for no analysis (nothing could hold a
-    hidden reference); one that made a single instance is analysed and its defect found."""
+    hidden reference), one whose instance holds no Python object stops at the probe, before the
+    collection; one that made a single defective instance is analysed and its defect found."""
     quiet = run(code="import gc_defects", extsan_args=["--verbosity=1"])
     quiet.check_silent()
-    assert "heap analysis: no extension instance to scan" in quiet.stderr, quiet.describe()
+    assert "heap analysis: no extension instance made by this process" in quiet.stderr, quiet.describe()
+    clean = run(code="import gc_defects\nh = gc_defects.Holder()\n", extsan_args=["--verbosity=2"])
+    clean.check_silent()
+    assert "heap analysis: no instance made by this process holds" in clean.stderr, clean.describe()
+    assert "heap analysis: collect" not in clean.stderr, clean.describe()
     one = run(code="import gc_defects\nh = gc_defects.Holder()\nh.set_callback(h.touch)\n",
               extsan_args=["--verbosity=1"])
-    assert "heap analysis: no extension instance to scan" not in one.stderr, one.describe()
+    assert "heap analysis: no extension instance made by this process" not in one.stderr, one.describe()
     assert [f["type"] for f in one.findings("hidden-reference")] == ["gc_defects.Holder"], one.describe()
 
 

@@ -311,7 +311,8 @@ def test_the_program_sees_the_dispositions_it_would_see_without_extsan(python, r
 BIG_HEAP_EXIT = """
 import os, gc_defects
 print("pid", os.getpid(), flush=True)
-holder = gc_defects.Holder()  # an extension instance: the exit analysis has something to scan
+holder = gc_defects.Holder()  # a hidden reference: the exit analysis has something to find
+holder.set_callback(holder.touch)
 heap = [[i] for i in range(3_000_000)]
 """
 

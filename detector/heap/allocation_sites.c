@@ -21,7 +21,7 @@
 #define SITE_MAX_CHUNKS  1024u /* 4M sites */
 #define MAX_PYTHON_DEPTH 64
 
-_Static_assert((SITE_MAX_CHUNKS * SITE_CHUNK_SIZE) < (1u << 30),
+_Static_assert((SITE_MAX_CHUNKS * SITE_CHUNK_SIZE) < (1u << 24),
                "a site id must fit instance_record.allocated_at");
 _Static_assert(sizeof(struct instance_record) == 24, "instance records are 24 bytes (registry.h)");
 

@@ -93,7 +93,22 @@ static PyObject *call_gc(const char *function)
 static void run_passes(struct graph *graph, const struct timespec *start)
 {
     double collect_seconds = 0;
-    if (enter_pass(graph, "collect")) {
+    if (enter_pass(graph, "probe")) {
+        graph->memory = memory_map_load();
+        registry_walk_types(&graph->live_types);
+        if (!graph->memory) {
+            graph->failure = "could not start (no memory map)";
+        } else if (!probe_instances(graph)) {
+            extsan_log(1, "heap analysis: no instance made by this process holds a pointer its "
+                          "traverse does not visit");
+            return;
+        }
+        /* The collection frees objects and memory: both are read again after it. */
+        memory_map_free(graph->memory);
+        graph->memory = NULL;
+        pointer_set_clear(&graph->live_types);
+    }
+    if (!graph->failure && enter_pass(graph, "collect")) {
         python_api.PyGC_Collect();
         collect_seconds = seconds_since(start);
     }
@@ -139,21 +154,15 @@ static void run_passes(struct graph *graph, const struct timespec *start)
 
 static void analyse(bool at_exit)
 {
-    /* Only registered extension instances are scanned, so only they can hold a hidden reference
-       or miss their type's visit: a process that made none has nothing to find, and pays for
-       no collection, enumeration or walk. */
-    if (registry_instance_count() == 0) {
+    /* Only the extension instances this process registered are scanned, so only they can hold
+       a hidden reference or miss their type's visit: a process that made none has nothing to
+       find, and pays for no collection, enumeration or walk. A forked child (a multiprocessing
+       worker) scans only the instances it made: its inherited ones are its parent's to report,
+       at the parent's exit. What that leaves out, a hidden reference stored only in the child's
+       copy of an inherited instance, is one the child wrote into memory it did not allocate. */
+    if (registry_instance_count() == 0 || registry_registrations() == 0) {
         set_state(false, "done");
-        extsan_log(1, "heap analysis: no extension instance to scan");
-        return;
-    }
-    /* A forked child (a multiprocessing worker) that made no extension instance would analyse
-       its parent's heap again, as the parent does at its own exit: a tenth of a second per
-       child of a big process. What it could add, a hidden reference stored only in its copy of
-       an inherited instance, is left to the child that makes instances of its own. */
-    if (registry_in_forked_child() && registry_registrations() == 0) {
-        set_state(false, "done");
-        extsan_log(1, "heap analysis: a forked child that made no extension instance");
+        extsan_log(1, "heap analysis: no extension instance made by this process to scan");
         return;
     }
     struct timespec start;

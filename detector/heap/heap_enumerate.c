@@ -43,22 +43,34 @@ static int32_t refcount_of(PyObject *object)
     return count > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)count;
 }
 
-static enum record_state judge_record(const struct graph *graph,
-                                      const struct instance_record *record, bool tracked)
+bool record_alive(const struct graph *graph, const struct instance_record *record)
 {
     PyObject *object = record->object;
     PyTypeObject *type = live_type_at(graph, (uintptr_t)object);
     if (!type)
-        return RECORD_STALE;
+        return false;
     Py_ssize_t refcount = Py_REFCNT(object);
     if (refcount < 1 || refcount > MAX_PLAUSIBLE_REFCOUNT)
-        return RECORD_STALE;
+        return false;
     PyTypeObject *ancestor = type;
     while (ancestor && ancestor != record->type->type)
         ancestor = ancestor->tp_base;
-    if (!ancestor)
+    return ancestor != NULL;
+}
+
+void list_stale(struct graph *graph, PyObject *object)
+{
+    if (grow((void **)&graph->stale, &graph->stale_capacity, graph->stale_count,
+             sizeof *graph->stale))
+        graph->stale[graph->stale_count++] = object;
+}
+
+static enum record_state judge_record(const struct graph *graph,
+                                      const struct instance_record *record, bool tracked)
+{
+    if (!record_alive(graph, record))
         return RECORD_STALE;
-    if (PyType_IS_GC(type) && !tracked)
+    if (PyType_IS_GC(Py_TYPE(record->object)) && !tracked)
         return RECORD_UNTRACKED;
     return RECORD_LIVE;
 }
@@ -92,9 +104,8 @@ static void add_instance_nodes(struct graph *graph)
         struct instance_record *instance = graph->instances[k].record;
         uint32_t index = node_lookup(graph, (uintptr_t)instance->object);
         enum record_state state = judge_record(graph, instance, index != NO_NODE);
-        if (state == RECORD_STALE && grow((void **)&graph->stale, &graph->stale_capacity,
-                                          graph->stale_count, sizeof *graph->stale))
-            graph->stale[graph->stale_count++] = instance->object;
+        if (state == RECORD_STALE)
+            list_stale(graph, instance->object);
         if (state != RECORD_LIVE)
             continue;
         if (index == NO_NODE && !is_immortal(instance->object))

@@ -4,7 +4,7 @@
  *
  *   heap_graph.c      the graph's memory (huge pages), the address index, nodes and edges
  *   heap_enumerate.c  passes enumerate and account
- *   heap_scan.c       pass scan
+ *   heap_scan.c       passes probe and scan
  *   heap_validate.c   passes validate and reach
  *   heap_cycles.c     names of types and edges, the cycle search
  *   heap_report.c     pass report
@@ -197,6 +197,10 @@ PyTypeObject *live_type_at(const struct graph *graph, uintptr_t address);
 /* ---- heap_enumerate.c: passes enumerate and account ------------------------------------------ */
 
 bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects);
+/* Whether a registry record's object is proven alive, so safe to read (see judge_record). */
+bool record_alive(const struct graph *graph, const struct instance_record *record);
+/* Lists the object of a stale record, to drop once the passes are done (graph.stale). */
+void list_stale(struct graph *graph, PyObject *object);
 /*
  * Makes the live object `object`, which is no node, a node when it is a container the collector
  * does not track: its type is collected, it is not immortal, and it is not in the collector's
@@ -211,8 +215,13 @@ bool account_visible_references(struct graph *graph);
  */
 void account_nodes_from(struct graph *graph, size_t first);
 
-/* ---- heap_scan.c: pass scan ------------------------------------------------------------------ */
+/* ---- heap_scan.c: passes probe and scan ------------------------------------------------------ */
 
+/*
+ * Whether any live instance the scan would read might hold a candidate or miss its type's visit:
+ * false proves the analysis would find nothing. Needs graph.memory and graph.live_types only.
+ */
+bool probe_instances(struct graph *graph);
 void scan_instances(struct graph *graph);
 /*
  * A heap type's instance owns a reference to its type; a traverse that does not visit it hides

@@ -3,6 +3,7 @@
 
 #include "heap_blocks.h"
 #include "options.h"
+#include "python_api.h"
 
 #include <string.h>
 
@@ -15,6 +16,10 @@
 struct scan_state {
     struct graph *graph;
     uint32_t holder;
+    /* The probe (probe_instances): no nodes yet; any collected object the holder's traverse does
+       not visit (`visible`) would be a candidate, and sets `found`. */
+    bool probe, found;
+    struct pointer_set visible;
     uintptr_t visited_blocks[BLOCKS_PER_HOLDER];
     unsigned visited_count;
     uint16_t path[MAX_PATH_DEPTH];
@@ -89,11 +94,32 @@ static uint32_t discover_untracked_at(struct graph *graph, uintptr_t address)
     return discover_untracked(graph, object);
 }
 
+static void descend(struct scan_state *scan, uintptr_t word, unsigned depth);
+
+/*
+ * The probe's reading of a word: true when it names an object (the scan goes no deeper), and
+ * then `found` if it is one the scan would make a candidate of, which the holder's traverse does
+ * not visit. A superset of the scan's candidates: any collected object, tracked or not, and any
+ * object of an extension type (an instance node, collected or not).
+ */
+static bool probe_word(struct scan_state *scan, uintptr_t word)
+{
+    PyObject *object = other_object_at(scan->graph, word);
+    if (!object)
+        return false;
+    PyTypeObject *type = Py_TYPE(object);
+    bool may_be_node = PyType_IS_GC(type) || registry_find_type_or_ancestor(type);
+    if (may_be_node && !PyType_Check(object) && !pointer_set_contains(&scan->visible, object))
+        scan->found = true;
+    return true;
+}
+
 static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, unsigned depth)
 {
     struct graph *graph = scan->graph;
     bool objects_only = true; /* so far in this block */
-    for (size_t offset = 0; offset + sizeof(uintptr_t) <= length; offset += sizeof(uintptr_t)) {
+    for (size_t offset = 0; offset + sizeof(uintptr_t) <= length && !scan->found;
+         offset += sizeof(uintptr_t)) {
         uintptr_t word = *(const uintptr_t *)(start + offset);
         if (!word)
             continue;
@@ -102,6 +128,13 @@ static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, 
             continue;
         }
         scan->path[depth] = (uint16_t)(depth == 0 ? offset + sizeof(PyObject) : offset);
+        if (scan->probe) {
+            if (probe_word(scan, word))
+                continue;
+            objects_only = false;
+            descend(scan, word, depth);
+            continue;
+        }
         uint32_t referent = node_lookup(graph, word);
         if (referent == NO_NODE)
             referent = discover_untracked_at(graph, word);
@@ -115,15 +148,22 @@ static void scan_words(struct scan_state *scan, uintptr_t start, size_t length, 
         if (other_object_at(graph, word))
             continue;
         objects_only = false;
-        if (depth + 1 >= (unsigned)extsan_options.scan_hops + 1 || depth + 1 >= MAX_PATH_DEPTH)
-            continue;
-        enum heap_block_kind kind;
-        size_t window = heap_block_extent(graph->memory, word, &kind);
-        if (window && !already_visited(scan, word)) {
-            scan->block_kind[depth + 1] = (uint8_t)kind;
-            scan->block_size[depth + 1] = (uint32_t)window;
-            scan_words(scan, word, window, depth + 1);
-        }
+        descend(scan, word, depth);
+    }
+}
+
+/* Scans the heap block `word` points into, if it is one, within scan_hops of the holder. */
+static void descend(struct scan_state *scan, uintptr_t word, unsigned depth)
+{
+    if (depth + 1 >= (unsigned)extsan_options.scan_hops + 1 || depth + 1 >= MAX_PATH_DEPTH ||
+        scan->found)
+        return;
+    enum heap_block_kind kind;
+    size_t window = heap_block_extent(scan->graph->memory, word, &kind);
+    if (window && !already_visited(scan, word)) {
+        scan->block_kind[depth + 1] = (uint8_t)kind;
+        scan->block_size[depth + 1] = (uint32_t)window;
+        scan_words(scan, word, window, depth + 1);
     }
 }
 
@@ -145,12 +185,11 @@ static size_t object_extent(PyObject *object, struct memory_map *memory)
 }
 
 /* Bytes of an instance that belong to it, from the header on. */
-static size_t instance_extent(const struct graph *graph, const struct node *node)
+static size_t instance_extent(const struct instance_record *instance, struct memory_map *memory)
 {
-    size_t recorded = instance_of(graph, node)->size;
-    size_t bound = object_extent(node->object, graph->memory);
-    if (recorded)
-        return recorded < bound ? recorded : bound;
+    size_t bound = object_extent(instance->object, memory);
+    if (instance->size)
+        return instance->size < bound ? instance->size : bound;
     /* Unknown allocation (PyObject_Init on memory extsan did not see allocated): the header and
        one pointer, what the smallest wrapper (nanobind's for an external C++ object) has. */
     size_t minimal = sizeof(PyObject) + sizeof(void *);
@@ -161,11 +200,32 @@ static size_t instance_extent(const struct graph *graph, const struct node *node
  * The holders whose memory is scanned and whose traverse is judged: instances of the user's
  * extension types (the registry holds no type of the runtime's or the standard library's), not
  * of a binding library's own machinery (nanobind's nb_func, pybind11's pybind11_type: correct,
- * and not the user's to fix).
+ * and not the user's to fix), registered by this process: a forked child's inherited instances
+ * are its parent's to report, at the parent's exit.
  */
+static bool instance_is_checked(const struct instance_record *instance)
+{
+    return !instance->type->binding_machinery && registry_registered_here(instance);
+}
+
 static bool holder_is_checked(const struct graph *graph, const struct node *node)
 {
-    return node->instance && !instance_of(graph, node)->type->binding_machinery;
+    return node->instance && instance_is_checked(instance_of(graph, node));
+}
+
+/* Scans the memory of `instance`, the holder of `scan`. */
+static void scan_holder(struct scan_state *scan, const struct instance_record *instance)
+{
+    struct memory_map *memory = scan->graph->memory;
+    size_t extent = instance_extent(instance, memory);
+    uintptr_t body = (uintptr_t)instance->object + sizeof(PyObject);
+    if (extent <= sizeof(PyObject) ||
+        !memory_map_readable(memory, (uintptr_t)instance->object, extent))
+        return;
+    scan->visited_count = 0;
+    scan->block_kind[0] = HEAP_BLOCK_NONE;
+    scan->block_size[0] = (uint32_t)extent;
+    scan_words(scan, body, extent - sizeof(PyObject), 0);
 }
 
 bool misses_own_type_visit(struct graph *graph, const struct node *node)
@@ -186,17 +246,77 @@ void scan_instances(struct graph *graph)
         struct node *node = &graph->nodes[i];
         if (!holder_is_checked(graph, node))
             continue;
-        size_t extent = instance_extent(graph, node);
-        uintptr_t body = (uintptr_t)node->object + sizeof(PyObject);
-        if (extent <= sizeof(PyObject) ||
-            !memory_map_readable(graph->memory, (uintptr_t)node->object, extent))
-            continue;
-        scan.holder = (uint32_t)i;
-        scan.visited_count = 0;
-        scan.block_kind[0] = HEAP_BLOCK_NONE;
-        scan.block_size[0] = (uint32_t)extent;
-        scan_words(&scan, body, extent - sizeof(PyObject), 0);
+        scan.holder = i;
+        scan_holder(&scan, instance_of(graph, node));
     }
+}
+
+/* ---- pass: probe -----------------------------------------------------------------------------
+ * Before the others, and without a graph: whether any holder might hold a candidate or miss its
+ * type's visit. When none might, no pass after it could find anything, and the analysis stops
+ * at no cost but the holders' own memory: a forked child that made a few clean instances, a
+ * process whose instances hold no Python object.
+ */
+
+struct probe {
+    struct scan_state scan;
+    PyTypeObject *type; /* of the holder whose traverse runs */
+    bool visited_type;
+};
+
+static int visit_for_probe(PyObject *target, void *context)
+{
+    struct probe *probe = context;
+    if (target == (PyObject *)probe->type)
+        probe->visited_type = true;
+    if (target && !pointer_set_contains(&probe->scan.visible, target) &&
+        !pointer_set_add(&probe->scan.visible, target))
+        probe->scan.found = true; /* out of memory: the probe cannot clear this holder */
+    return 0;
+}
+
+/* The liveness test of enumerate (record_alive; the stale are listed as it lists them), and a
+   collected holder must be tracked. */
+static void probe_instance(struct instance_record *instance, void *context)
+{
+    struct probe *probe = context;
+    struct graph *graph = probe->scan.graph;
+    if (probe->scan.found)
+        return;
+    if (!record_alive(graph, instance)) {
+        list_stale(graph, instance->object);
+        return;
+    }
+    if (!instance_is_checked(instance))
+        return;
+    PyObject *object = instance->object;
+    PyTypeObject *type = Py_TYPE(object);
+    pointer_set_clear(&probe->scan.visible);
+    if (PyType_IS_GC(type)) {
+        if (!memory_map_readable(graph->memory, (uintptr_t)object - GC_HEADER_SIZE,
+                                 GC_HEADER_SIZE) ||
+            !python_api.PyObject_GC_IsTracked(object))
+            return; /* enumerate leaves it out */
+        if (type->tp_traverse) {
+            probe->type = type;
+            probe->visited_type = false;
+            type->tp_traverse(object, visit_for_probe, probe);
+            if (!probe->visited_type && !PyType_Check(object) && instance->type->type == type &&
+                (type->tp_flags & Py_TPFLAGS_HEAPTYPE))
+                probe->scan.found = true; /* misses_own_type_visit */
+        }
+    }
+    scan_holder(&probe->scan, instance);
+}
+
+bool probe_instances(struct graph *graph)
+{
+    struct probe probe = {.scan = {.graph = graph, .probe = true}};
+    registry_for_each_instance(probe_instance, &probe);
+    pointer_set_clear(&probe.scan.visible);
+    if (probe.scan.found)
+        graph->stale_count = 0; /* enumerate judges every record again, after the collection */
+    return probe.scan.found;
 }
 
 void add_missed_type_references(struct graph *graph)

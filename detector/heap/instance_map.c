@@ -94,7 +94,7 @@ static bool table_insert(const struct instance_record *record)
 }
 
 bool instance_map_put(PyObject *object, struct type_record *type, site_id site, uint32_t size,
-                      bool replace)
+                      unsigned generation, bool replace)
 {
     struct instance_record *present =
         map.newest.object == object ? &map.newest : find_entry(object);
@@ -105,8 +105,11 @@ bool instance_map_put(PyObject *object, struct type_record *type, site_id site, 
     } else if (!replace) {
         return true;
     }
-    *present = (struct instance_record){
-        .object = object, .type = type, .allocated_at = site, .size = size};
+    *present = (struct instance_record){.object = object,
+                                        .type = type,
+                                        .allocated_at = site,
+                                        .generation = generation,
+                                        .size = size};
     return true;
 }
 

@@ -17,14 +17,14 @@
 #include "registry.h"
 
 /*
- * Records `object` as an instance of `type` allocated at `site`, `size` bytes long, with no
- * marks; when the object is already present, replaces its record (replace = true) or keeps it
- * (replace = false). False when out of memory (nothing stored). The fields come as values, not
- * as a record built by the caller: a record written field by field on the stack and read back
- * whole stalls the store buffer, on a path taken once per allocation.
+ * Records `object` as an instance of `type` allocated at `site`, `size` bytes long, registered
+ * by the process of `generation`, with no marks; when the object is already present, replaces its
+ * record (replace = true) or keeps it (replace = false). False when out of memory (nothing stored).
+ * The fields come as values, not as a record built by the caller: a record written field by field
+ * on the stack and read back whole stalls the store buffer, on a path taken once per allocation.
  */
 bool instance_map_put(PyObject *object, struct type_record *type, site_id site, uint32_t size,
-                      bool replace);
+                      unsigned generation, bool replace);
 
 /* Removes `object`; false when it was not there. */
 bool instance_map_remove(PyObject *object);

@@ -860,6 +860,7 @@ static struct type_record *instance_type(PyTypeObject *type)
 /* Instances registered by this process (a forked child: since the fork); the instances' lock. */
 static unsigned long registrations;
 static bool forked_child;
+static unsigned generation; /* of this process's records: instance_record.generation */
 
 static inline __attribute__((always_inline)) void
 register_instance(PyObject *object, struct type_record *type, uint32_t size, const void *caller,
@@ -887,7 +888,7 @@ register_instance(PyObject *object, struct type_record *type, uint32_t size, con
         instances_begin(thread, &locked);
         site = created ? site_publish(&key, created) : 0;
     }
-    instance_map_put(object, type, site, size, how == REGISTER_ALLOCATION);
+    instance_map_put(object, type, site, size, generation, how == REGISTER_ALLOCATION);
     registrations++;
     instances_end(locked);
 }
@@ -963,6 +964,11 @@ bool registry_in_forked_child(void)
     return forked_child;
 }
 
+unsigned registry_generation(void)
+{
+    return generation;
+}
+
 size_t registry_memory_bytes(void)
 {
     size_t bytes = instance_map_bytes() + sites_memory_bytes();
@@ -996,6 +1002,7 @@ static void restore_stacks_after_fork(void)
     atomic_flag_clear(&instances_busy);
     registrations = 0;
     forked_child = true;
+    generation = (generation + 1) & 63;
     for (struct type_record *record = first_record; record; record = record->next_created)
         if (record->created_at)
             set_created_at(record,

@@ -126,7 +126,13 @@ const struct allocation_site *allocation_site_get(site_id site);
 struct instance_record {
     PyObject *object;
     struct type_record *type;  /* the registered type: Py_TYPE(object) or an ancestor of it */
-    site_id allocated_at : 30; /* sites are far fewer than 2^30 (allocation_sites.c) */
+    site_id allocated_at : 24; /* sites are far fewer than 2^24 (allocation_sites.c) */
+    /*
+     * The process that registered it, counted in forks (registry_generation()): a forked child
+     * inherits its parent's records, and their findings are the parent's to report. Six bits
+     * wrap at the 64th nested fork, where inherited records would count as the child's again.
+     */
+    uint32_t generation : 6;
     /*
      * Already in a finding of an earlier heap analysis (the pytest plugin runs one after each
      * test): a later analysis does not count this holder again. A new object at the address
@@ -169,6 +175,13 @@ size_t registry_instance_count(void);
    (whose registry began as a copy of its parent's). GIL held. */
 unsigned long registry_registrations(void);
 bool registry_in_forked_child(void);
+/* The generation of the records this process registers: one more in each forked child. */
+unsigned registry_generation(void);
+/* Whether `instance` was registered by this process, not inherited through a fork. */
+static inline bool registry_registered_here(const struct instance_record *instance)
+{
+    return instance->generation == registry_generation();
+}
 /* Bytes the registry uses now, for the benchmark's memory-per-instance figure. Any thread. */
 size_t registry_memory_bytes(void);
 

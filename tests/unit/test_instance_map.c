@@ -46,9 +46,12 @@ static PyObject *scattered_object(uint32_t i)
     return (PyObject *)(uintptr_t)(0x100000000000ull + 16ull * (uint32_t)(i * 2654435761u));
 }
 
+/* The record's generation: the site's low bits, so that each put of a test stores another. */
+#define GENERATION_OF(site) ((site) % 64u)
+
 static bool put(PyObject *object, unsigned type, site_id site, uint32_t size, bool replace)
 {
-    return instance_map_put(object, &types[type], site, size, replace);
+    return instance_map_put(object, &types[type], site, size, GENERATION_OF(site), replace);
 }
 
 /*
@@ -176,14 +179,15 @@ static void test_replace_or_keep(void)
         CHECK(put(object, 1, 2, 64, false), "keep");
         struct instance_record *record = instance_map_find(object);
         CHECK(record->type == &types[0] && record->allocated_at == 1 && record->size == 32 &&
-                  record->counted_hidden,
+                  record->generation == GENERATION_OF(1) && record->counted_hidden,
               "%s: replace=false changed the record", where);
         CHECK(instance_map_count() == count, "%s: keeping added a record", where);
 
         CHECK(put(object, 2, 5, 128, true), "replace");
         record = instance_map_find(object);
         CHECK(record->type == &types[2] && record->allocated_at == 5 && record->size == 128 &&
-                  !record->counted_hidden && !record->counted_leaked,
+                  record->generation == GENERATION_OF(5) && !record->counted_hidden &&
+                  !record->counted_leaked,
               "%s: replace=true did not give a fresh record", where);
         CHECK(instance_map_count() == count, "%s: replacing added a record", where);
         CHECK(instance_map_remove(object), "remove");
