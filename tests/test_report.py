@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    BUILD,
     EXTSAN,
     EXTSAN_FAILURE_STATUS,
     FIXTURES_SRC,
     RUN_TIMEOUT,
     base_env,
     defect_sites,
+    run_captured,
     run_extsan,
 )
 
@@ -277,3 +279,60 @@ def test_missing_report_and_unwritable_html(tmp_path):
     assert out.returncode == EXTSAN_FAILURE_STATUS
     assert out.stderr == "extsan: --html %s: directory %s does not exist\n" % (html_path, html_path.parent)
     assert os.listdir(tmp_path) == ["empty.json"]
+
+
+# ---- the run's symbol cache -----------------------------------------------------------------------
+
+HOLDER_DEFECT = "import gc_defects\nh = gc_defects.Holder()\nh.set_callback(h.touch)\n"
+
+
+def preloaded_in(python, fixtures, tmp_path, logs, code):
+    env = base_env(fixtures, {"LD_PRELOAD": str(BUILD / "libextsan.so"),
+                              "EXTSAN_OPTIONS": "log_dir=%s:verbosity=1" % logs})
+    out = run_captured([str(python.path), "-c", code], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def report_lines(out):
+    """The text report's lines without the process id and the frames' addresses (which ASLR
+    moves), and extsan's counts of symbols."""
+    lines = [re.sub(r"^==\d+==|#\d+ 0x[0-9a-f]+ ", "", line) for line in out.stderr.splitlines()]
+    report = [line for line in lines if not line.startswith("extsan: ")]
+    counts = re.findall(r"symbols: (\d+) call sites from the run's cache, (\d+) described", out.stderr)
+    return report, [(int(a), int(b)) for a, b in counts]
+
+
+def test_processes_of_a_run_share_their_symbols(python, fixtures, tmp_path, shim_libraries):
+    """Processes writing into one log_dir describe each call site once: the second process finds
+    every frame of its report in the run's cache (log_dir/extsan-symbols.tsv), and its report is
+    the first one's. A torn line (a process killed mid-write) and a line of another object
+    version are skipped, not believed."""
+    logs = tmp_path / "logs"
+    first, first_counts = report_lines(preloaded_in(python, fixtures, tmp_path, logs, HOLDER_DEFECT))
+    cache = logs / "extsan-symbols.tsv"
+    lines = cache.read_text().splitlines()
+    assert first_counts and first_counts[0][1] == len(lines) > 0, first_counts
+    assert any("gc_defects.c" in line for line in lines), lines
+    with open(cache, "a") as f:  # another build of the same object, then a torn line
+        module, size, mtime, offset, *_ = lines[0].split("\t")
+        f.write("\t".join([module, size, str(int(mtime) + 1), offset, "wrong", "wrong.c", "1"]) + "\n")
+        f.write(module + "\t12")
+    second, second_counts = report_lines(preloaded_in(python, fixtures, tmp_path, logs, HOLDER_DEFECT))
+    assert second == first, "\n".join(second)
+    assert second_counts[0][0] > 0 and second_counts[0][1] == 0, second_counts
+    assert "wrong" not in "\n".join(second)
+
+
+def test_a_planted_symbol_cache_is_not_used(python, fixtures, tmp_path, shim_libraries):
+    """A link in log_dir where the cache would be is not followed: the process describes its
+    frames itself and says why it did not use the cache."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    planted = tmp_path / "planted.tsv"
+    planted.write_text("")
+    (logs / "extsan-symbols.tsv").symlink_to(planted)
+    out = preloaded_in(python, fixtures, tmp_path, logs, HOLDER_DEFECT)
+    assert "extsan-symbols.tsv is not this user's regular file; not used" in out.stderr, out.stderr
+    assert planted.read_text() == ""
+    assert "gc_defects.c" in out.stderr, out.stderr

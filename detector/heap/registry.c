@@ -240,8 +240,8 @@ static void copy_text(char *out, size_t size, const char *text)
  * "__nb_internals_" before; "__pybind11_internals_v<N>"), and the module Cython creates in every
  * module it generates ("cython_runtime"). Symbols would not do: nanobind and pybind11 are built
  * with hidden visibility and wheels are stripped, so none of theirs is in the dynamic symbol
- * table. The scan reads each object's non-writable loaded segments once (a few ms for a large
- * library) and is cached per object.
+ * table. The scan reads each object's read-only data once (may_hold_markers) and is cached per
+ * object.
  */
 
 static const struct {
@@ -270,14 +270,33 @@ static bool segment_contains(const struct dl_phdr_info *info, const ElfW(Phdr) *
     return segment->p_type == PT_LOAD && address >= start && address < start + segment->p_memsz;
 }
 
+/*
+ * The segments that may hold the markers' strings: read-only data. Linkers put .rodata in a
+ * segment of its own, apart from the code (-z separate-code, the default on x86-64 since binutils
+ * 2.31), and the code is most of a large library: an object with such a segment is read there
+ * alone; an older one, whose .rodata shares the code's segment, there.
+ */
+static bool may_hold_markers(const struct dl_phdr_info *info, const ElfW(Phdr) * segment)
+{
+    if (segment->p_type != PT_LOAD || (segment->p_flags & PF_W) || !(segment->p_flags & PF_R))
+        return false;
+    if (!(segment->p_flags & PF_X))
+        return true;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *other = &info->dlpi_phdr[i];
+        if (other->p_type == PT_LOAD && other->p_flags == PF_R)
+            return false;
+    }
+    return true;
+}
+
 static enum binding_library scan_for_binding(const struct dl_phdr_info *info)
 {
     for (unsigned m = 0; m < sizeof binding_markers / sizeof binding_markers[0]; m++) {
         const char *marker = binding_markers[m].marker;
         for (int i = 0; i < info->dlpi_phnum; i++) {
             const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
-            if (segment->p_type != PT_LOAD || (segment->p_flags & PF_W) ||
-                !(segment->p_flags & PF_R))
+            if (!may_hold_markers(info, segment))
                 continue;
             /* p_filesz: the part backed by the file; the rest is zero fill. */
             const void *start = (const void *)(info->dlpi_addr + segment->p_vaddr);

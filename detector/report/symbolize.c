@@ -15,6 +15,7 @@
 #include "symbolize.h"
 #include "loaded_objects.h"
 #include "locks.h"
+#include "symbol_cache.h"
 
 #include <dlfcn.h>
 #include <elfutils/libdwfl.h>
@@ -328,6 +329,7 @@ static void reset_in_child(void)
     session = NULL;
     session_failed = false;
     reported_load_events = 0;
+    symbol_cache_reset_counts();
 }
 
 static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
@@ -446,8 +448,10 @@ bool symbolize_pc(uintptr_t pc, bool full, struct frame_info *out)
         set_module_path(out, map, dl.dli_fname != NULL ? dl.dli_fname : "");
         out->module_offset = pc - map->l_addr;
         out->in_extension = loaded_object_is_extension(out->module);
-        if (full)
+        if (full && !symbol_cache_find(out)) {
             describe_call_site(out, call_site, &dl);
+            symbol_cache_add(out);
+        }
     }
     lock_release(LOCK_SYMBOLIZE);
     return found;

@@ -15,6 +15,7 @@
 #include "report_unchecked.h"
 #include "signals.h"
 #include "suppressions.h"
+#include "symbol_cache.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -58,6 +59,7 @@ int lifecycle_process_exit(int status)
         return status;
     reported_pid = pid;
     unsigned unsuppressed = report_at_exit();
+    symbol_cache_log_counts();
     signals_finish_exit();
     /* A failure of the program's own is never hidden, nor replaced by ours. */
     if (status != 0 || !unsuppressed || !extsan_options.exitcode)

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 
+#include "options.h"
 #include "stacks.h"
 #include "symbolize.h"
 
@@ -286,6 +287,7 @@ static void test_unknown_and_same_object(void)
 
 int main(void)
 {
+    options_set_defaults(&extsan_options); /* the runtime parses EXTSAN_OPTIONS first */
     test_capture_and_symbolize();
     test_capture_skip();
     test_depot_identity();
