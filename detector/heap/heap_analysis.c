@@ -89,39 +89,27 @@ static PyObject *call_gc(const char *function)
     return result;
 }
 
-/* The passes in order; each stops early when interrupted or out of memory. */
-static void run_passes(struct graph *graph, const struct timespec *start)
+/* What the passes read of memory: the mappings, the heap's extents, the live types. */
+static bool load_memory(struct graph *graph)
 {
-    double collect_seconds = 0;
-    if (enter_pass(graph, "probe")) {
-        graph->memory = memory_map_load();
-        registry_walk_types(&graph->live_types);
-        if (!graph->memory) {
-            graph->failure = "could not start (no memory map)";
-        } else if (!probe_instances(graph)) {
-            extsan_log(1, "heap analysis: no instance made by this process holds a pointer its "
-                          "traverse does not visit");
-            return;
-        }
-        /* The collection frees objects and memory: both are read again after it. */
-        memory_map_free(graph->memory);
-        graph->memory = NULL;
-        pointer_set_clear(&graph->live_types);
-    }
-    if (!graph->failure && enter_pass(graph, "collect")) {
-        python_api.PyGC_Collect();
-        collect_seconds = seconds_since(start);
-    }
-    PyObject *tracked_objects = NULL;
+    heap_blocks_forget();
+    graph->memory = memory_map_load();
+    registry_walk_types(&graph->live_types);
+    if (!graph->memory)
+        graph->failure = "could not start (no memory map)";
+    return graph->memory != NULL;
+}
+
+/* Passes enumerate to reach; `tracked_objects` receives gc.get_objects(), which holds every
+   node alive until it is released. */
+static void build_graph(struct graph *graph, PyObject **tracked_objects)
+{
     if (enter_pass(graph, "enumerate")) {
         plan_huge_pages();
-        graph->memory = memory_map_load();
-        heap_blocks_forget();
-        registry_walk_types(&graph->live_types);
-        tracked_objects = call_gc("get_objects");
-        if (!graph->memory || !tracked_objects || !PyList_Check(tracked_objects))
-            graph->failure = "could not start (no object list or no memory map)";
-        else if (!enumerate_nodes(graph, tracked_objects))
+        *tracked_objects = call_gc("get_objects");
+        if (!*tracked_objects || !PyList_Check(*tracked_objects))
+            graph->failure = "could not start (no object list)";
+        else if (!enumerate_nodes(graph, *tracked_objects))
             graph->out_of_memory = true;
     }
     if (!graph->failure && enter_pass(graph, "account") && !account_visible_references(graph))
@@ -136,7 +124,57 @@ static void run_passes(struct graph *graph, const struct timespec *start)
         validate_candidates(graph);
     if (!graph->failure && enter_pass(graph, "reach") && !reach_from_roots(graph))
         graph->out_of_memory = true;
-    if (!graph->failure && enter_pass(graph, "report")) {
+}
+
+/*
+ * Whether a hidden edge leaves a node that nothing reached. It is a leak, or garbage the
+ * collector has not freed yet: a holder in a collectable cycle of visible references, whose
+ * hidden referent it alone keeps. Only a collection tells them apart.
+ */
+static bool hidden_edge_from_unreached(const struct graph *graph)
+{
+    for (size_t e = graph->visible_edge_count; e < graph->edge_count; e++)
+        if (!graph->nodes[graph->edges[e].from].reached)
+            return true;
+    return false;
+}
+
+static bool stopped(const struct graph *graph)
+{
+    return graph->failure || graph->interrupted || graph->out_of_memory;
+}
+
+/*
+ * The passes in order; each stops early when interrupted or out of memory. The full collection,
+ * a collector's pass over the whole heap, runs only when the graph holds what it could explain
+ * away: a hidden edge from an unreached node. Then the graph is built again on the collected
+ * heap. Otherwise garbage left in the heap changes nothing the report says: it is never reached,
+ * and a hidden edge of its own would have called for the collection.
+ */
+static void run_passes(struct graph *graph, const struct timespec *start)
+{
+    double collect_seconds = 0;
+    if (enter_pass(graph, "probe") && load_memory(graph) && !probe_instances(graph)) {
+        extsan_log(1, "heap analysis: no instance made by this process holds a pointer its "
+                      "traverse does not visit");
+        return;
+    }
+    PyObject *tracked_objects = NULL;
+    if (!stopped(graph))
+        build_graph(graph, &tracked_objects);
+    if (!stopped(graph) && hidden_edge_from_unreached(graph) && enter_pass(graph, "collect")) {
+        python_api.Py_DecRef(tracked_objects); /* it would keep the garbage alive */
+        tracked_objects = NULL;
+        graph_free(graph);
+        *graph = (struct graph){.pass = graph->pass, .pass_start = graph->pass_start};
+        struct timespec collect_start;
+        clock_gettime(CLOCK_MONOTONIC, &collect_start);
+        python_api.PyGC_Collect();
+        collect_seconds = seconds_since(&collect_start);
+        if (load_memory(graph))
+            build_graph(graph, &tracked_objects);
+    }
+    if (!stopped(graph) && enter_pass(graph, "report")) {
         report_hidden_references(graph);
         report_missed_type_visits(graph);
         report_leaked_cycles(graph);

@@ -5,7 +5,9 @@
  *
  *   Point(x)            from Python: tp_new -> tp_alloc, tp_dealloc on the last reference
  *   churn(n)            n Points made and freed by C code in one call (no interpreter in between)
- *   keep(n)             a list of n live Points, for the registry's memory per live instance
+ *   keep(n, label)      a list of n live Points, for the registry's memory per live instance;
+ *                       each holds a reference to label (if given), which Point, having no
+ *                       tp_traverse, hides from the collector: work for the exit analysis
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -64,11 +66,12 @@ static PyObject *churn(PyObject *module, PyObject *arg)
     return PyLong_FromLong(checksum);
 }
 
-static PyObject *keep(PyObject *module, PyObject *arg)
+static PyObject *keep(PyObject *module, PyObject *args)
 {
     (void)module;
-    Py_ssize_t count = PyLong_AsSsize_t(arg);
-    if (count < 0 && PyErr_Occurred())
+    Py_ssize_t count;
+    PyObject *label = NULL;
+    if (!PyArg_ParseTuple(args, "n|O", &count, &label))
         return NULL;
     PyObject *list = PyList_New(count);
     for (Py_ssize_t i = 0; list && i < count; i++) {
@@ -77,6 +80,8 @@ static PyObject *keep(PyObject *module, PyObject *arg)
             Py_DECREF(list);
             return NULL;
         }
+        Py_XINCREF(label);
+        ((PointObject *)point)->label = label;
         PyList_SET_ITEM(list, i, point);
     }
     return list;
@@ -84,7 +89,7 @@ static PyObject *keep(PyObject *module, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"churn", churn, METH_O, "churn(n): make and free n Points in C; returns a checksum"},
-    {"keep", keep, METH_O, "keep(n): a list of n live Points"},
+    {"keep", keep, METH_VARARGS, "keep(n, label=None): a list of n live Points holding label"},
     {NULL, NULL, 0, NULL},
 };
 
