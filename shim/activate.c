@@ -9,6 +9,7 @@
 #include "../detector/report/findings.h"
 #include "../detector/threads/gil.h"
 #include "../detector/heap/heap_analysis.h"
+#include "../detector/heap/leak_check.h"
 #include "../detector/runtime/log.h"
 #include "../detector/runtime/options.h"
 #include "../detector/heap/registry.h"
@@ -78,6 +79,27 @@ EXTSAN_API unsigned extsan_check_now(void)
         return 0;
     heap_analysis_check_now();
     return findings_count();
+}
+
+/*
+ * The reference-leak check around repetitions of the same work (leak_check.h): begin before the
+ * warm-up, next before each measured repetition, end after the last, which returns the findings
+ * it recorded. The caller holds the GIL (ctypes.PyDLL).
+ */
+EXTSAN_API int extsan_leaks_begin(void)
+{
+    return started && gil_held() && leak_check_begin();
+}
+
+EXTSAN_API void extsan_leaks_next(void)
+{
+    if (started)
+        leak_check_next();
+}
+
+EXTSAN_API unsigned extsan_leaks_end(void)
+{
+    return started ? leak_check_end() : 0;
 }
 
 /* What `render` writes from the first-th finding on, into buffer as snprintf would. */

@@ -267,7 +267,8 @@ MALFORMED_SUPPRESSIONS = [
     ("no-colon", "capsule-without-gil:a\nhidden-reference nb_gc.X\n",
      "2: 'hidden-reference nb_gc.X' is not kind:pattern (no ':')"),
     ("unknown-kind", "# c\nleak:malloc\n", "2: unknown kind 'leak' (capsule-without-gil, call-without-gil, hidden-reference, "
-                                         "incomplete-traverse, leaked-cycle, traverse-missing-gc, deadly-signal or *)"),
+                                         "incomplete-traverse, leaked-cycle, traverse-missing-gc, reference-leak, "
+                                         "deadly-signal or *)"),
     ("empty-pattern", "capsule-without-gil:   # nothing\n", "1: empty pattern after 'capsule-without-gil:'"),
 ]
 

@@ -881,6 +881,41 @@ static unsigned long registrations;
 static bool forked_child;
 static unsigned generation; /* of this process's records: instance_record.generation */
 
+/* The site of `key`, made if new; called with the instances' lock held, which it may release
+   and take again. */
+static inline __attribute__((always_inline)) site_id site_for(const struct site_key *key,
+                                                              PyThreadState *thread, bool *locked)
+{
+    site_id site = site_lookup(key);
+    if (!site) {
+        /* A new site: its stacks are captured outside the lock (it calls into Python). */
+        instances_end(*locked);
+        site_id created = site_create(key, thread);
+        instances_begin(thread, locked);
+        site = created ? site_publish(key, created) : 0;
+    }
+    return site;
+}
+
+site_id registry_site_here(uintptr_t identity, PyThreadState *thread)
+{
+    /* The Python position is folded into the identity rather than kept in the key, whose code
+       object the cache would keep alive: a code object the checked work compiled would then
+       outlive it, held by extsan. (Another code object born at a dead one's address, at the
+       same instruction and native stack, would take its site: rare, and only a stack off.) */
+    struct python_position position;
+    python_position_now(thread, &position);
+    struct site_key key = {.return_address = identity ^
+                                             (uintptr_t)position.code * 0x9E3779B97F4A7C15ull ^
+                                             (uintptr_t)position.instruction,
+                           .context = context_current()};
+    bool locked;
+    instances_begin(thread, &locked);
+    site_id site = site_for(&key, thread, &locked);
+    instances_end(locked);
+    return site;
+}
+
 static inline __attribute__((always_inline)) void
 register_instance(PyObject *object, struct type_record *type, uint32_t size, const void *caller,
                   enum registration how, PyThreadState *thread)
@@ -899,14 +934,7 @@ register_instance(PyObject *object, struct type_record *type, uint32_t size, con
         instances_end(locked);
         return;
     }
-    site_id site = site_lookup(&key);
-    if (!site) {
-        /* A new site: its stacks are captured outside the lock (it calls into Python). */
-        instances_end(locked);
-        site_id created = site_create(&key, thread);
-        instances_begin(thread, &locked);
-        site = created ? site_publish(&key, created) : 0;
-    }
+    site_id site = site_for(&key, thread, &locked);
     instance_map_put(object, type, site, size, generation, how == REGISTER_ALLOCATION);
     registrations++;
     instances_end(locked);

@@ -193,6 +193,39 @@ struct finding *findings_record_deadly(int signal, int code, uintptr_t fault_add
     return finding;
 }
 
+struct leak_key {
+    const char *type_name;
+    uint32_t site;
+};
+
+static bool is_same_leak(const struct finding *finding, const void *wanted)
+{
+    const struct leak_key *key = wanted;
+    return finding->kind == FINDING_REFERENCE_LEAK && finding->python_site == key->site &&
+           !strcmp(finding->type_name, key->type_name);
+}
+
+struct finding *findings_record_leak(const char *type_name, uint32_t site, unsigned per_repetition,
+                                     unsigned repetitions, long unexplained_references)
+{
+    const struct allocation_site *where = allocation_site_get(site);
+    lock_acquire(LOCK_FINDINGS);
+    struct finding *finding = first_match(is_same_leak, &(struct leak_key){type_name, site});
+    if (finding) {
+        finding->count++;
+    } else if ((finding = append_finding(FINDING_REFERENCE_LEAK, where ? where->native : 0))) {
+        snprintf(finding->type_name, sizeof finding->type_name, "%s", type_name);
+        finding->python_site = site;
+    }
+    if (finding) {
+        finding->leaked_per_repetition = per_repetition;
+        finding->repetitions = repetitions;
+        finding->unexplained_references = unexplained_references;
+    }
+    lock_release(LOCK_FINDINGS);
+    return finding;
+}
+
 void findings_for_each_since(unsigned first, void (*visit)(struct finding *finding, void *context),
                              void *context)
 {

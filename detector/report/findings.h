@@ -24,6 +24,8 @@
     X(FINDING_LEAKED_CYCLE, "leaked-cycle")                                                        \
     /* HAVE_GC without tp_traverse, seen at creation (3.9, 3.10) */                                \
     X(FINDING_TRAVERSE_MISSING_GC, "traverse-missing-gc")                                          \
+    /* objects a repeated piece of work leaves alive, references unexplained (leak_check.h) */     \
+    X(FINDING_REFERENCE_LEAK, "reference-leak")                                                    \
     /* the process was killed by a crash signal (signals.h) */                                     \
     X(FINDING_DEADLY_SIGNAL, "deadly-signal")
 
@@ -78,6 +80,11 @@ struct finding {
     int signal;
     int signal_code;
     uintptr_t fault_address;
+    /* reference-leak: the objects leaked per repetition (the fewest of any), the repetitions
+       measured, and the references no referrer explains on the example (python_site, stack:
+       where it was allocated) */
+    unsigned leaked_per_repetition, repetitions;
+    long unexplained_references;
     /* The test (context.h) current at the first occurrence; for the heap analysis' kinds, the
        one the example holder was allocated in. NULL when none was set. */
     const char *context;
@@ -136,6 +143,13 @@ struct finding *findings_record_deadly(int signal, int code, uintptr_t fault_add
                                        const uintptr_t *pcs, unsigned depth,
                                        const struct thread_description *thread);
 
+/*
+ * Records a reference-leak finding about objects of type `type_name` allocated at `site`, or
+ * counts one more check that found the same (same type and site): the figures are the latest.
+ * NULL when out of memory.
+ */
+struct finding *findings_record_leak(const char *type_name, uint32_t site, unsigned per_repetition,
+                                     unsigned repetitions, long unexplained_references);
 /* Calls visit for each finding in order of first occurrence, under the findings lock. */
 void findings_for_each(void (*visit)(struct finding *finding, void *context), void *context);
 

@@ -45,10 +45,19 @@ static const char traverse_missing_gc_hint[] =
     "a type with Py_TPFLAGS_HAVE_GC needs a tp_traverse (3.11+ refuses it in PyType_Ready; "
     "on 3.9 and 3.10 the next collection crashes): add one, or drop the flag";
 
+static const char reference_leak_hint[] =
+    "a new reference that is never released: find where the extension function in the "
+    "allocation stack takes or makes one (PyList_New, Py_BuildValue, PyObject_Call*, Py_INCREF, "
+    "nb::handle::inc_ref, a py::handle made from a new reference) and Py_DECREF it on every "
+    "path, error paths included; or hold it in nb::object / py::object (py::reinterpret_steal), "
+    "which release it";
+
 const char *fix_hint(enum finding_kind kind, enum binding_library binding)
 {
     if (kind == FINDING_TRAVERSE_MISSING_GC)
         return traverse_missing_gc_hint;
+    if (kind == FINDING_REFERENCE_LEAK)
+        return reference_leak_hint;
     switch (binding) {
     case BINDING_NANOBIND:
         return nanobind_hint;

@@ -239,6 +239,15 @@ static void write_finding(struct finding *finding, void *context)
         write_type_fields(json, finding);
         write_heap_fields(json, finding);
         break;
+    case FINDING_REFERENCE_LEAK:
+        fputs(", \"type\": ", out);
+        json_write_string(out, finding->type_name);
+        fprintf(
+            out, ", \"per_repetition\": %u, \"repetitions\": %u, \"unexplained_references\": %ld",
+            finding->leaked_per_repetition, finding->repetitions, finding->unexplained_references);
+        write_stack(json, "stack", finding->stack);
+        write_python_stack(out, finding->python_site);
+        break;
     case FINDING_DEADLY_SIGNAL:
         write_deadly_signal_fields(json, finding);
         break;

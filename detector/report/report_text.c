@@ -453,6 +453,27 @@ static void write_deadly_signal(const struct finding *finding, struct text_conte
     fputc('\n', out);
 }
 
+static void write_reference_leak(const struct finding *finding, struct text_context *text)
+{
+    FILE *out = text->out;
+    fprintf(out,
+            "==%d==extsan: reference-leak: %u %s object%s leaked per repetition, kept by "
+            "references nothing explains",
+            text->pid, finding->leaked_per_repetition, finding->type_name,
+            finding->leaked_per_repetition == 1 ? "" : "s");
+    end_headline(out, finding);
+    write_context(finding, text);
+    fprintf(out, "  HINT: %s\n", fix_hint(finding->kind, BINDING_C_API));
+    fprintf(out,
+            "==%d==extsan:   in each of %u repetitions after a warm-up; an example has %ld "
+            "reference%s no visible or hidden referrer explains, and nothing made before the "
+            "repetitions refers to it\n",
+            text->pid, finding->repetitions, finding->unexplained_references,
+            finding->unexplained_references == 1 ? "" : "s");
+    write_allocation_site(text, NULL, finding->python_site);
+    fputc('\n', out);
+}
+
 static void write_type_finding(const struct finding *finding, struct text_context *text)
 {
     fprintf(text->out,
@@ -488,6 +509,9 @@ static void write_finding(struct finding *finding, void *context)
     case FINDING_INCOMPLETE_TRAVERSE:
     case FINDING_LEAKED_CYCLE:
         write_heap_finding(finding, text);
+        break;
+    case FINDING_REFERENCE_LEAK:
+        write_reference_leak(finding, text);
         break;
     case FINDING_DEADLY_SIGNAL:
         write_deadly_signal(finding, text);
@@ -539,7 +563,7 @@ struct summary_table {
 /* What a finding is about: the type, the capsule API and name, or the signal (findings.py). */
 static void finding_subject(const struct finding *finding, char *out, size_t size)
 {
-    if (finding->type)
+    if (finding->type || finding->kind == FINDING_REFERENCE_LEAK)
         snprintf(out, size, "%s", finding->type_name);
     else if (finding->kind == FINDING_CAPSULE_WITHOUT_GIL)
         snprintf(out, size, "%s %s", finding->api,

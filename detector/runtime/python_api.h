@@ -45,7 +45,9 @@
     X(void, PyThreadState_DeleteCurrent, (void))                                                   \
     X(void, PyObject_GC_Del, (void *memory))                                                       \
     X(int, PyObject_GC_IsTracked, (PyObject * object))                                             \
-    X(void, PyObject_Free, (void *memory))
+    X(void, PyObject_Free, (void *memory))                                                         \
+    X(void, PyMem_GetAllocator, (PyMemAllocatorDomain domain, PyMemAllocatorEx * allocator))       \
+    X(void, PyMem_SetAllocator, (PyMemAllocatorDomain domain, PyMemAllocatorEx * allocator))
 
 struct python_api {
     const char *version; /* Py_GetVersion(), e.g. "3.12.1 (main, ...)" */

@@ -59,6 +59,17 @@ KINDS = {kind.name: kind for kind in (
          "A type has Py_TPFLAGS_HAVE_GC but no tp_traverse: Python 3.11+ refuses it in "
          "PyType_Ready; on 3.9 and 3.10 the next collection that meets an instance crashes.",
          "Give the type a tp_traverse, or drop Py_TPFLAGS_HAVE_GC."),
+    Kind("EXT008", "reference-leak",
+         "Objects leaked by a missing Py_DECREF",
+         "A piece of work repeated (a test under --extsan-leaks, a callable under "
+         "extsan.check_leaks) left objects alive in every repetition, kept by references that "
+         "no visible or hidden referrer explains and that nothing older refers to: a new "
+         "reference an extension never released (a Py_INCREF too many, an error path that "
+         "returns without its Py_DECREF, nb::handle::inc_ref, a py::handle made from a new "
+         "reference).",
+         "Release the reference on every path of the extension function in the allocation "
+         "stack (Py_DECREF, Py_XDECREF on error paths), or hold it in nb::object / py::object "
+         "(py::reinterpret_steal for a new reference), which release it."),
     Kind("EXT006", "deadly-signal",
          "The process crashed",
          "The process was killed by a crash signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT). "
@@ -116,6 +127,10 @@ def finding_headline(finding):
         return "%s has Py_TPFLAGS_HAVE_GC but no tp_traverse" % type_name
     if kind == "deadly-signal":
         return "the process was killed by %s" % (finding.get("signal") or "a signal")
+    if kind == "reference-leak":
+        count = finding.get("per_repetition", "?")
+        return "%s %s object%s leaked per repetition, kept by references nothing explains" % (
+            count, type_name, "" if count == 1 else "s")
     return "%s %s" % (kind, finding_subject(finding))
 
 

@@ -41,15 +41,17 @@ sets ON_BY_DEFAULT): loading it that way turns extsan on for the run, unless ini
 - Markers: `@pytest.mark.extsan(allow=["hidden-reference:mymod.*"])` accepts the findings of
   that test that a `kind:pattern` rule (the suppressions file's syntax) matches;
   `@pytest.mark.extsan(check=False)` accepts every finding of the test, and skips the check
-  after it under --extsan-check-each-test.
+  after it under --extsan-check-each-test; `@pytest.mark.extsan(leaks=N)` runs the test under
+  the reference-leak check as --extsan-leaks=N would (leaks=0: not).
+- With --extsan-leaks=N the test function runs N + 1 times (the first a warm-up, the fixtures
+  the same) under the reference-leak check (extsan_leaks_begin/next/end, leak_check.h), and a
+  test whose repetitions leak objects fails with the reference-leak findings as its message.
 
 The core's C API (shim/activate.h): extsan_activate, extsan_set_context, extsan_check_now,
-extsan_findings_count, extsan_findings_text, extsan_findings_json. The package's report tools
+extsan_findings_count, extsan_findings_text, extsan_findings_json, extsan_leaks_*. The package's report tools
 (fingerprints, baselines, the rule syntax), the standard library and pytest.
 """
 
-import ctypes
-import json
 import os
 import re
 import subprocess
@@ -60,10 +62,10 @@ import pytest
 from . import layout
 from .baseline import load_baseline
 from .common import Failure
+from .core import CORE_NAME, Core, loaded_core
 from .findings import finding_line
 from .fingerprint import fingerprint
 
-CORE_NAME = "libextsan-py%d.%d.so" % sys.version_info[:2]
 
 # Whether loading the plugin checks the run when neither the command line nor the ini says:
 # no when pytest loads it by its entry point (every run of an environment extsan is installed
@@ -102,6 +104,9 @@ def pytest_addoption(parser):
     group.addoption("--extsan-baseline", metavar="FILE", default=None, dest="extsan_baseline",
                     help="findings whose fingerprint FILE lists (written by `extsan gate "
                          "--update-baseline`) do not fail the run")
+    group.addoption("--extsan-leaks", metavar="N", type=int, default=None, dest="extsan_leaks",
+                    help="run each test N + 1 times (the first a warm-up) under the "
+                         "reference-leak check, and fail a test whose repetitions leak objects")
     parser.addini("extsan_check_each_test", type="bool", default=False,
                   help="the default of --extsan-check-each-test")
     parser.addini("extsan_fail", type="bool", default=False, help="the default of --extsan-fail")
@@ -110,19 +115,6 @@ def pytest_addoption(parser):
 
 
 # ---- the core --------------------------------------------------------------------------------
-
-
-def loaded_core():
-    """The path of the extsan core already in this process (preloaded), or None."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split(None, 5)  # address perms offset dev inode [path]
-                if len(fields) == 6 and os.path.basename(fields[5].strip()) == CORE_NAME:
-                    return fields[5].strip()
-    except OSError:
-        pass
-    return None
 
 
 def ensure_core():
@@ -163,74 +155,6 @@ def check_options():
         raise pytest.UsageError("extsan: invalid EXTSAN_OPTIONS %r: %s" % (text, complaint))
 
 
-class Core:
-    """The core reached with ctypes: PyDLL, so that the GIL stays held around every call."""
-
-    def __init__(self, path):
-        self.path = path
-        lib = ctypes.PyDLL(path)
-        lib.extsan_activate.restype = ctypes.c_int
-        lib.extsan_activate.argtypes = []
-        lib.extsan_set_context.restype = None
-        lib.extsan_set_context.argtypes = [ctypes.c_char_p]
-        lib.extsan_check_now.restype = ctypes.c_uint
-        lib.extsan_check_now.argtypes = []
-        lib.extsan_findings_count.restype = ctypes.c_uint
-        lib.extsan_findings_count.argtypes = []
-        lib.extsan_findings_text.restype = ctypes.c_size_t
-        lib.extsan_findings_text.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_size_t]
-        lib.extsan_findings_json.restype = ctypes.c_size_t
-        lib.extsan_findings_json.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_size_t]
-        lib.extsan_match_rules.restype = ctypes.c_int
-        lib.extsan_match_rules.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p,
-                                           ctypes.c_char_p, ctypes.c_size_t]
-        self.lib = lib
-
-    def activate(self):
-        return bool(self.lib.extsan_activate())
-
-    def set_context(self, name):
-        self.lib.extsan_set_context(name.encode("utf-8", "surrogateescape") if name else None)
-
-    def findings_count(self):
-        return self.lib.extsan_findings_count()
-
-    def check_now(self):
-        return self.lib.extsan_check_now()
-
-    def findings_json(self, first):
-        """The findings from the first-th on, as the JSON report's findings."""
-        size = self.lib.extsan_findings_json(first, None, 0)
-        if not size:
-            return []
-        buffer = ctypes.create_string_buffer(size + 1)
-        self.lib.extsan_findings_json(first, buffer, size + 1)
-        return json.loads(buffer.value.decode("utf-8", "surrogateescape"))
-
-    def match_rules(self, index, source, rules):
-        """The first of rules ('kind:pattern' strings, the suppressions file's syntax) that
-        matches the index-th finding, as the runtime matches a suppression, or None; a malformed
-        rule is a ValueError naming source and its number. An index past the findings only
-        checks the rules."""
-        if not rules:
-            return None
-        error = ctypes.create_string_buffer(1024)
-        found = self.lib.extsan_match_rules(
-            index, source.encode("utf-8", "surrogateescape"),
-            "\n".join(rules).encode("utf-8", "surrogateescape"), error, len(error))
-        if found < 0:
-            raise ValueError(error.value.decode("utf-8", "replace"))
-        return rules[found - 1] if found else None
-
-    def findings_text(self, first):
-        size = self.lib.extsan_findings_text(first, None, 0)
-        if not size:
-            return ""
-        buffer = ctypes.create_string_buffer(size + 1)
-        self.lib.extsan_findings_text(first, buffer, size + 1)
-        return buffer.value.decode("utf-8", "replace")
-
-
 def preload_children():
     """Puts the shim in LD_PRELOAD for the processes this one starts from now on."""
     shim = os.path.join(build_dir(), "libextsan.so")
@@ -259,8 +183,9 @@ def finding_blocks(text):
     return [block for block in blocks if HEADLINE.match(block)]
 
 
-MARKER_HELP = ("extsan(allow=['kind:pattern', ...], check=True): findings of this test that a rule "
-               "matches (the suppressions file's syntax) do not fail the run; check=False: none do")
+MARKER_HELP = ("extsan(allow=['kind:pattern', ...], check=True, leaks=N): findings of this test "
+               "that a rule matches (the suppressions file's syntax) do not fail the run; "
+               "check=False: none do; leaks=N: run it N + 1 times under the reference-leak check")
 
 
 class MarkerRules:
@@ -273,13 +198,19 @@ class MarkerRules:
     def __init__(self, item, core):
         self.check = None
         self.allow = []
+        self.leaks = None  # repetitions of the reference-leak check; None: the command line's
         for marker in item.iter_markers("extsan"):  # the closest first: its check= wins
-            unknown = sorted(set(marker.kwargs) - {"allow", "check"})
+            unknown = sorted(set(marker.kwargs) - {"allow", "check", "leaks"})
             if marker.args or unknown:
-                raise ValueError("takes only allow= and check= (got %s)"
+                raise ValueError("takes only allow=, check= and leaks= (got %s)"
                                  % ", ".join([repr(a) for a in marker.args] + unknown))
             if "check" in marker.kwargs and self.check is None:
                 self.check = bool(marker.kwargs["check"])
+            if "leaks" in marker.kwargs and self.leaks is None:
+                self.leaks = marker.kwargs["leaks"]
+                if not isinstance(self.leaks, int) or isinstance(self.leaks, bool) or self.leaks < 0:
+                    raise ValueError("leaks: %r is not a number of repetitions (0 or more)"
+                                     % (self.leaks,))
             allow = marker.kwargs.get("allow", ())
             for rule in [allow] if isinstance(allow, str) else allow:
                 if not isinstance(rule, str) or "\n" in rule:
@@ -305,8 +236,9 @@ class ExtsanPlugin:
     """Per process: the core, how it got here, the findings count when each test began, and what
     the session's findings are (accepted or not)."""
 
-    def __init__(self, core, mode, check_each_test, fail, baseline):
+    def __init__(self, core, mode, check_each_test, fail, baseline, leaks=0):
         self.core = core
+        self.leaks = leaks  # --extsan-leaks: measured repetitions of each test, 0: no check
         self.mode = mode  # "preloaded" or "in-process"
         self.check_each_test = check_each_test
         self.fail = fail
@@ -373,6 +305,39 @@ class ExtsanPlugin:
             self.marks[item.nodeid] = MarkerRules(item, self.core)
         except ValueError as e:
             pytest.fail("extsan marker of %s: %s" % (item.nodeid, e), pytrace=False)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem):
+        """--extsan-leaks=N (or the marker's leaks=N): the test function runs N + 1 times under
+        the reference-leak check, the first a warm-up, with the same fixtures; a test whose
+        repetitions leak fails, with the findings as its message."""
+        marks = self.marks.get(pyfuncitem.nodeid)
+        repeat = marks.leaks if marks is not None and marks.leaks is not None else self.leaks
+        if not repeat:
+            return (yield)
+        first = self.core.findings_count()
+        if not self.core.leaks_begin():
+            return (yield)
+        try:
+            result = yield  # the warm-up: pytest's own call of the test function
+            arguments = {name: pyfuncitem.funcargs[name]
+                         for name in pyfuncitem._fixtureinfo.argnames}
+            for _ in range(repeat):
+                self.core.leaks_next()
+                pyfuncitem.obj(**arguments)
+        finally:
+            self.core.leaks_end()
+        findings = self.core.findings_json(first)
+        blocks = iter(finding_blocks(self.core.findings_text(first)))
+        failing = []
+        for index, finding in enumerate(findings, first):
+            block = next(blocks, "") if not finding.get("suppressed") else ""
+            if finding.get("kind") == "reference-leak" and self.status(index, finding)[0] == "new":
+                failing.append(block or finding_line(finding, test=True) + "\n")
+        if failing:
+            pytest.fail("extsan: reference leaks in %s (%d repetitions after a warm-up):\n\n%s"
+                        % (pyfuncitem.nodeid, repeat, "".join(failing).rstrip()), pytrace=False)
+        return result
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_teardown(self, item, nextitem):
@@ -512,8 +477,12 @@ def start(config):
                                 "EXTSAN_OPTIONS=verbosity=1 to see why)" % core_path)
     if mode == "in-process":
         preload_children()
+    leaks = option(config, "extsan_leaks") or 0
+    if leaks < 0:
+        raise pytest.UsageError("extsan: --extsan-leaks=%d: a number of repetitions (0 or more)"
+                                % leaks)
     plugin = ExtsanPlugin(core, mode, setting(config, "extsan_check_each_test"),
-                          setting(config, "extsan_fail"), read_baseline(config))
+                          setting(config, "extsan_fail"), read_baseline(config), leaks)
     config.pluginmanager.register(plugin, "extsan-session")
 
 

@@ -1,0 +1,482 @@
+#define _GNU_SOURCE
+#include "leak_check.h"
+
+#include "findings.h"
+#include "gil.h"
+#include "log.h"
+#include "memory_map.h"
+#include "pointer_set.h"
+#include "python_api.h"
+#include "registry.h"
+#include "stacks.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_REPETITIONS  64 /* measured ones; more are measured as the 64th */
+#define SITE_STACK_DEPTH 24 /* frames that tell one allocating call path from another */
+
+/* ---- the blocks allocated during the measured repetitions
+ * ---------------------------------------- Open addressing keyed by the block's address, linear
+ * probing, backward-shift deletion (no tombstones: a check frees as many blocks as it makes).
+ * Memory from libc, never from the allocator being wrapped.
+ */
+
+struct block {
+    void *address; /* NULL: empty */
+    site_id site;
+    uint32_t repetition; /* 1 for the first measured one */
+};
+
+static struct {
+    struct block *slots;
+    size_t capacity, count; /* capacity a power of two, at most half full */
+} blocks;
+
+static size_t block_home(const void *address, size_t capacity)
+{
+    return (size_t)(((uint64_t)(uintptr_t)address * 0x9E3779B97F4A7C15ull) >> 20) & (capacity - 1);
+}
+
+static struct block *block_slot(const void *address)
+{
+    size_t mask = blocks.capacity - 1;
+    for (size_t i = block_home(address, blocks.capacity);; i = (i + 1) & mask)
+        if (!blocks.slots[i].address || blocks.slots[i].address == address)
+            return &blocks.slots[i];
+}
+
+static bool blocks_make_room(void)
+{
+    if (blocks.capacity && (blocks.count + 1) * 2 <= blocks.capacity)
+        return true;
+    size_t capacity = blocks.capacity ? blocks.capacity * 2 : 4096;
+    struct block *old = blocks.slots, *grown = calloc(capacity, sizeof *grown);
+    if (!grown)
+        return false;
+    size_t old_capacity = blocks.capacity;
+    blocks.slots = grown, blocks.capacity = capacity;
+    for (size_t i = 0; i < old_capacity; i++)
+        if (old[i].address)
+            *block_slot(old[i].address) = old[i];
+    free(old);
+    return true;
+}
+
+static void blocks_forget(const void *address)
+{
+    if (!blocks.count || !address)
+        return;
+    struct block *slot = block_slot(address);
+    if (!slot->address)
+        return;
+    size_t mask = blocks.capacity - 1, hole = (size_t)(slot - blocks.slots);
+    slot->address = NULL;
+    blocks.count--;
+    /* Backward shift: an entry after the hole moves into it unless its home lies cyclically in
+       (hole, its slot]. */
+    for (size_t i = (hole + 1) & mask; blocks.slots[i].address; i = (i + 1) & mask) {
+        size_t home = block_home(blocks.slots[i].address, blocks.capacity);
+        bool stays = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
+        if (stays)
+            continue;
+        blocks.slots[hole] = blocks.slots[i];
+        blocks.slots[i].address = NULL;
+        hole = i;
+    }
+}
+
+static void blocks_clear(void)
+{
+    free(blocks.slots);
+    blocks.slots = NULL;
+    blocks.capacity = blocks.count = 0;
+}
+
+/* ---- the wrapped object allocator
+ * ----------------------------------------------------------------- */
+
+static PyMemAllocatorEx wrapped; /* the allocator the check wraps, called for every block */
+static bool wrapping;            /* ours is installed (it stays so if another wrapped it) */
+static bool running;             /* a check is between begin and end */
+static unsigned repetition;      /* 0: the warm-up, not recorded */
+static bool in_hook;             /* recording a block: its own allocations are not recorded */
+
+/* The allocation site of the block being made: native stack and Python position. */
+static site_id site_here(void)
+{
+    uintptr_t pcs[SITE_STACK_DEPTH];
+    unsigned depth = stack_capture(pcs, SITE_STACK_DEPTH, 0);
+    uint64_t identity = 0xcbf29ce484222325ull;
+    for (unsigned i = 0; i < depth; i++)
+        identity = (identity ^ pcs[i]) * 0x100000001b3ull;
+    return registry_site_here((uintptr_t)identity, gil_attached_thread_state());
+}
+
+static void record_block(void *address)
+{
+    if (!address || !repetition || !running || in_hook)
+        return;
+    in_hook = true;
+    site_id site = site_here();
+    if (blocks_make_room()) {
+        struct block *slot = block_slot(address);
+        if (!slot->address)
+            blocks.count++;
+        *slot = (struct block){.address = address,
+                               .site = site,
+                               .repetition =
+                                   repetition < MAX_REPETITIONS ? repetition : MAX_REPETITIONS};
+    }
+    in_hook = false;
+}
+
+static void *hook_malloc(void *context, size_t size)
+{
+    (void)context;
+    void *address = wrapped.malloc(wrapped.ctx, size);
+    record_block(address);
+    return address;
+}
+
+static void *hook_calloc(void *context, size_t count, size_t size)
+{
+    (void)context;
+    void *address = wrapped.calloc(wrapped.ctx, count, size);
+    record_block(address);
+    return address;
+}
+
+static void *hook_realloc(void *context, void *old, size_t size)
+{
+    (void)context;
+    void *address = wrapped.realloc(wrapped.ctx, old, size);
+    if (address) {
+        blocks_forget(old);
+        record_block(address);
+    }
+    return address;
+}
+
+static void hook_free(void *context, void *address)
+{
+    (void)context;
+    blocks_forget(address);
+    wrapped.free(wrapped.ctx, address);
+}
+
+static PyMemAllocatorEx hook = {NULL, hook_malloc, hook_calloc, hook_realloc, hook_free};
+
+bool leak_check_begin(void)
+{
+    if (running || !python_api.PyMem_GetAllocator || !python_api.PyMem_SetAllocator)
+        return false;
+    if (!wrapping) {
+        python_api.PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &wrapped);
+        python_api.PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &hook);
+        wrapping = true;
+    }
+    running = true;
+    repetition = 0;
+    return true;
+}
+
+void leak_check_next(void)
+{
+    if (!running)
+        return;
+    /* A full collection empties the runtime's free lists (of lists, tuples, dicts, floats...):
+       an object the measured repetition makes then comes from the allocator, where the check
+       sees it, or from a block freed within the same repetition, which it saw allocated. */
+    unsigned next = repetition + 1;
+    repetition = 0;
+    python_api.PyGC_Collect();
+    repetition = next;
+}
+
+/* ---- the survivors
+ * -------------------------------------------------------------------------------- */
+
+/* Bytes an object's allocation holds before it: the collector's header, and from 3.11 on the
+   managed dict's (and from 3.12 the managed weak list's) two words. */
+static size_t pre_header_size(PyTypeObject *type)
+{
+    size_t size = PyType_IS_GC(type) ? 2 * sizeof(uintptr_t) : 0;
+#if defined(Py_TPFLAGS_PREHEADER)
+    if (type->tp_flags & Py_TPFLAGS_PREHEADER)
+        size += 2 * sizeof(PyObject *);
+#elif defined(Py_TPFLAGS_MANAGED_DICT)
+    if (type->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+        size += 2 * sizeof(PyObject *);
+#endif
+    return size;
+}
+
+static bool is_immortal(PyObject *object)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return _Py_IsImmortal(object);
+#else
+    (void)object;
+    return false;
+#endif
+}
+
+struct survivor {
+    PyObject *object;
+    site_id site;
+    uint32_t repetition;
+    Py_ssize_t explained; /* references a visible or hidden referrer holds */
+    bool foreign;         /* something made before the measured repetitions refers to it */
+};
+
+struct survey {
+    struct memory_map *memory;
+    struct pointer_set live_types;
+    struct survivor *survivors;
+    size_t count;
+    /* object -> index + 1 in survivors: open addressing over survivor indexes */
+    uint32_t *index;
+    size_t index_mask;
+    struct pointer_set untracked_seen; /* untracked containers queued for their traverse */
+    PyObject **untracked;
+    size_t untracked_count, untracked_capacity;
+    bool current_is_survivor; /* the referrer whose traverse runs is one */
+};
+
+/* The live object a recorded block holds, or NULL. */
+static PyObject *object_in_block(const struct survey *survey, void *block)
+{
+    static const size_t offsets[] = {0, 2 * sizeof(uintptr_t), 4 * sizeof(uintptr_t)};
+    for (unsigned i = 0; i < sizeof offsets / sizeof offsets[0]; i++) {
+        uintptr_t address = (uintptr_t)block + offsets[i];
+        if (!memory_map_readable(survey->memory, address, sizeof(PyObject)))
+            continue;
+        PyTypeObject *type = Py_TYPE((PyObject *)address);
+        if (!pointer_set_contains(&survey->live_types, type) || pre_header_size(type) != offsets[i])
+            continue;
+        PyObject *object = (PyObject *)address;
+        Py_ssize_t refcount = Py_REFCNT(object);
+        if (refcount < 1 || refcount > (Py_ssize_t)UINT32_MAX || is_immortal(object))
+            return NULL;
+        return object;
+    }
+    return NULL;
+}
+
+static struct survivor *survivor_of(const struct survey *survey, const void *object)
+{
+    for (size_t i = block_home(object, survey->index_mask + 1);; i = (i + 1) & survey->index_mask) {
+        uint32_t entry = survey->index[i];
+        if (!entry)
+            return NULL;
+        if (survey->survivors[entry - 1].object == object)
+            return &survey->survivors[entry - 1];
+    }
+}
+
+static bool collect_survivors(struct survey *survey)
+{
+    survey->survivors = malloc((blocks.count + 1) * sizeof *survey->survivors);
+    size_t capacity = 16;
+    while (capacity < 2 * (blocks.count + 1))
+        capacity *= 2;
+    survey->index = calloc(capacity, sizeof *survey->index);
+    survey->index_mask = capacity - 1;
+    if (!survey->survivors || !survey->index)
+        return false;
+    for (size_t i = 0; i < blocks.capacity; i++) {
+        const struct block *block = &blocks.slots[i];
+        PyObject *object = block->address ? object_in_block(survey, block->address) : NULL;
+        if (!object || survivor_of(survey, object))
+            continue;
+        survey->survivors[survey->count] = (struct survivor){
+            .object = object, .site = block->site, .repetition = block->repetition};
+        size_t slot = block_home(object, capacity);
+        while (survey->index[slot])
+            slot = (slot + 1) & survey->index_mask;
+        survey->index[slot] = (uint32_t)++survey->count;
+    }
+    return true;
+}
+
+/* ---- what explains their references ---------------------------------------------------------- */
+
+static int visit_referent(PyObject *target, void *context)
+{
+    struct survey *survey = context;
+    if (!target)
+        return 0;
+    struct survivor *survivor = survivor_of(survey, target);
+    if (survivor) {
+        survivor->explained++;
+        survivor->foreign |= !survey->current_is_survivor;
+    }
+    /* The collector untracks a dict or tuple of atomic items: its references are seen only
+       by following it from a referrer. */
+    PyTypeObject *type = Py_TYPE(target);
+    if (PyType_IS_GC(type) && type->tp_traverse && !PyType_Check(target) &&
+        !python_api.PyObject_GC_IsTracked(target) &&
+        !pointer_set_contains(&survey->untracked_seen, target) &&
+        pointer_set_add(&survey->untracked_seen, target)) {
+        if (survey->untracked_count == survey->untracked_capacity) {
+            size_t capacity = survey->untracked_capacity ? survey->untracked_capacity * 2 : 256;
+            PyObject **grown = realloc(survey->untracked, capacity * sizeof *grown);
+            if (!grown)
+                return 0;
+            survey->untracked = grown, survey->untracked_capacity = capacity;
+        }
+        survey->untracked[survey->untracked_count++] = target;
+    }
+    return 0;
+}
+
+static void traverse_referrer(struct survey *survey, PyObject *referrer)
+{
+    PyTypeObject *type = Py_TYPE(referrer);
+    if (!type->tp_traverse)
+        return;
+    survey->current_is_survivor = survivor_of(survey, referrer) != NULL;
+    type->tp_traverse(referrer, visit_referent, survey);
+}
+
+static bool explain_visible(struct survey *survey)
+{
+    PyObject *gc = python_api.PyImport_ImportModule("gc");
+    PyObject *get_objects = gc ? python_api.PyObject_GetAttrString(gc, "get_objects") : NULL;
+    PyObject *tracked =
+        get_objects ? python_api.PyObject_CallFunctionObjArgs(get_objects, NULL) : NULL;
+    bool done = tracked && PyList_Check(tracked);
+    for (Py_ssize_t i = 0; done && i < PyList_GET_SIZE(tracked); i++) {
+        PyObject *object = PyList_GET_ITEM(tracked, i);
+        traverse_referrer(survey, object);
+    }
+    for (size_t i = 0; done && i < survey->untracked_count; i++)
+        traverse_referrer(survey, survey->untracked[i]);
+    PyObject *owned[] = {gc, get_objects, tracked};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
+        if (owned[i])
+            python_api.Py_DecRef(owned[i]);
+    python_api.PyErr_Clear();
+    return done;
+}
+
+/* Extension instances' words that point at survivors: references their traverse hides. */
+static void explain_hidden_from(struct instance_record *instance, void *context)
+{
+    struct survey *survey = context;
+    PyObject *holder = instance->object;
+    if (!memory_map_readable(survey->memory, (uintptr_t)holder, sizeof(PyObject)) ||
+        !pointer_set_contains(&survey->live_types, Py_TYPE(holder)))
+        return;
+    size_t extent = instance->size ? instance->size : (size_t)Py_TYPE(holder)->tp_basicsize;
+    if (extent > (size_t)Py_TYPE(holder)->tp_basicsize)
+        extent = (size_t)Py_TYPE(holder)->tp_basicsize;
+    if (!memory_map_readable(survey->memory, (uintptr_t)holder, extent))
+        return;
+    bool holder_is_survivor = survivor_of(survey, holder) != NULL;
+    for (size_t offset = sizeof(PyObject); offset + sizeof(void *) <= extent;
+         offset += sizeof(void *)) {
+        struct survivor *survivor =
+            survivor_of(survey, *(void *const *)((uintptr_t)holder + offset));
+        if (survivor) {
+            survivor->explained++;
+            survivor->foreign |= !holder_is_survivor;
+        }
+    }
+}
+
+/* ---- leaks: unexplained survivors, in every measured repetition, per type and site ------------
+ */
+
+static bool leaked(const struct survivor *survivor)
+{
+    return !survivor->foreign && Py_REFCNT(survivor->object) > survivor->explained;
+}
+
+static int compare_by_type_and_site(const void *left, const void *right)
+{
+    const struct survivor *a = left, *b = right;
+    uintptr_t type_a = (uintptr_t)Py_TYPE(a->object), type_b = (uintptr_t)Py_TYPE(b->object);
+    if (type_a != type_b)
+        return (type_a > type_b) - (type_a < type_b);
+    if (a->site != b->site)
+        return (a->site > b->site) - (a->site < b->site);
+    return (a->repetition > b->repetition) - (a->repetition < b->repetition);
+}
+
+/* Records the group survivors[first, end) (same type and site, all leaked) when it has members
+   in every measured repetition. */
+static bool report_group(const struct survivor *group, size_t count, unsigned measured)
+{
+    unsigned per_repetition[MAX_REPETITIONS + 1] = {0};
+    for (size_t i = 0; i < count; i++)
+        per_repetition[group[i].repetition]++;
+    unsigned least = UINT32_MAX;
+    for (unsigned r = 1; r <= measured && r <= MAX_REPETITIONS; r++)
+        least = per_repetition[r] < least ? per_repetition[r] : least;
+    if (!least || least == UINT32_MAX)
+        return false;
+    const struct survivor *example = &group[count - 1]; /* of the last repetition */
+    return findings_record_leak(Py_TYPE(example->object)->tp_name, example->site, least, measured,
+                                (long)(Py_REFCNT(example->object) - example->explained)) != NULL;
+}
+
+static unsigned report_leaks(struct survey *survey, unsigned measured)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < survey->count; i++)
+        if (leaked(&survey->survivors[i]))
+            survey->survivors[kept++] = survey->survivors[i];
+    qsort(survey->survivors, kept, sizeof *survey->survivors, compare_by_type_and_site);
+    unsigned findings = 0;
+    for (size_t first = 0, end; first < kept; first = end) {
+        for (end = first + 1;
+             end < kept &&
+             Py_TYPE(survey->survivors[end].object) == Py_TYPE(survey->survivors[first].object) &&
+             survey->survivors[end].site == survey->survivors[first].site;
+             end++)
+            ;
+        findings += report_group(&survey->survivors[first], end - first, measured);
+    }
+    return findings;
+}
+
+unsigned leak_check_end(void)
+{
+    if (!running)
+        return 0;
+    unsigned measured = repetition;
+    repetition = 0; /* nothing more is recorded; frees still forget */
+    python_api.PyGC_Collect();
+    struct survey survey = {0};
+    unsigned findings = 0;
+    survey.memory = memory_map_load();
+    registry_walk_types(&survey.live_types);
+    if (measured && survey.memory && collect_survivors(&survey) && explain_visible(&survey)) {
+        registry_for_each_instance(explain_hidden_from, &survey);
+        findings = report_leaks(&survey, measured);
+    } else if (measured) {
+        extsan_log(0, "the reference-leak check could not run (out of memory)");
+    }
+    extsan_log(1, "reference-leak check: %u measured repetitions, %zu survivors, %u findings",
+               measured, survey.count, findings);
+    free(survey.survivors);
+    free(survey.index);
+    free(survey.untracked);
+    pointer_set_clear(&survey.untracked_seen);
+    pointer_set_clear(&survey.live_types);
+    memory_map_free(survey.memory);
+    blocks_clear();
+    /* Unwrapped unless someone wrapped ours meanwhile (tracemalloc started during the check):
+       then ours stays under theirs, passing every call through. */
+    PyMemAllocatorEx current;
+    python_api.PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &current);
+    if (current.malloc == hook_malloc) {
+        python_api.PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &wrapped);
+        wrapping = false;
+    }
+    running = false;
+    return findings;
+}

@@ -1,0 +1,45 @@
+/*
+ * Reference leaks: objects that a piece of work, repeated, leaves alive in every repetition,
+ * kept by references that no visible or hidden referrer explains (a missing Py_DECREF, a
+ * Py_INCREF too many), on a release build of Python.
+ *
+ * The check brackets the repetitions of the same work (the pytest plugin's --extsan-leaks=N,
+ * extsan.check_leaks around a callable):
+ *
+ *   leak_check_begin()   before the first repetition, a warm-up whose objects are the program's
+ *                        own from then on (caches, interned strings, memos filled once)
+ *   leak_check_next()    before each measured repetition
+ *   leak_check_end()     after the last one
+ *
+ * From the first measured repetition to the end, the object allocator (PYMEM_DOMAIN_OBJ) is
+ * wrapped: each block it hands out is recorded with its repetition and its allocation site
+ * (native and Python stacks), and forgotten when freed. At the end, after a full collection:
+ *
+ *   survivors   the recorded blocks still allocated whose object is proven alive (mapped, a live
+ *               type, a plausible refcount, not immortal)
+ *   explained   every tracked object's traverse (and that of the untracked containers it leads
+ *               to) counts the references it holds to survivors; extension instances' memory is
+ *               read for pointers to them (hidden references, the hidden-reference check's)
+ *   leaked      a survivor with references left unexplained, that no object from before the
+ *               measured repetitions refers to (so not reachable from the program's roots),
+ *               whose type and allocation site have such survivors in every measured repetition
+ *               (so a cache filled once is not a leak, nor is a memo: its dict explains it)
+ *
+ * Each leaked (type, site) becomes a reference-leak finding: the type, the objects leaked per
+ * repetition, the unexplained references of an example, its allocation site.
+ *
+ * GIL held for every call; not reentrant.
+ */
+#ifndef EXTSAN_LEAK_CHECK_H
+#define EXTSAN_LEAK_CHECK_H
+
+#include <stdbool.h>
+
+/* Starts a check; false when one is running already or Python's allocator cannot be wrapped. */
+bool leak_check_begin(void);
+/* The next repetition starts: the first call ends the warm-up. */
+void leak_check_next(void);
+/* Ends the check and records its findings; returns how many it recorded. */
+unsigned leak_check_end(void);
+
+#endif

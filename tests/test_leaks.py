@@ -1,0 +1,120 @@
+"""The reference-leak check (detector/heap/leak_check.c): objects a repeated piece of work
+leaves alive, kept by references nothing explains, found on release builds of every Python of
+the matrix, with the code that made them; each planted leak of tests/fixtures/leak_defects.c has
+a clean twin that stays silent, as do a cache filled once, a dict memo and interned strings.
+
+The checks run through extsan.leaks.check_leaks (the Python API) under `extsan run`, and through
+the pytest plugin's --extsan-leaks=N and its marker."""
+import json
+
+import pytest
+
+from conftest import ROOT
+from pytest_projects import run_pytest, write_project
+
+# (case, call, the leaked type or None for a twin, the extension function that made it: None
+# for the object a Py_INCREF too many leaks, which the Python code made)
+CASES = [
+    ("extra_incref", "m.extra_incref(object())", "object", None),
+    ("extra_incref_twin", "m.same_ref(object())", None, None),
+    ("error_path", "expect_error(m.error_path_list, True)", "list", "build_then_fail"),
+    ("error_path_twin", "expect_error(m.error_path_list_fixed, True)", None, None),
+    ("append", "m.append_new_ref([])", "int", "append_number"),
+    ("append_twin", "m.append_released([])", None, None),
+    ("cache_once", "m.cache_once()", None, None),
+    ("memo", "m.memo(object())", None, None),
+    ("memo_strings", "m.memo(str(next(counter)))", None, None),
+    ("interned", "m.interned()", None, None),
+    ("python_cache", "python_cache.append(object())", None, None),
+]
+
+PROGRAM = """
+import itertools, json
+import leak_defects as m
+from extsan.leaks import check_leaks
+counter = itertools.count(10**6)
+python_cache = []
+
+def expect_error(function, argument):
+    try:
+        function(argument)
+    except ValueError:
+        return
+    raise AssertionError("no error")
+
+cases = {%s}
+for case, work in cases.items():
+    found = check_leaks(work, repeat=3)
+    print(json.dumps([case, found]), flush=True)
+"""
+
+
+def first_extension_function(frames):
+    return next((f.get("function") for f in frames if f.get("in_extension")), None)
+
+
+@pytest.fixture
+def leak_run(run, fixtures):
+    code = PROGRAM % ", ".join("%r: lambda: %s" % (case, call) for case, call, _, _ in CASES)
+    env = {"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")}
+    result = run(code=code, env=env)
+    assert result.returncode == 0, result.describe()
+    return result, {json.loads(line)[0]: json.loads(line)[1] for line in result.stdout.splitlines()}
+
+
+def test_planted_leaks_are_found_and_their_twins_are_silent(leak_run):
+    result, found = leak_run
+    for case, call, leaked_type, function in CASES:
+        if leaked_type is None:
+            assert found[case] == [], "%s (%s) is clean\n%s" % (case, call, result.describe())
+            continue
+        assert [f["type"] for f in found[case]] == [leaked_type], \
+            "%s (%s)\n%s" % (case, call, result.describe())
+        (finding,) = found[case]
+        assert finding["per_repetition"] == 1 and finding["repetitions"] == 3, finding
+        assert finding["unexplained_references"] >= 1, finding
+        assert first_extension_function(finding["stack"]) == function, finding["stack"]
+        assert any(frame.get("function") == "<lambda>" for frame in finding["python_stack"]), finding
+
+
+def test_leaks_reach_the_reports(leak_run):
+    """Each leak found is a finding of the process's report, its headline in the text."""
+    result, found = leak_run
+    wanted = sorted(t for _, _, t, _ in CASES if t)
+    assert sorted(f["type"] for f in result.findings("reference-leak")) == wanted, result.describe()
+    assert "reference-leak: 1 list object leaked per repetition" in result.stderr, result.describe()
+
+
+LEAKY_TESTS = """
+import pytest, leak_defects as m
+
+def test_leaks():
+    with pytest.raises(ValueError):
+        m.error_path_list(True)
+
+def test_clean():
+    with pytest.raises(ValueError):
+        m.error_path_list_fixed(True)
+    m.memo(object())
+
+@pytest.mark.extsan(leaks=0)
+def test_leaks_unchecked():
+    m.extra_incref(object())
+
+@pytest.mark.extsan(leaks=1)
+def test_marked():
+    m.append_new_ref([])
+"""
+
+
+@pytest.mark.parametrize("leaks", [None, 2], ids=["marker-only", "option"])
+def test_pytest_leaks_option_fails_the_leaking_test(python, fixtures, tmp_path, leaks):
+    """--extsan-leaks=N fails the test whose repetitions leak, naming the leak; the clean test
+    passes, leaks=0 turns the check off for a test, leaks=1 turns it on without the option."""
+    args = ["-p", "extsan_pytest", "-rf"] + (["--extsan-leaks=%d" % leaks] if leaks else [])
+    project = write_project(tmp_path / "project", {"test_leaky.py": LEAKY_TESTS})
+    result = run_pytest(python, fixtures, project, args=args, under_extsan=False)
+    failed = sorted(line.split()[1].split("::")[1] for line in result.stdout.splitlines()
+                    if line.startswith("FAILED "))
+    assert failed == (["test_leaks", "test_marked"] if leaks else ["test_marked"]), result.describe()
+    assert "extsan: reference leaks in test_leaky.py::test_marked" in result.stdout, result.describe()
