@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import ROOT
+from conftest import NANOBIND_IDS, ROOT
 from pytest_projects import run_pytest, write_project
 
 # (case, call, the leaked type or None for a twin, the extension function that made it: None
@@ -46,6 +46,23 @@ cases = {%s}
 for case, work in cases.items():
     found = check_leaks(work, repeat=3)
     print(json.dumps([case, found]), flush=True)
+"""
+
+
+BINDING_CASES = {
+    "nb_gc": [("nb_inc_ref", "b.leak_inc_ref(object())", "object", None),
+              ("nb_inc_ref_twin", "b.borrow(object())", None, None)],
+    "pb_gc": [("pb_handle", "b.leak_new_handle()", "list", "pb_gc"),
+              ("pb_handle_twin", "b.steal_new_object()", None, None)],
+}
+
+BINDING_PROGRAM = """
+import json
+import %s as b
+from extsan.leaks import check_leaks
+cases = {%s}
+for case, work in cases.items():
+    print(json.dumps([case, check_leaks(work, repeat=3)]), flush=True)
 """
 
 
@@ -118,3 +135,38 @@ def test_pytest_leaks_option_fails_the_leaking_test(python, fixtures, tmp_path, 
                     if line.startswith("FAILED "))
     assert failed == (["test_leaks", "test_marked"] if leaks else ["test_marked"]), result.describe()
     assert "extsan: reference leaks in test_leaky.py::test_marked" in result.stdout, result.describe()
+
+
+def check_cases(cases, found, describe):
+    for case, call, leaked_type, function in cases:
+        if leaked_type is None:
+            assert found[case] == [], "%s (%s) is clean\n%s" % (case, call, describe())
+            continue
+        assert [f["type"] for f in found[case]] == [leaked_type], "%s (%s)\n%s" % (case, call, describe())
+        frame = next((f for f in found[case][0]["stack"] if f.get("in_extension")), None)
+        if function is None:
+            assert frame is None, found[case]
+        else:
+            assert frame is not None and function in frame["module"], found[case]
+
+
+def check_binding(run, fixtures, module):
+    cases = BINDING_CASES[module]
+    code = BINDING_PROGRAM % (module, ", ".join("%r: lambda: %s" % (c, call) for c, call, _, _ in cases))
+    result = run(code=code, env={"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")})
+    assert result.returncode == 0, result.describe()
+    found = {json.loads(line)[0]: json.loads(line)[1] for line in result.stdout.splitlines()}
+    check_cases(cases, found, result.describe)
+
+
+@pytest.mark.pythons(*NANOBIND_IDS)
+def test_nanobind_inc_ref_is_found_and_its_twin_is_silent(run, fixtures):
+    """nb::handle::inc_ref() on an argument leaks it (an object the caller's Python code made:
+    no extension frame allocated it); its twin, which only borrows, is silent."""
+    check_binding(run, fixtures, "nb_gc")
+
+
+def test_pybind11_handle_is_found_and_its_twin_is_silent(run, fixtures):
+    """A py::handle made from a new reference never releases it (the list is allocated in the
+    module); its twin steals the reference into a py::object and is silent."""
+    check_binding(run, fixtures, "pb_gc")

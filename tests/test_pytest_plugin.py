@@ -591,7 +591,7 @@ def test_malformed_marker_errors_its_test(python, fixtures, tmp_path):
     assert result.returncode == 1, result.describe()
     assert "extsan marker of test_bad.py::test_bad_kind: allow:1: unknown kind 'leak'" in result.stdout, \
         result.describe()
-    assert "extsan marker of test_bad.py::test_bad_keyword: takes only allow= and check= (got allows)" \
+    assert "extsan marker of test_bad.py::test_bad_keyword: takes only allow=, check= and leaks= (got allows)" \
         in result.stdout, result.describe()
     assert "extsan marker of test_bad.py::test_empty_rule: allow:2: an empty rule" in result.stdout, \
         result.describe()

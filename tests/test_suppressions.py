@@ -29,7 +29,7 @@ from conftest import (
 OPTIONS_TOOL = BUILD / "extsan-options"
 WORKLOADS = FIXTURES_SRC / "gc_workloads.py"
 KINDS = ("capsule-without-gil, call-without-gil, hidden-reference, incomplete-traverse, leaked-cycle, "
-         "traverse-missing-gc, deadly-signal or *")
+         "traverse-missing-gc, reference-leak, deadly-signal or *")
 RUNTIME_PYTHONS = pytest.mark.pythons("3.12", "debian3.11")
 # extsan-options check-suppressions and check refuse a bad file as the runtime does (README).
 BAD_FILE_STATUS = 125

@@ -240,6 +240,7 @@ struct survey {
     uint32_t *index;
     size_t index_mask;
     struct pointer_set untracked_seen; /* untracked containers queued for their traverse */
+    struct pointer_set fields_read;    /* objects outside the collector whose words were read */
     PyObject **untracked;
     size_t untracked_count, untracked_capacity;
     bool current_is_survivor; /* the referrer whose traverse runs is one */
@@ -303,6 +304,32 @@ static bool collect_survivors(struct survey *survey)
 
 /* ---- what explains their references ---------------------------------------------------------- */
 
+/*
+ * A referent that takes no part in the collector (a code object, functools' lru_cache entries)
+ * holds references no traverse shows: its words that point at survivors are read as references,
+ * once per object. A word that only looks like one explains a reference too many: a leak missed,
+ * never one made up.
+ */
+static void explain_from_fields(struct survey *survey, PyObject *object, bool object_is_survivor)
+{
+    PyTypeObject *type = Py_TYPE(object);
+    size_t extent = (size_t)type->tp_basicsize;
+    if (PyType_IS_GC(type) || PyType_Check(object) || extent <= sizeof(PyObject) ||
+        pointer_set_contains(&survey->fields_read, object) ||
+        !pointer_set_add(&survey->fields_read, object) ||
+        !memory_map_readable(survey->memory, (uintptr_t)object, extent))
+        return;
+    for (size_t offset = sizeof(PyObject); offset + sizeof(void *) <= extent;
+         offset += sizeof(void *)) {
+        struct survivor *survivor =
+            survivor_of(survey, *(void *const *)((uintptr_t)object + offset));
+        if (survivor) {
+            survivor->explained++;
+            survivor->foreign |= !object_is_survivor;
+        }
+    }
+}
+
 static int visit_referent(PyObject *target, void *context)
 {
     struct survey *survey = context;
@@ -313,6 +340,7 @@ static int visit_referent(PyObject *target, void *context)
         survivor->explained++;
         survivor->foreign |= !survey->current_is_survivor;
     }
+    explain_from_fields(survey, target, survivor != NULL);
     /* The collector untracks a dict or tuple of atomic items: its references are seen only
        by following it from a referrer. */
     PyTypeObject *type = Py_TYPE(target);
@@ -449,6 +477,9 @@ unsigned leak_check_end(void)
         return 0;
     unsigned measured = repetition;
     repetition = 0; /* nothing more is recorded; frees still forget */
+    /* The type attribute cache keeps the name of each lookup alive, hashed by its address: a
+       name made per call (PyObject_GetAttrString) would look leaked. It refills on its own. */
+    python_api.PyType_ClearCache();
     python_api.PyGC_Collect();
     struct survey survey = {0};
     unsigned findings = 0;
@@ -466,6 +497,7 @@ unsigned leak_check_end(void)
     free(survey.index);
     free(survey.untracked);
     pointer_set_clear(&survey.untracked_seen);
+    pointer_set_clear(&survey.fields_read);
     pointer_set_clear(&survey.live_types);
     memory_map_free(survey.memory);
     blocks_clear();

@@ -47,7 +47,8 @@
     X(int, PyObject_GC_IsTracked, (PyObject * object))                                             \
     X(void, PyObject_Free, (void *memory))                                                         \
     X(void, PyMem_GetAllocator, (PyMemAllocatorDomain domain, PyMemAllocatorEx * allocator))       \
-    X(void, PyMem_SetAllocator, (PyMemAllocatorDomain domain, PyMemAllocatorEx * allocator))
+    X(void, PyMem_SetAllocator, (PyMemAllocatorDomain domain, PyMemAllocatorEx * allocator))       \
+    X(unsigned int, PyType_ClearCache, (void))
 
 struct python_api {
     const char *version; /* Py_GetVersion(), e.g. "3.12.1 (main, ...)" */

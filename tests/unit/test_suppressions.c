@@ -94,13 +94,14 @@ static void test_parse(void)
         {"\n# fine\nno colon here\n", "3: 'no colon here' is not kind:pattern (no ':')"},
         {"leak:malloc\n",
          "1: unknown kind 'leak' (capsule-without-gil, call-without-gil, hidden-reference, "
-         "incomplete-traverse, leaked-cycle, traverse-missing-gc, deadly-signal or *)"},
+         "incomplete-traverse, leaked-cycle, traverse-missing-gc, reference-leak, deadly-signal or "
+         "*)"},
         {"hidden-reference:\n", "1: empty pattern after 'hidden-reference:'"},
         {"hidden-reference:   # nothing\n", "1: empty pattern after 'hidden-reference:'"},
         {"hidden-reference:a\n:b\n",
          "2: no kind before ':' (capsule-without-gil, "
          "call-without-gil, hidden-reference, incomplete-traverse, leaked-cycle, "
-         "traverse-missing-gc, deadly-signal or *)"},
+         "traverse-missing-gc, reference-leak, deadly-signal or *)"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK(!load_text(bad[i].text, error, sizeof error), "'%s' was accepted", bad[i].text);
