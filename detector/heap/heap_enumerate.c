@@ -25,17 +25,6 @@
  */
 enum record_state { RECORD_LIVE, RECORD_UNTRACKED, RECORD_STALE };
 
-/* Immortal objects (3.12+) have no meaningful refcount: never nodes, never targets. */
-static bool is_immortal(PyObject *object)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return _Py_IsImmortal(object);
-#else
-    (void)object;
-    return false;
-#endif
-}
-
 /* A refcount as the graph keeps it: 32 bits, plenty for anything not immortal. */
 static int32_t refcount_of(PyObject *object)
 {
@@ -108,7 +97,7 @@ static void add_instance_nodes(struct graph *graph)
             list_stale(graph, instance->object);
         if (state != RECORD_LIVE)
             continue;
-        if (index == NO_NODE && !is_immortal(instance->object))
+        if (index == NO_NODE && !object_is_immortal(instance->object))
             index = add_node(graph, instance->object, refcount_of(instance->object), false);
         if (index == NO_NODE)
             continue;
@@ -144,7 +133,7 @@ bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
         if (i + ahead < count)
             __builtin_prefetch(PyList_GET_ITEM(tracked_objects, i + ahead));
         PyObject *object = PyList_GET_ITEM(tracked_objects, i);
-        if (!is_immortal(object))
+        if (!object_is_immortal(object))
             add_node(graph, object, refcount_of(object) - 1, true);
     }
     registry_for_each_instance(list_instance, graph);
@@ -167,7 +156,7 @@ bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
 
 uint32_t discover_untracked(struct graph *graph, PyObject *object)
 {
-    if (!PyType_IS_GC(Py_TYPE(object)) || PyType_Check(object) || is_immortal(object) ||
+    if (!PyType_IS_GC(Py_TYPE(object)) || PyType_Check(object) || object_is_immortal(object) ||
         !memory_map_data_extent(graph->memory, (uintptr_t)object, 1) ||
         python_api.PyObject_GC_IsTracked(object))
         return NO_NODE;

@@ -213,16 +213,6 @@ static size_t pre_header_size(PyTypeObject *type)
     return size;
 }
 
-static bool is_immortal(PyObject *object)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return _Py_IsImmortal(object);
-#else
-    (void)object;
-    return false;
-#endif
-}
-
 struct survivor {
     PyObject *object;
     site_id site;
@@ -259,7 +249,7 @@ static PyObject *object_in_block(const struct survey *survey, void *block)
             continue;
         PyObject *object = (PyObject *)address;
         Py_ssize_t refcount = Py_REFCNT(object);
-        if (refcount < 1 || refcount > (Py_ssize_t)UINT32_MAX || is_immortal(object))
+        if (refcount < 1 || refcount > (Py_ssize_t)UINT32_MAX || object_is_immortal(object))
             return NULL;
         return object;
     }
@@ -304,6 +294,22 @@ static bool collect_survivors(struct survey *survey)
 
 /* ---- what explains their references ---------------------------------------------------------- */
 
+/* The words of `object` after its header, `extent` bytes from its start (readable), that point
+   at survivors: references held by a survivor or by something older. */
+static void explain_words(struct survey *survey, PyObject *object, size_t extent,
+                          bool object_is_survivor)
+{
+    for (size_t offset = sizeof(PyObject); offset + sizeof(void *) <= extent;
+         offset += sizeof(void *)) {
+        struct survivor *survivor =
+            survivor_of(survey, *(void *const *)((uintptr_t)object + offset));
+        if (survivor) {
+            survivor->explained++;
+            survivor->foreign |= !object_is_survivor;
+        }
+    }
+}
+
 /*
  * A referent that takes no part in the collector (a code object, functools' lru_cache entries)
  * holds references no traverse shows: its words that point at survivors are read as references,
@@ -319,15 +325,7 @@ static void explain_from_fields(struct survey *survey, PyObject *object, bool ob
         !pointer_set_add(&survey->fields_read, object) ||
         !memory_map_readable(survey->memory, (uintptr_t)object, extent))
         return;
-    for (size_t offset = sizeof(PyObject); offset + sizeof(void *) <= extent;
-         offset += sizeof(void *)) {
-        struct survivor *survivor =
-            survivor_of(survey, *(void *const *)((uintptr_t)object + offset));
-        if (survivor) {
-            survivor->explained++;
-            survivor->foreign |= !object_is_survivor;
-        }
-    }
+    explain_words(survey, object, extent, object_is_survivor);
 }
 
 static int visit_referent(PyObject *target, void *context)
@@ -403,16 +401,7 @@ static void explain_hidden_from(struct instance_record *instance, void *context)
         extent = (size_t)Py_TYPE(holder)->tp_basicsize;
     if (!memory_map_readable(survey->memory, (uintptr_t)holder, extent))
         return;
-    bool holder_is_survivor = survivor_of(survey, holder) != NULL;
-    for (size_t offset = sizeof(PyObject); offset + sizeof(void *) <= extent;
-         offset += sizeof(void *)) {
-        struct survivor *survivor =
-            survivor_of(survey, *(void *const *)((uintptr_t)holder + offset));
-        if (survivor) {
-            survivor->explained++;
-            survivor->foreign |= !holder_is_survivor;
-        }
-    }
+    explain_words(survey, holder, extent, survivor_of(survey, holder) != NULL);
 }
 
 /* ---- leaks: unexplained survivors, in every measured repetition, per type and site ------------

@@ -77,6 +77,17 @@ struct python_api {
 
 extern struct python_api python_api;
 
+/* Immortal objects (3.12+) have no meaningful refcount: no analysis counts their references. */
+static inline bool object_is_immortal(PyObject *object)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return _Py_IsImmortal(object);
+#else
+    (void)object;
+    return false;
+#endif
+}
+
 /*
  * Looks the API up in the process. Returns false, with a reason, when there is no Python here or
  * it is not the version this core was built for.
