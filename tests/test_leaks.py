@@ -118,7 +118,7 @@ def test_clean():
 def test_leaks_unchecked():
     m.extra_incref(object())
 
-@pytest.mark.extsan(leaks=1)
+@pytest.mark.extsan(leaks=2)
 def test_marked():
     m.append_new_ref([])
 """
@@ -127,7 +127,7 @@ def test_marked():
 @pytest.mark.parametrize("leaks", [None, 2], ids=["marker-only", "option"])
 def test_pytest_leaks_option_fails_the_leaking_test(python, fixtures, tmp_path, leaks):
     """--extsan-leaks=N fails the test whose repetitions leak, naming the leak; the clean test
-    passes, leaks=0 turns the check off for a test, leaks=1 turns it on without the option."""
+    passes, leaks=0 turns the check off for a test, leaks=2 turns it on without the option."""
     args = ["-p", "extsan_pytest", "-rf"] + (["--extsan-leaks=%d" % leaks] if leaks else [])
     project = write_project(tmp_path / "project", {"test_leaky.py": LEAKY_TESTS})
     result = run_pytest(python, fixtures, project, args=args, under_extsan=False)
@@ -170,3 +170,26 @@ def test_pybind11_handle_is_found_and_its_twin_is_silent(run, fixtures):
     """A py::handle made from a new reference never releases it (the list is allocated in the
     module); its twin steals the reference into a py::object and is silent."""
     check_binding(run, fixtures, "pb_gc")
+
+
+@pytest.mark.pythons("3.12", "debian3.11")
+def test_one_repetition_is_refused(python, fixtures, tmp_path):
+    """One measured repetition cannot tell a leak from a cache of the latest value: the option
+    and the marker refuse it with one line each, and check_leaks with a ValueError."""
+    project = write_project(tmp_path / "project", {"test_one.py": """
+import pytest
+
+@pytest.mark.extsan(leaks=1)
+def test_marked_once():
+    pass
+"""})
+    option = run_pytest(python, fixtures, project, args=["-p", "extsan_pytest", "--extsan-leaks=1"],
+                        under_extsan=False)
+    assert option.returncode == 4, option.describe()
+    assert "--extsan-leaks=1: 0 (off) or a number of repetitions of 2 or more" in option.stderr, \
+        option.describe()
+    marker = run_pytest(python, fixtures, project, args=["-p", "extsan_pytest", "-rE", "-rf"],
+                        under_extsan=False)
+    assert marker.returncode == 1, marker.describe()
+    assert "leaks: 1 is not 0 (off) or a number of repetitions of 2 or more" in marker.stdout, \
+        marker.describe()

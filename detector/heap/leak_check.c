@@ -474,11 +474,15 @@ unsigned leak_check_end(void)
     unsigned findings = 0;
     survey.memory = memory_map_load();
     registry_walk_types(&survey.live_types);
-    if (measured && survey.memory && collect_survivors(&survey) && explain_visible(&survey)) {
+    /* One repetition cannot tell a leak from a cache that keeps only its latest value. */
+    if (measured < 2)
+        extsan_log(0, "the reference-leak check needs 2 measured repetitions or more, not %u",
+                   measured);
+    else if (survey.memory && collect_survivors(&survey) && explain_visible(&survey)) {
         registry_for_each_instance(explain_hidden_from, &survey);
         findings = report_leaks(&survey, measured);
-    } else if (measured) {
-        extsan_log(0, "the reference-leak check could not run (out of memory)");
+    } else {
+        extsan_log(0, "the reference-leak check could not run (no memory map, or out of memory)");
     }
     extsan_log(1, "reference-leak check: %u measured repetitions, %zu survivors, %u findings",
                measured, survey.count, findings);

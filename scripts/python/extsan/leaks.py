@@ -37,8 +37,9 @@ def core():
 
 def check_leaks(function, repeat=3):
     """Runs function() repeat + 1 times under the reference-leak check; returns its findings."""
-    if repeat < 1:
-        raise ValueError("repeat must be at least 1, not %r" % (repeat,))
+    if repeat < 2:
+        raise ValueError("repeat must be at least 2 (one repetition cannot show growth), not %r"
+                         % (repeat,))
     checker = core()
     first = checker.findings_count()
     if not checker.leaks_begin():

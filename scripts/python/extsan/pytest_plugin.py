@@ -105,8 +105,9 @@ def pytest_addoption(parser):
                     help="findings whose fingerprint FILE lists (written by `extsan gate "
                          "--update-baseline`) do not fail the run")
     group.addoption("--extsan-leaks", metavar="N", type=int, default=None, dest="extsan_leaks",
-                    help="run each test N + 1 times (the first a warm-up) under the "
-                         "reference-leak check, and fail a test whose repetitions leak objects")
+                    help="run each test N + 1 times (the first a warm-up; N at least 2) under "
+                         "the reference-leak check, and fail a test whose repetitions leak "
+                         "objects")
     parser.addini("extsan_check_each_test", type="bool", default=False,
                   help="the default of --extsan-check-each-test")
     parser.addini("extsan_fail", type="bool", default=False, help="the default of --extsan-fail")
@@ -208,9 +209,10 @@ class MarkerRules:
                 self.check = bool(marker.kwargs["check"])
             if "leaks" in marker.kwargs and self.leaks is None:
                 self.leaks = marker.kwargs["leaks"]
-                if not isinstance(self.leaks, int) or isinstance(self.leaks, bool) or self.leaks < 0:
-                    raise ValueError("leaks: %r is not a number of repetitions (0 or more)"
-                                     % (self.leaks,))
+                if not isinstance(self.leaks, int) or isinstance(self.leaks, bool) or \
+                        self.leaks < 0 or self.leaks == 1:
+                    raise ValueError("leaks: %r is not 0 (off) or a number of repetitions of 2 "
+                                     "or more (one cannot show growth)" % (self.leaks,))
             allow = marker.kwargs.get("allow", ())
             for rule in [allow] if isinstance(allow, str) else allow:
                 if not isinstance(rule, str) or "\n" in rule:
@@ -478,9 +480,9 @@ def start(config):
     if mode == "in-process":
         preload_children()
     leaks = option(config, "extsan_leaks") or 0
-    if leaks < 0:
-        raise pytest.UsageError("extsan: --extsan-leaks=%d: a number of repetitions (0 or more)"
-                                % leaks)
+    if leaks < 0 or leaks == 1:
+        raise pytest.UsageError("extsan: --extsan-leaks=%d: 0 (off) or a number of repetitions "
+                                "of 2 or more (one cannot show growth)" % leaks)
     plugin = ExtsanPlugin(core, mode, setting(config, "extsan_check_each_test"),
                           setting(config, "extsan_fail"), read_baseline(config), leaks)
     config.pluginmanager.register(plugin, "extsan-session")
