@@ -103,6 +103,7 @@ def test_leaks_reach_the_reports(leak_run):
 
 
 LEAKY_TESTS = """
+import unittest
 import pytest, leak_defects as m
 
 def test_leaks():
@@ -121,19 +122,33 @@ def test_leaks_unchecked():
 @pytest.mark.extsan(leaks=2)
 def test_marked():
     m.append_new_ref([])
+
+class TestCaseStyle(unittest.TestCase):
+    def setUp(self):
+        self.kept = []
+
+    def test_case_leaks(self):
+        m.append_new_ref([])
+
+    def test_case_clean(self):
+        m.append_released(self.kept)
 """
 
 
 @pytest.mark.parametrize("leaks", [None, 2], ids=["marker-only", "option"])
 def test_pytest_leaks_option_fails_the_leaking_test(python, fixtures, tmp_path, leaks):
-    """--extsan-leaks=N fails the test whose repetitions leak, naming the leak; the clean test
-    passes, leaks=0 turns the check off for a test, leaks=2 turns it on without the option."""
+    """--extsan-leaks=N fails the test whose repetitions leak, naming the leak, a unittest
+    TestCase's test too (run with its setUp); the clean tests pass, leaks=0 turns the check off
+    for a test, leaks=2 turns it on without the option."""
     args = ["-p", "extsan_pytest", "-rf"] + (["--extsan-leaks=%d" % leaks] if leaks else [])
     project = write_project(tmp_path / "project", {"test_leaky.py": LEAKY_TESTS})
     result = run_pytest(python, fixtures, project, args=args, under_extsan=False)
-    failed = sorted(line.split()[1].split("::")[1] for line in result.stdout.splitlines()
+    failed = sorted(line.split()[1].split("::")[-1] for line in result.stdout.splitlines()
                     if line.startswith("FAILED "))
-    assert failed == (["test_leaks", "test_marked"] if leaks else ["test_marked"]), result.describe()
+    expected = ["test_case_leaks", "test_leaks", "test_marked"] if leaks else ["test_marked"]
+    assert failed == expected, result.describe()
+    assert "passed" in result.stdout and "error" not in result.stdout.splitlines()[-1], \
+        result.describe()
     assert "extsan: reference leaks in test_leaky.py::test_marked" in result.stdout, result.describe()
 
 

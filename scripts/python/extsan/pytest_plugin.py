@@ -43,8 +43,8 @@ sets ON_BY_DEFAULT): loading it that way turns extsan on for the run, unless ini
   `@pytest.mark.extsan(check=False)` accepts every finding of the test, and skips the check
   after it under --extsan-check-each-test; `@pytest.mark.extsan(leaks=N)` runs the test under
   the reference-leak check as --extsan-leaks=N would (leaks=0: not).
-- With --extsan-leaks=N the test function runs N + 1 times (the first a warm-up, the fixtures
-  the same) under the reference-leak check (extsan_leaks_begin/next/end, leak_check.h), and a
+- With --extsan-leaks=N the test runs N + 1 times (the first a warm-up, the fixtures the same,
+  a unittest TestCase's test with its setUp and tearDown) under the reference-leak check (extsan_leaks_begin/next/end, leak_check.h), and a
   test whose repetitions leak objects fails with the reference-leak findings as its message.
 
 The core's C API (shim/activate.h): extsan_activate, extsan_set_context, extsan_check_now,
@@ -309,11 +309,12 @@ class ExtsanPlugin:
             pytest.fail("extsan marker of %s: %s" % (item.nodeid, e), pytrace=False)
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_pyfunc_call(self, pyfuncitem):
-        """--extsan-leaks=N (or the marker's leaks=N): the test function runs N + 1 times under
-        the reference-leak check, the first a warm-up, with the same fixtures; a test whose
-        repetitions leak fails, with the findings as its message."""
-        marks = self.marks.get(pyfuncitem.nodeid)
+    def pytest_runtest_call(self, item):
+        """--extsan-leaks=N (or the marker's leaks=N): the test runs N + 1 times under the
+        reference-leak check, the first a warm-up, with the same fixtures (a unittest TestCase's
+        test with its setUp and tearDown); a test whose repetitions leak fails, with the findings
+        as its message."""
+        marks = self.marks.get(item.nodeid)
         repeat = marks.leaks if marks is not None and marks.leaks is not None else self.leaks
         if not repeat:
             return (yield)
@@ -321,12 +322,10 @@ class ExtsanPlugin:
         if not self.core.leaks_begin():
             return (yield)
         try:
-            result = yield  # the warm-up: pytest's own call of the test function
-            arguments = {name: pyfuncitem.funcargs[name]
-                         for name in pyfuncitem._fixtureinfo.argnames}
+            result = yield  # the warm-up: pytest's own run of the test
             for _ in range(repeat):
                 self.core.leaks_next()
-                pyfuncitem.obj(**arguments)
+                item.runtest()
         finally:
             self.core.leaks_end()
         findings = self.core.findings_json(first)
@@ -338,7 +337,7 @@ class ExtsanPlugin:
                 failing.append(block or finding_line(finding, test=True) + "\n")
         if failing:
             pytest.fail("extsan: reference leaks in %s (%d repetitions after a warm-up):\n\n%s"
-                        % (pyfuncitem.nodeid, repeat, "".join(failing).rstrip()), pytrace=False)
+                        % (item.nodeid, repeat, "".join(failing).rstrip()), pytrace=False)
         return result
 
     @pytest.hookimpl(wrapper=True)
