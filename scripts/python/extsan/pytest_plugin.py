@@ -323,7 +323,9 @@ class ExtsanPlugin:
             return (yield)
         try:
             result = yield  # the warm-up: pytest's own run of the test
-            for _ in range(repeat):
+            # A unittest TestCase records its failure or skip instead of raising it: a warm-up
+            # that did not pass has nothing to repeat.
+            for _ in range(0 if getattr(item, "_excinfo", None) else repeat):
                 self.core.leaks_next()
                 item.runtest()
         finally:
