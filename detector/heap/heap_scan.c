@@ -291,7 +291,7 @@ static void probe_instance(struct instance_record *instance, void *context)
         return;
     PyObject *object = instance->object;
     PyTypeObject *type = Py_TYPE(object);
-    pointer_set_clear(&probe->scan.visible);
+    pointer_set_empty(&probe->scan.visible); /* one allocation for all holders, not one each */
     if (PyType_IS_GC(type)) {
         if (!memory_map_readable(graph->memory, (uintptr_t)object - GC_HEADER_SIZE,
                                  GC_HEADER_SIZE) ||

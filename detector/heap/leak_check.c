@@ -17,10 +17,10 @@
 #define MAX_REPETITIONS  64 /* measured ones; more are measured as the 64th */
 #define SITE_STACK_DEPTH 24 /* frames that tell one allocating call path from another */
 
-/* ---- the blocks allocated during the measured repetitions
- * ---------------------------------------- Open addressing keyed by the block's address, linear
- * probing, backward-shift deletion (no tombstones: a check frees as many blocks as it makes).
- * Memory from libc, never from the allocator being wrapped.
+/* ---- the blocks allocated during the measured repetitions -----------------------------------
+ * Open addressing keyed by the block's address, linear probing, backward-shift deletion (no
+ * tombstones: a check frees as many blocks as it makes). Memory from libc, never from the
+ * allocator being wrapped.
  */
 
 struct block {
@@ -94,13 +94,12 @@ static void blocks_clear(void)
     blocks.capacity = blocks.count = 0;
 }
 
-/* ---- the wrapped object allocator
- * ----------------------------------------------------------------- */
+/* ---- the wrapped object allocator ----------------------------------------------------------- */
 
 static PyMemAllocatorEx wrapped; /* the allocator the check wraps, called for every block */
 static bool wrapping;            /* ours is installed (it stays so if another wrapped it) */
 static bool running;             /* a check is between begin and end */
-static unsigned repetition;      /* 0: the warm-up, not recorded */
+static unsigned repetition;      /* 0: the warm-up or no check, not recorded */
 static bool in_hook;             /* recording a block: its own allocations are not recorded */
 
 /* The allocation site of the block being made: native stack and Python position. */
@@ -116,7 +115,7 @@ static site_id site_here(void)
 
 static void record_block(void *address)
 {
-    if (!address || !repetition || !running || in_hook)
+    if (!address || !repetition || in_hook)
         return;
     in_hook = true;
     site_id site = site_here();
@@ -195,8 +194,7 @@ void leak_check_next(void)
     repetition = next;
 }
 
-/* ---- the survivors
- * -------------------------------------------------------------------------------- */
+/* ---- the survivors ------------------------------------------------------------------------- */
 
 /* Bytes an object's allocation holds before it: the collector's header, and from 3.11 on the
    managed dict's (and from 3.12 the managed weak list's) two words. */
@@ -404,8 +402,7 @@ static void explain_hidden_from(struct instance_record *instance, void *context)
     explain_words(survey, holder, extent, survivor_of(survey, holder) != NULL);
 }
 
-/* ---- leaks: unexplained survivors, in every measured repetition, per type and site ------------
- */
+/* ---- leaks: unexplained survivors, in every measured repetition, per type and site -------- */
 
 static bool leaked(const struct survivor *survivor)
 {

@@ -2,6 +2,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Fibonacci hashing: the high bits of the product depend on every bit of the address. */
 static size_t home_slot(const void *pointer, size_t capacity)
@@ -53,4 +54,11 @@ void pointer_set_clear(struct pointer_set *set)
 {
     free(set->slots);
     *set = (struct pointer_set){0};
+}
+
+void pointer_set_empty(struct pointer_set *set)
+{
+    if (set->count)
+        memset(set->slots, 0, set->capacity * sizeof *set->slots);
+    set->count = 0;
 }

@@ -21,5 +21,7 @@ bool pointer_set_contains(const struct pointer_set *set, const void *pointer);
 
 /* Frees the slots; the set is empty and usable again. */
 void pointer_set_clear(struct pointer_set *set);
+/* Empties the set and keeps its slots, for a set filled and emptied over and over. */
+void pointer_set_empty(struct pointer_set *set);
 
 #endif

@@ -41,6 +41,13 @@ int main(void)
         missing += !pointer_set_contains(&set, (void *)model[i]);
     CHECK(missing == 0, "%d added pointers are missing", missing);
     CHECK(!pointer_set_contains(&set, NULL), "NULL is in the set");
+    size_t capacity = set.capacity;
+    pointer_set_empty(&set);
+    CHECK(set.count == 0 && set.capacity == capacity &&
+              !pointer_set_contains(&set, (void *)model[0]),
+          "empty left pointers or dropped its slots");
+    CHECK(pointer_set_add(&set, (void *)model[0]) && pointer_set_contains(&set, (void *)model[0]),
+          "an emptied set takes pointers again");
     pointer_set_clear(&set);
     CHECK(set.count == 0 && !pointer_set_contains(&set, (void *)model[0]), "clear left pointers");
     free(model);
