@@ -872,13 +872,8 @@ static struct type_record *instance_type(PyTypeObject *type)
     return NULL;
 }
 
-/*
- * Registers `object`, an instance of the extension type `type` (or of a class deriving from it).
- * Inlined into both callers: it is the whole of an allocation's registration.
- */
 /* Instances registered by this process (a forked child: since the fork); the instances' lock. */
 static unsigned long registrations;
-static bool forked_child;
 static unsigned generation; /* of this process's records: instance_record.generation */
 
 /* The site of `key`, made if new; called with the instances' lock held, which it may release
@@ -916,6 +911,10 @@ site_id registry_site_here(uintptr_t identity, PyThreadState *thread)
     return site;
 }
 
+/*
+ * Registers `object`, an instance of the extension type `type` (or of a class deriving from it).
+ * Inlined into both callers: it is the whole of an allocation's registration.
+ */
 static inline __attribute__((always_inline)) void
 register_instance(PyObject *object, struct type_record *type, uint32_t size, const void *caller,
                   enum registration how, PyThreadState *thread)
@@ -1006,11 +1005,6 @@ unsigned long registry_registrations(void)
     return registrations;
 }
 
-bool registry_in_forked_child(void)
-{
-    return forked_child;
-}
-
 unsigned registry_generation(void)
 {
     return generation;
@@ -1048,8 +1042,7 @@ static void restore_stacks_after_fork(void)
 {
     atomic_flag_clear(&instances_busy);
     registrations = 0;
-    forked_child = true;
-    generation = (generation + 1) & 63;
+    generation = (generation + 1) % REGISTRY_GENERATIONS;
     for (struct type_record *record = first_record; record; record = record->next_created)
         if (record->created_at)
             set_created_at(record,

@@ -132,7 +132,7 @@ struct instance_record {
      * inherits its parent's records, and their findings are the parent's to report. Six bits
      * wrap at the 64th nested fork, where inherited records would count as the child's again.
      */
-    uint32_t generation : 6;
+    uint32_t generation : 6; /* REGISTRY_GENERATIONS values */
     /*
      * Already in a finding of an earlier heap analysis (the pytest plugin runs one after each
      * test): a later analysis does not count this holder again. A new object at the address
@@ -174,8 +174,9 @@ size_t registry_instance_count(void);
 /* Instances registered by this process: since it started, or in a forked child since the fork
    (whose registry began as a copy of its parent's). GIL held. */
 unsigned long registry_registrations(void);
-bool registry_in_forked_child(void);
-/* The generation of the records this process registers: one more in each forked child. */
+/* The generation of the records this process registers: one more in each forked child, modulo
+   the values instance_record.generation holds. */
+#define REGISTRY_GENERATIONS 64
 unsigned registry_generation(void);
 /* Whether `instance` was registered by this process, not inherited through a fork. */
 static inline bool registry_registered_here(const struct instance_record *instance)
