@@ -44,11 +44,13 @@ sets ON_BY_DEFAULT): loading it that way turns extsan on for the run, unless ini
   after it under --extsan-check-each-test; `@pytest.mark.extsan(leaks=N)` runs the test under
   the reference-leak check as --extsan-leaks=N would (leaks=0: not).
 - With --extsan-leaks=N the test runs N + 1 times (the first a warm-up, the fixtures the same,
-  a unittest TestCase's test with its setUp and tearDown) under the reference-leak check (extsan_leaks_begin/next/end, leak_check.h), and a
-  test whose repetitions leak objects fails with the reference-leak findings as its message.
+  a unittest TestCase's test with its setUp and tearDown) under the reference-leak check
+  (extsan_leaks_begin/next/end, leak_check.h), and a test whose repetitions leak objects fails
+  with the reference-leak findings as its message.
 
 The core's C API (shim/activate.h): extsan_activate, extsan_set_context, extsan_check_now,
-extsan_findings_count, extsan_findings_text, extsan_findings_json, extsan_leaks_*. The package's report tools
+extsan_findings_count, extsan_findings_text, extsan_findings_json, extsan_leaks_*. The package's
+report tools
 (fingerprints, baselines, the rule syntax), the standard library and pytest.
 """
 
@@ -279,6 +281,14 @@ class ExtsanPlugin:
         line = finding_line(finding, test=True)
         return {"line": line + ("  [%s]" % "; ".join(notes) if notes else ""), "status": status}
 
+    def findings_since(self, first):
+        """(index, finding, its text) of the findings from the first-th on: the text report's
+        block, which has one per finding not suppressed in the same order, or its one line."""
+        blocks = iter(finding_blocks(self.core.findings_text(first)))
+        for index, finding in enumerate(self.core.findings_json(first), first):
+            block = next(blocks, "") if not finding.get("suppressed") else ""
+            yield index, finding, block or finding_line(finding, test=True) + "\n"
+
     # -- the tests ------------------------------------------------------------------------------
 
     def check_before_first_test(self):
@@ -330,13 +340,9 @@ class ExtsanPlugin:
                 item.runtest()
         finally:
             self.core.leaks_end()
-        findings = self.core.findings_json(first)
-        blocks = iter(finding_blocks(self.core.findings_text(first)))
-        failing = []
-        for index, finding in enumerate(findings, first):
-            block = next(blocks, "") if not finding.get("suppressed") else ""
-            if finding.get("kind") == "reference-leak" and self.status(index, finding)[0] == "new":
-                failing.append(block or finding_line(finding, test=True) + "\n")
+        failing = [block for index, finding, block in self.findings_since(first)
+                   if finding.get("kind") == "reference-leak"
+                   and self.status(index, finding)[0] == "new"]
         if failing:
             pytest.fail("extsan: reference leaks in %s (%d repetitions after a warm-up):\n\n%s"
                         % (item.nodeid, repeat, "".join(failing).rstrip()), pytrace=False)
@@ -356,16 +362,12 @@ class ExtsanPlugin:
         # did not make: a cycle made at import or by an earlier test (a wider-scoped fixture)
         # that became garbage during this one. That is marked in the summary and fails no test:
         # the test it names has already passed, or there is none.
-        findings = self.core.findings_json(first)
-        # The text has a block per finding not suppressed, in the same order.
-        blocks = iter(finding_blocks(self.core.findings_text(first)))
         failing = []
-        for index, finding in enumerate(findings, first):
-            block = next(blocks, "") if not finding.get("suppressed") else ""
+        for index, finding, block in self.findings_since(first):
             if finding.get("test") != item.nodeid:
                 self.unblamed[index] = "after " + item.nodeid
             elif self.status(index, finding)[0] == "new":
-                failing.append(block or finding_line(finding, test=True) + "\n")
+                failing.append(block)
         if failing:
             pytest.fail("extsan: findings during %s (--extsan-check-each-test):\n\n%s"
                         % (item.nodeid, "".join(failing).rstrip()), pytrace=False)
