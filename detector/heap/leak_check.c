@@ -312,14 +312,16 @@ static void explain_words(struct survey *survey, PyObject *object, size_t extent
  * A referent that takes no part in the collector (a code object, functools' lru_cache entries)
  * holds references no traverse shows: its words that point at survivors are read as references,
  * once per object. A word that only looks like one explains a reference too many: a leak missed,
- * never one made up.
+ * never one made up. A str holds no reference and is not read: a compact one is allocated smaller
+ * than its type's basic size (its characters follow its header), and the words past its end are
+ * stale memory of the allocator's block, where an old pointer would hide a leak.
  */
 static void explain_from_fields(struct survey *survey, PyObject *object, bool object_is_survivor)
 {
     PyTypeObject *type = Py_TYPE(object);
     size_t extent = (size_t)type->tp_basicsize;
-    if (PyType_IS_GC(type) || PyType_Check(object) || extent <= sizeof(PyObject) ||
-        pointer_set_contains(&survey->fields_read, object) ||
+    if (PyType_IS_GC(type) || PyType_Check(object) || PyUnicode_Check(object) ||
+        extent <= sizeof(PyObject) || pointer_set_contains(&survey->fields_read, object) ||
         !pointer_set_add(&survey->fields_read, object) ||
         !memory_map_readable(survey->memory, (uintptr_t)object, extent))
         return;
@@ -471,14 +473,17 @@ unsigned leak_check_end(void)
     unsigned findings = 0;
     survey.memory = memory_map_load();
     registry_walk_types(&survey.live_types);
-    /* One repetition cannot tell a leak from a cache that keeps only its latest value. */
-    if (measured < 2)
-        extsan_log(0, "the reference-leak check needs 2 measured repetitions or more, not %u",
-                   measured);
-    else if (survey.memory && collect_survivors(&survey) && explain_visible(&survey)) {
+    /* With no measured repetition the check was abandoned (its warm-up failed): nothing to
+       survey, nothing to say. One cannot tell a leak from a cache that keeps only its latest
+       value. */
+    bool surveyed =
+        measured >= 2 && survey.memory && collect_survivors(&survey) && explain_visible(&survey);
+    if (surveyed) {
         registry_for_each_instance(explain_hidden_from, &survey);
         findings = report_leaks(&survey, measured);
-    } else {
+    } else if (measured == 1) {
+        extsan_log(0, "the reference-leak check needs 2 measured repetitions or more, not 1");
+    } else if (measured >= 2) {
         extsan_log(0, "the reference-leak check could not run (no memory map, or out of memory)");
     }
     extsan_log(1, "reference-leak check: %u measured repetitions, %zu survivors, %u findings",
