@@ -84,7 +84,8 @@ EXTSAN_API unsigned extsan_check_now(void)
 /*
  * The reference-leak check around repetitions of the same work (leak_check.h): begin before the
  * warm-up, next before each measured repetition, end after the last, which returns the findings
- * it recorded. The caller holds the GIL (ctypes.PyDLL).
+ * it recorded, or cancel instead when a repetition failed. The caller holds the GIL
+ * (ctypes.PyDLL).
  */
 EXTSAN_API int extsan_leaks_begin(void)
 {
@@ -100,6 +101,12 @@ EXTSAN_API void extsan_leaks_next(void)
 EXTSAN_API unsigned extsan_leaks_end(void)
 {
     return started ? leak_check_end() : 0;
+}
+
+EXTSAN_API void extsan_leaks_cancel(void)
+{
+    if (started)
+        leak_check_cancel();
 }
 
 /* What `render` writes from the first-th finding on, into buffer as snprintf would. */

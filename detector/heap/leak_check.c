@@ -459,12 +459,9 @@ static unsigned report_leaks(struct survey *survey, unsigned measured)
     return findings;
 }
 
-unsigned leak_check_end(void)
+/* The survey after `measured` repetitions (2 or more): the findings it recorded. */
+static unsigned survey_survivors(unsigned measured)
 {
-    if (!running)
-        return 0;
-    unsigned measured = repetition;
-    repetition = 0; /* nothing more is recorded; frees still forget */
     /* The type attribute cache keeps the name of each lookup alive, hashed by its address: a
        name made per call (PyObject_GetAttrString) would look leaked. It refills on its own. */
     python_api.PyType_ClearCache();
@@ -473,17 +470,10 @@ unsigned leak_check_end(void)
     unsigned findings = 0;
     survey.memory = memory_map_load();
     registry_walk_types(&survey.live_types);
-    /* With no measured repetition the check was abandoned (its warm-up failed): nothing to
-       survey, nothing to say. One cannot tell a leak from a cache that keeps only its latest
-       value. */
-    bool surveyed =
-        measured >= 2 && survey.memory && collect_survivors(&survey) && explain_visible(&survey);
-    if (surveyed) {
+    if (survey.memory && collect_survivors(&survey) && explain_visible(&survey)) {
         registry_for_each_instance(explain_hidden_from, &survey);
         findings = report_leaks(&survey, measured);
-    } else if (measured == 1) {
-        extsan_log(0, "the reference-leak check needs 2 measured repetitions or more, not 1");
-    } else if (measured >= 2) {
+    } else {
         extsan_log(0, "the reference-leak check could not run (no memory map, or out of memory)");
     }
     extsan_log(1, "reference-leak check: %u measured repetitions, %zu survivors, %u findings",
@@ -495,6 +485,23 @@ unsigned leak_check_end(void)
     pointer_set_clear(&survey.fields_read);
     pointer_set_clear(&survey.live_types);
     memory_map_free(survey.memory);
+    return findings;
+}
+
+/* Ends a check; with `survey`, looks for leaks after its measured repetitions. */
+static unsigned end_check(bool survey)
+{
+    if (!running)
+        return 0;
+    unsigned measured = repetition;
+    repetition = 0; /* nothing more is recorded; frees still forget */
+    unsigned findings = 0;
+    /* One measured repetition cannot tell a leak from a cache that keeps only its latest value;
+       with none, there is nothing to survey. */
+    if (survey && measured == 1)
+        extsan_log(0, "the reference-leak check needs 2 measured repetitions or more, not 1");
+    else if (survey && measured >= 2)
+        findings = survey_survivors(measured);
     blocks_clear();
     /* Unwrapped unless someone wrapped ours meanwhile (tracemalloc started during the check):
        then ours stays under theirs, passing every call through. */
@@ -506,4 +513,14 @@ unsigned leak_check_end(void)
     }
     running = false;
     return findings;
+}
+
+unsigned leak_check_end(void)
+{
+    return end_check(true);
+}
+
+void leak_check_cancel(void)
+{
+    end_check(false);
 }

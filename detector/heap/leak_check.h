@@ -10,6 +10,7 @@
  *                        own from then on (caches, interned strings, memos filled once)
  *   leak_check_next()    before each measured repetition
  *   leak_check_end()     after the last one
+ *   leak_check_cancel()  instead of end, when a repetition failed: the work is not repeatable
  *
  * From the first measured repetition to the end, the object allocator (PYMEM_DOMAIN_OBJ) is
  * wrapped: each block it hands out is recorded with its repetition and its allocation site
@@ -42,5 +43,7 @@ bool leak_check_begin(void);
 void leak_check_next(void);
 /* Ends the check and records its findings; returns how many it recorded. */
 unsigned leak_check_end(void);
+/* Ends the check without looking for leaks (a repetition failed: the work is not repeatable). */
+void leak_check_cancel(void);
 
 #endif

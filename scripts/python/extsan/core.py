@@ -47,6 +47,8 @@ class Core:
         lib.extsan_leaks_next.argtypes = []
         lib.extsan_leaks_end.restype = ctypes.c_uint
         lib.extsan_leaks_end.argtypes = []
+        lib.extsan_leaks_cancel.restype = None
+        lib.extsan_leaks_cancel.argtypes = []
         lib.extsan_match_rules.restype = ctypes.c_int
         lib.extsan_match_rules.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p,
                                            ctypes.c_char_p, ctypes.c_size_t]
@@ -100,6 +102,10 @@ class Core:
     def leaks_end(self):
         """Ends the check; the number of reference-leak findings it recorded."""
         return self.lib.extsan_leaks_end()
+
+    def leaks_cancel(self):
+        """Ends the check without looking for leaks (a repetition failed)."""
+        self.lib.extsan_leaks_cancel()
 
     def findings_text(self, first):
         size = self.lib.extsan_findings_text(first, None, 0)

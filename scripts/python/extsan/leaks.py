@@ -3,8 +3,8 @@
     import extsan.leaks
     findings = extsan.leaks.check_leaks(lambda: mymodule.parse(b"..."), repeat=3)
 
-calls the callable repeat + 1 times (the first a warm-up, whose objects count as the program's)
-in a process extsan checks (under `extsan run`, or with the core preloaded) and returns the
+calls the callable repeat + 1 times (the first a warm-up, whose objects count as the program's;
+an exception from any call ends the check without findings and propagates) in a process extsan checks (under `extsan run`, or with the core preloaded) and returns the
 reference-leak findings it made, as the JSON report's findings: each names the type of the
 objects leaked per repetition, the references nothing explains, and where an example was
 allocated (native and Python stacks). They are in the process's reports too. See leak_check.h
@@ -42,14 +42,16 @@ def check_leaks(function, repeat=3):
                          % (repeat,))
     checker = core()
     first = checker.findings_count()
+    function()  # the warm-up
     if not checker.leaks_begin():
         raise LeakCheckUnavailable("a reference-leak check is running already, or the core is "
                                    "dormant in this process")
     try:
-        for index in range(repeat + 1):
-            if index:
-                checker.leaks_next()
+        for _ in range(repeat):
+            checker.leaks_next()
             function()
-    finally:
-        checker.leaks_end()
+    except BaseException:
+        checker.leaks_cancel()  # the work is not repeatable: nothing to conclude
+        raise
+    checker.leaks_end()
     return [f for f in checker.findings_json(first) if f.get("kind") == "reference-leak"]

@@ -46,7 +46,9 @@ sets ON_BY_DEFAULT): loading it that way turns extsan on for the run, unless ini
 - With --extsan-leaks=N the test runs N + 1 times (the first a warm-up, the fixtures the same,
   a unittest TestCase's test with its setUp and tearDown) under the reference-leak check
   (extsan_leaks_begin/next/end, leak_check.h), and a test whose repetitions leak objects fails
-  with the reference-leak findings as its message.
+  with the reference-leak findings as its message. A test whose repetition does not pass (it
+  cannot be repeated: state its module set up once) is not checked: its outcome stays its first
+  run's, and the summary lists it with the repetition's error.
 
 The core's C API (shim/activate.h): extsan_activate, extsan_set_context, extsan_check_now,
 extsan_findings_count, extsan_findings_text, extsan_findings_json, extsan_leaks_*. The package's
@@ -236,6 +238,25 @@ class StatsEntry:
         self.longrepr = line
 
 
+def repeat_once(item):
+    """Runs the test once more: why it did not pass, or None. A unittest TestCase records its
+    failure or skip instead of raising it: what the repetition recorded is taken back, so that
+    the test's outcome stays its first run's."""
+    try:
+        item.runtest()
+    except (KeyboardInterrupt, SystemExit, pytest.exit.Exception):
+        raise
+    except BaseException as error:  # a failure, an error, a skip or an xfail of the repetition
+        return describe_error(error)
+    recorded = item.__dict__.pop("_excinfo", None)
+    return describe_error(recorded[0].value) if recorded else None
+
+
+def describe_error(error):
+    text = str(error).strip().splitlines()
+    return type(error).__name__ + (": " + text[0] if text else "")
+
+
 class ExtsanPlugin:
     """Per process: the core, how it got here, the findings count when each test began, and what
     the session's findings are (accepted or not)."""
@@ -254,6 +275,8 @@ class ExtsanPlugin:
         self.unblamed = {}
         # The summary's entries: this process's at the session's end, and the workers'.
         self.entries = []
+        # Tests the reference-leak check could not repeat: "nodeid: repetition i of n: why".
+        self.unrepeatable = []
 
     # -- classifying ---------------------------------------------------------------------------
 
@@ -323,23 +346,31 @@ class ExtsanPlugin:
         """--extsan-leaks=N (or the marker's leaks=N): the test runs N + 1 times under the
         reference-leak check, the first a warm-up, with the same fixtures (a unittest TestCase's
         test with its setUp and tearDown); a test whose repetitions leak fails, with the findings
-        as its message."""
+        as its message. A test whose repetition does not pass cannot be repeated: it is not
+        checked, and is listed in the summary; its outcome stays its first run's."""
         marks = self.marks.get(item.nodeid)
         repeat = marks.leaks if marks is not None and marks.leaks is not None else self.leaks
         if not repeat:
             return (yield)
         first = self.core.findings_count()
-        if not self.core.leaks_begin():
-            return (yield)
+        result = yield  # the warm-up: pytest's own run of the test
+        # A unittest TestCase records its failure or skip instead of raising it: a warm-up
+        # that did not pass has nothing to repeat.
+        if getattr(item, "_excinfo", None) or not self.core.leaks_begin():
+            return result
         try:
-            result = yield  # the warm-up: pytest's own run of the test
-            # A unittest TestCase records its failure or skip instead of raising it: a warm-up
-            # that did not pass has nothing to repeat.
-            for _ in range(0 if getattr(item, "_excinfo", None) else repeat):
+            for index in range(1, repeat + 1):
                 self.core.leaks_next()
-                item.runtest()
-        finally:
-            self.core.leaks_end()
+                failure = repeat_once(item)
+                if failure:
+                    self.core.leaks_cancel()
+                    self.unrepeatable.append("%s: repetition %d of %d: %s"
+                                             % (item.nodeid, index, repeat, failure))
+                    return result
+        except BaseException:
+            self.core.leaks_cancel()
+            raise
+        self.core.leaks_end()
         failing = [block for index, finding, block in self.findings_since(first)
                    if finding.get("kind") == "reference-leak"
                    and self.status(index, finding)[0] == "new"]
@@ -386,6 +417,7 @@ class ExtsanPlugin:
         # controller reports.
         if hasattr(session.config, "workeroutput"):
             session.config.workeroutput["extsan_entries"] = entries
+            session.config.workeroutput["extsan_unrepeatable"] = self.unrepeatable
             return
         self.entries = entries + self.entries
         if self.fail and self.failing() and session.exitstatus == pytest.ExitCode.OK:
@@ -394,12 +426,20 @@ class ExtsanPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error):
         """pytest-xdist: a worker ended; its findings join the summary."""
-        self.entries.extend(getattr(node, "workeroutput", {}).get("extsan_entries", ()))
+        output = getattr(node, "workeroutput", {})
+        self.entries.extend(output.get("extsan_entries", ()))
+        self.unrepeatable.extend(output.get("extsan_unrepeatable", ()))
 
     def failing(self):
         return [entry for entry in self.entries if entry["status"] == "new"]
 
     def pytest_terminal_summary(self, terminalreporter):
+        if self.unrepeatable:
+            count = len(self.unrepeatable)
+            terminalreporter.write_sep("=", "extsan: %d test%s not checked for reference leaks: a "
+                                       "repetition did not pass" % (count, "" if count == 1 else "s"))
+            for line in self.unrepeatable:
+                terminalreporter.write_line(line)
         if not self.entries:
             return
         count = len(self.entries)
