@@ -2,7 +2,8 @@
 
 Integration tests run `scripts/extsan gate ... -- python -c CODE` on a shared pyenv Python and
 Debian's static 3.11 with the fixture extensions: capsule_defects (capsule-without-gil) and
-gc_defects through tests/fixtures/gc_workloads.py (hidden-reference, leaked-cycle). They check
+gc_defects through tests/fixtures/gc_workloads.py (hidden-reference, leaked-cycle), and
+leak_defects under extsan.leaks.check_leaks (reference-leak). They check
 the exit status (0 clean, 3 new findings, CMD's own failure first, 125 for extsan's), the summary
 line, suppressions and baselines, fingerprints across runs and rebuilds, the SARIF file against
 the SARIF 2.1.0 schema, the JUnit file, and atomic writes. Unit tests check the pure parts
@@ -242,6 +243,37 @@ def test_baseline_turns_the_failure_into_a_pass(gate, tmp_path):
     result = gate(OTHER_DEFECT, "--baseline", recorded)  # another defect is new all the same
     assert result.returncode == NEW_FINDINGS_STATUS, result.describe()
     assert result.summary == summary(1, 0, 0), result.describe()
+
+
+LEAK_DEFECT = """
+import leak_defects
+from extsan.leaks import check_leaks
+check_leaks(lambda: leak_defects.append_new_ref([]), repeat=2)
+check_leaks(lambda: leak_defects.append_released([]), repeat=2)  # its twin: silent
+"""
+
+
+@GATE_PYTHONS
+def test_reference_leak_fails_then_its_baseline_and_suppression_pass(gate, fixtures, tmp_path):
+    """A reference leak is a new finding like any other: its line, a fingerprint stable from one
+    run to the next (its baseline entry matches), and a suppression by type."""
+    pythonpath = "%s:%s" % (fixtures, ROOT / "scripts" / "python")
+    result = gate(LEAK_DEFECT, pythonpath=pythonpath)
+    assert result.returncode == NEW_FINDINGS_STATUS, result.describe()
+    (finding,) = result.report["findings"]
+    assert result.new_lines == [NEW_LINE + "reference-leak: int, fingerprint %s, at append_number "
+                                "leak_defects.c:N" % finding["fingerprint"]], result.describe()
+
+    recorded = tmp_path / "extsan-baseline.json"
+    assert gate(LEAK_DEFECT, "--update-baseline", recorded, pythonpath=pythonpath).returncode == 0
+    result = gate(LEAK_DEFECT, "--baseline", recorded, pythonpath=pythonpath)
+    assert result.returncode == 0, result.describe()
+    assert result.statuses() == [("reference-leak", "baselined")], result.describe()
+
+    rules = write(tmp_path / "extsan.supp", "reference-leak:int\n")
+    result = gate(LEAK_DEFECT, "--suppressions", rules, pythonpath=pythonpath)
+    assert result.returncode == 0, result.describe()
+    assert result.summary == summary(0, 1, 0), result.describe()
 
 
 @GATE_PYTHONS
