@@ -164,13 +164,16 @@ class TestCaseStyle(unittest.TestCase):
 """
 
 
-@pytest.mark.parametrize("leaks", [None, 2], ids=["marker-only", "option"])
-def test_pytest_leaks_option_fails_the_leaking_test(python, fixtures, tmp_path, leaks):
+@pytest.mark.parametrize("leaks, workers", [(None, 0), (2, 0), (2, 2)],
+                         ids=["marker-only", "option", "option-xdist"])
+def test_pytest_leaks_option_fails_the_leaking_test(python, fixtures, tmp_path, leaks, workers):
     """--extsan-leaks=N fails the test whose repetitions leak, naming the leak, a unittest
     TestCase's test too (run with its setUp); the clean tests pass, leaks=0 turns the check off
     for a test, leaks=2 turns it on without the option. A test whose repetition fails (a function
-    or a TestCase's) keeps its first run's outcome and is listed as not checked."""
-    args = ["-p", "extsan_pytest", "-rf"] + (["--extsan-leaks=%d" % leaks] if leaks else [])
+    or a TestCase's) keeps its first run's outcome and is listed as not checked, by the
+    pytest-xdist controller too."""
+    args = ["-p", "extsan_pytest", "-rf"] + (["--extsan-leaks=%d" % leaks] if leaks else []) + \
+        (["-n", str(workers)] if workers else [])
     project = write_project(tmp_path / "project", {"test_leaky.py": LEAKY_TESTS})
     result = run_pytest(python, fixtures, project, args=args, under_extsan=False)
     failed = sorted(line.split()[1].split("::")[-1] for line in result.stdout.splitlines()
