@@ -26,6 +26,7 @@ CASES = [
     ("memo_strings", "m.memo(str(next(counter)))", None, None),
     ("interned", "m.interned()", None, None),
     ("python_cache", "python_cache.append(object())", None, None),
+    ("c_field", "python_cache.append(m.field_dict_holding())", None, None),
 ]
 
 PROGRAM = """

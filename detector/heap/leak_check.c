@@ -217,6 +217,11 @@ struct survivor {
     uint32_t repetition;
     Py_ssize_t explained; /* references a visible or hidden referrer holds */
     bool foreign;         /* something made before the measured repetitions refers to it */
+    /* The tally of the referrer being surveyed (survey.referrer; another number: stale): the
+       references its traverse shows, the words of the memory it knows that point here, and
+       those of the memory it does not know (fields a C subclass added). */
+    uint32_t referrer;
+    uint32_t shown, pointed, hidden;
 };
 
 struct survey {
@@ -231,7 +236,12 @@ struct survey {
     struct pointer_set fields_read;    /* objects outside the collector whose words were read */
     PyObject **untracked;
     size_t untracked_count, untracked_capacity;
-    bool current_is_survivor; /* the referrer whose traverse runs is one */
+    /* the referrer being surveyed: its number (from 1), whether it is a survivor itself, and
+       the survivors it holds (at most all of them) */
+    uint32_t referrer;
+    bool current_is_survivor;
+    struct survivor **tallied;
+    size_t tallied_count;
 };
 
 /* The live object a recorded block holds, or NULL. */
@@ -273,7 +283,8 @@ static bool collect_survivors(struct survey *survey)
         capacity *= 2;
     survey->index = calloc(capacity, sizeof *survey->index);
     survey->index_mask = capacity - 1;
-    if (!survey->survivors || !survey->index)
+    survey->tallied = malloc((blocks.count + 1) * sizeof *survey->tallied);
+    if (!survey->survivors || !survey->index || !survey->tallied)
         return false;
     for (size_t i = 0; i < blocks.capacity; i++) {
         const struct block *block = &blocks.slots[i];
@@ -328,16 +339,25 @@ static void explain_from_fields(struct survey *survey, PyObject *object, bool ob
     explain_words(survey, object, extent, object_is_survivor);
 }
 
+/* `survivor`'s tally for the referrer being surveyed, reset when it is stale. */
+static struct survivor *tally(struct survey *survey, struct survivor *survivor)
+{
+    if (survivor->referrer != survey->referrer) {
+        survivor->referrer = survey->referrer;
+        survivor->shown = survivor->pointed = survivor->hidden = 0;
+        survey->tallied[survey->tallied_count++] = survivor;
+    }
+    return survivor;
+}
+
 static int visit_referent(PyObject *target, void *context)
 {
     struct survey *survey = context;
     if (!target)
         return 0;
     struct survivor *survivor = survivor_of(survey, target);
-    if (survivor) {
-        survivor->explained++;
-        survivor->foreign |= !survey->current_is_survivor;
-    }
+    if (survivor)
+        tally(survey, survivor)->shown++;
     explain_from_fields(survey, target, survivor != NULL);
     /* The collector untracks a dict or tuple of atomic items: its references are seen only
        by following it from a referrer. */
@@ -358,13 +378,49 @@ static int visit_referent(PyObject *target, void *context)
     return 0;
 }
 
-static void traverse_referrer(struct survey *survey, PyObject *referrer)
+/* The bytes of a type's instances that its traverse knows: the basic size of the base that
+   defines the traverse. A C subclass that inherits its base's traverse (ctypes' StgDict, a dict)
+   adds fields that the traverse does not show. */
+static size_t traversed_extent(PyTypeObject *type)
+{
+    PyTypeObject *definer = type;
+    while (definer->tp_base && definer->tp_base->tp_traverse == type->tp_traverse)
+        definer = definer->tp_base;
+    return (size_t)definer->tp_basicsize;
+}
+
+/*
+ * What a collected object holds to each survivor: the references its traverse shows, and the
+ * words of its memory (its type's basic size) that point there. Within the memory its traverse
+ * knows, a field the traverse shows would be counted twice: it holds at least the larger of the
+ * two counts. The words past it are references the traverse cannot show, counted on top.
+ */
+static void survey_referrer(struct survey *survey, PyObject *referrer)
 {
     PyTypeObject *type = Py_TYPE(referrer);
-    if (!type->tp_traverse)
-        return;
+    survey->referrer++;
+    survey->tallied_count = 0;
     survey->current_is_survivor = survivor_of(survey, referrer) != NULL;
-    type->tp_traverse(referrer, visit_referent, survey);
+    if (type->tp_traverse)
+        type->tp_traverse(referrer, visit_referent, survey);
+    size_t extent = (size_t)type->tp_basicsize, known = traversed_extent(type);
+    if (memory_map_readable(survey->memory, (uintptr_t)referrer, extent))
+        for (size_t offset = sizeof(PyObject); offset + sizeof(void *) <= extent;
+             offset += sizeof(void *)) {
+            struct survivor *survivor =
+                survivor_of(survey, *(void *const *)((uintptr_t)referrer + offset));
+            if (survivor && offset < known)
+                tally(survey, survivor)->pointed++;
+            else if (survivor)
+                tally(survey, survivor)->hidden++;
+        }
+    for (size_t i = 0; i < survey->tallied_count; i++) {
+        struct survivor *survivor = survey->tallied[i];
+        uint32_t known_references =
+            survivor->shown > survivor->pointed ? survivor->shown : survivor->pointed;
+        survivor->explained += known_references + survivor->hidden;
+        survivor->foreign |= !survey->current_is_survivor;
+    }
 }
 
 static bool explain_visible(struct survey *survey)
@@ -376,10 +432,10 @@ static bool explain_visible(struct survey *survey)
     bool done = tracked && PyList_Check(tracked);
     for (Py_ssize_t i = 0; done && i < PyList_GET_SIZE(tracked); i++) {
         PyObject *object = PyList_GET_ITEM(tracked, i);
-        traverse_referrer(survey, object);
+        survey_referrer(survey, object);
     }
     for (size_t i = 0; done && i < survey->untracked_count; i++)
-        traverse_referrer(survey, survey->untracked[i]);
+        survey_referrer(survey, survey->untracked[i]);
     PyObject *owned[] = {gc, get_objects, tracked};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         if (owned[i])
@@ -388,13 +444,16 @@ static bool explain_visible(struct survey *survey)
     return done;
 }
 
-/* Extension instances' words that point at survivors: references their traverse hides. */
+/* The words of extension instances outside the collector that point at survivors: references
+   nothing traverses (a collected one's words were read with its traverse). */
 static void explain_hidden_from(struct instance_record *instance, void *context)
 {
     struct survey *survey = context;
     PyObject *holder = instance->object;
     if (!memory_map_readable(survey->memory, (uintptr_t)holder, sizeof(PyObject)) ||
-        !pointer_set_contains(&survey->live_types, Py_TYPE(holder)))
+        !pointer_set_contains(&survey->live_types, Py_TYPE(holder)) ||
+        python_api.PyObject_GC_IsTracked(holder) ||
+        pointer_set_contains(&survey->untracked_seen, holder))
         return;
     size_t extent = instance->size ? instance->size : (size_t)Py_TYPE(holder)->tp_basicsize;
     if (extent > (size_t)Py_TYPE(holder)->tp_basicsize)
@@ -481,6 +540,7 @@ static unsigned survey_survivors(unsigned measured)
     free(survey.survivors);
     free(survey.index);
     free(survey.untracked);
+    free(survey.tallied);
     pointer_set_clear(&survey.untracked_seen);
     pointer_set_clear(&survey.fields_read);
     pointer_set_clear(&survey.live_types);

@@ -18,10 +18,11 @@
  *
  *   survivors   the recorded blocks still allocated whose object is proven alive (mapped, a live
  *               type, a plausible refcount, not immortal)
- *   explained   every tracked object's traverse (and that of the untracked containers it leads
- *               to) counts the references it holds to survivors; the fields of the objects
- *               outside the collector those traverses reach (code objects, lru_cache entries),
- *               and extension instances' memory, are read for pointers to them
+ *   explained   every tracked object (and every untracked container one leads to) holds, to
+ *               each survivor, the larger of the references its traverse shows and the words of
+ *               its memory that point there (C fields its traverse leaves out); the fields of
+ *               the objects outside the collector those traverses reach (code objects,
+ *               lru_cache entries), and untracked extension instances' memory, are read too
  *   leaked      a survivor with references left unexplained, that no object from before the
  *               measured repetitions refers to (so not reachable from the program's roots),
  *               whose type and allocation site have such survivors in every measured repetition
