@@ -495,3 +495,29 @@ def test_the_registry_holds_extension_types_only(run):
     assert not [creator for _, creator in registered if "/lib-dynload/" in creator
                 or "/lib/python3" in creator and "site-packages" not in creator], result.describe()
     result.check_silent(program_pid(result))
+
+
+# ---- what extsan keeps alive --------------------------------------------------------------------
+
+COMPILED_AS_IT_GOES = PRELUDE + """
+import gc, weakref
+print("pid", os.getpid())
+codes = []
+for i in range(200):
+    code = compile("[host_stress.UnseenBase() for i in range(3)]", "<made %d>" % i, "eval")
+    codes.append(weakref.ref(code))
+    eval(code)
+    del code
+gc.collect()
+print("alive", sum(1 for ref in codes if ref() is not None))
+"""
+
+
+def test_code_compiled_as_it_goes_is_not_kept_alive(run):
+    """Code objects that made extension instances (each a new allocation site) die as they would
+    without extsan: sites do not hold them (eval and exec would otherwise grow the heap without
+    bound, and the reference-leak check would see them leaked)."""
+    result = run(COMPILED_AS_IT_GOES)
+    assert result.returncode == 0, result.describe()
+    assert result.stdout.endswith("alive 0\n"), result.describe()
+    result.check_silent(program_pid(result))

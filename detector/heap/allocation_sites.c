@@ -197,9 +197,6 @@ static site_id create(const struct site_key *key, PyThreadState *thread, bool at
         free(record);
         return 0;
     }
-    /* The key's code object must outlive the cache entry (see allocation_sites.h). */
-    if (key->python.code && attached)
-        python_api.Py_IncRef((PyObject *)key->python.code);
     return id;
 }
 
@@ -235,6 +232,7 @@ static size_t hash_key(const struct site_key *key)
     uint64_t hash = (uint64_t)key->return_address * 0x9E3779B97F4A7C15ull;
     hash ^= (uint64_t)(uintptr_t)key->python.code * 0xC2B2AE3D27D4EB4Full;
     hash ^= (uint64_t)(uintptr_t)key->python.instruction * 0x165667B19E3779F9ull;
+    hash ^= (uint64_t)(uint32_t)key->python.first_line * 0x85EBCA77C2B2AE63ull;
     hash ^= (uint64_t)(uintptr_t)key->context * 0x27D4EB2F165667C5ull;
     hash ^= hash >> 29;
     return (size_t)hash;

@@ -4,9 +4,11 @@
  *
  * The fast path is one probe of an open-addressing table that is only ever added to. A miss
  * captures the native stack into the stack depot and the Python stack (file, qualified name,
- * line) into a new record. A code object that names a site is kept alive (one reference held
- * for the life of the process), so its address can never come back as another code object and
- * alias the site.
+ * line) into a new record. The code object that names a site is not kept alive: a program that
+ * compiles code as it goes (eval, exec, numpy's tests) would keep every code object that ever
+ * made an instance, and the reference-leak check would see them leaked. A code object born at a
+ * dead one's address, with the same first line, instruction, native caller and test, takes its
+ * site: its Python stack can then be another code's.
  */
 #ifndef EXTSAN_ALLOCATION_SITES_H
 #define EXTSAN_ALLOCATION_SITES_H
@@ -23,7 +25,8 @@ struct site_key {
 static inline bool site_key_equal(const struct site_key *a, const struct site_key *b)
 {
     return a->return_address == b->return_address && a->python.code == b->python.code &&
-           a->python.instruction == b->python.instruction && a->context == b->context;
+           a->python.instruction == b->python.instruction &&
+           a->python.first_line == b->python.first_line && a->context == b->context;
 }
 
 /* The site found last: a loop allocating from one place finds it without hashing. */

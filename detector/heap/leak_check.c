@@ -181,6 +181,44 @@ bool leak_check_begin(void)
     return true;
 }
 
+/*
+ * The heap the measured repetitions start from is frozen (gc.freeze: moved to the collector's
+ * permanent generation), so that each collection the check makes examines only what the
+ * repetitions made rather than the program's whole heap, while it still empties the free lists:
+ * about 3x faster on numpy's tests. Not when the program has frozen objects of its own: thawing
+ * at the end would thaw those too.
+ */
+static bool froze;
+
+/* gc.method(); its integer result in *result when given. False when the call failed. */
+static bool call_gc(const char *method, long *result)
+{
+    PyObject *gc = python_api.PyImport_ImportModule("gc");
+    PyObject *value = gc ? python_api.PyObject_CallMethod(gc, method, NULL) : NULL;
+    bool called = value != NULL;
+    if (value && result)
+        called = (*result = python_api.PyLong_AsLong(value)) != -1;
+    if (value)
+        python_api.Py_DecRef(value);
+    if (gc)
+        python_api.Py_DecRef(gc);
+    python_api.PyErr_Clear();
+    return called;
+}
+
+static void freeze_heap(void)
+{
+    long frozen = -1;
+    froze = call_gc("get_freeze_count", &frozen) && frozen == 0 && call_gc("freeze", NULL);
+}
+
+static void thaw_heap(void)
+{
+    if (froze)
+        call_gc("unfreeze", NULL);
+    froze = false;
+}
+
 void leak_check_next(void)
 {
     if (!running)
@@ -190,6 +228,8 @@ void leak_check_next(void)
        sees it, or from a block freed within the same repetition, which it saw allocated. */
     unsigned next = repetition + 1;
     repetition = 0;
+    if (next == 1)
+        freeze_heap();
     python_api.PyGC_Collect();
     repetition = next;
 }
@@ -518,6 +558,31 @@ static unsigned report_leaks(struct survey *survey, unsigned measured)
     return findings;
 }
 
+/* Whether the survivors of some type and site span every measured repetition. Without one no
+   leak can be reported, and the pass over the whole heap that explains references is skipped
+   (most tests leave nothing, or only what a cache keeps once). */
+static bool some_group_spans_repetitions(const struct survey *survey, unsigned measured)
+{
+    unsigned wanted = measured < MAX_REPETITIONS ? measured : MAX_REPETITIONS;
+    struct survivor *sorted = malloc((survey->count + 1) * sizeof *sorted);
+    if (!sorted)
+        return true;
+    memcpy(sorted, survey->survivors, survey->count * sizeof *sorted);
+    qsort(sorted, survey->count, sizeof *sorted, compare_by_type_and_site);
+    bool spans = false;
+    for (size_t i = 0, distinct = 0; i < survey->count && !spans; i++) {
+        bool same_group = i > 0 && Py_TYPE(sorted[i - 1].object) == Py_TYPE(sorted[i].object) &&
+                          sorted[i - 1].site == sorted[i].site;
+        if (!same_group)
+            distinct = 1;
+        else if (sorted[i - 1].repetition != sorted[i].repetition)
+            distinct++;
+        spans = distinct == wanted;
+    }
+    free(sorted);
+    return spans;
+}
+
 /* The survey after `measured` repetitions (2 or more): the findings it recorded. */
 static unsigned survey_survivors(unsigned measured)
 {
@@ -525,14 +590,17 @@ static unsigned survey_survivors(unsigned measured)
        name made per call (PyObject_GetAttrString) would look leaked. It refills on its own. */
     python_api.PyType_ClearCache();
     python_api.PyGC_Collect();
+    thaw_heap(); /* the survey reads every collected object */
     struct survey survey = {0};
     unsigned findings = 0;
     survey.memory = memory_map_load();
     registry_walk_types(&survey.live_types);
-    if (survey.memory && collect_survivors(&survey) && explain_visible(&survey)) {
+    bool collected = survey.memory && collect_survivors(&survey);
+    bool may_leak = collected && some_group_spans_repetitions(&survey, measured);
+    if (may_leak && explain_visible(&survey)) {
         registry_for_each_instance(explain_hidden_from, &survey);
         findings = report_leaks(&survey, measured);
-    } else {
+    } else if (!collected || may_leak) {
         extsan_log(0, "the reference-leak check could not run (no memory map, or out of memory)");
     }
     extsan_log(1, "reference-leak check: %u measured repetitions, %zu survivors, %u findings",
@@ -562,6 +630,7 @@ static unsigned end_check(bool survey)
         extsan_log(0, "the reference-leak check needs 2 measured repetitions or more, not 1");
     else if (survey && measured >= 2)
         findings = survey_survivors(measured);
+    thaw_heap();
     blocks_clear();
     /* Unwrapped unless someone wrapped ours meanwhile (tracemalloc started during the check):
        then ours stays under theirs, passing every call through. */

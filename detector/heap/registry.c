@@ -894,16 +894,8 @@ static inline __attribute__((always_inline)) site_id site_for(const struct site_
 
 site_id registry_site_here(uintptr_t identity, PyThreadState *thread)
 {
-    /* The Python position is folded into the identity rather than kept in the key, whose code
-       object the cache would keep alive: a code object the checked work compiled would then
-       outlive it, held by extsan. (Another code object born at a dead one's address, at the
-       same instruction and native stack, would take its site: rare, and only a stack off.) */
-    struct python_position position;
-    python_position_now(thread, &position);
-    struct site_key key = {.return_address = identity ^
-                                             (uintptr_t)position.code * 0x9E3779B97F4A7C15ull ^
-                                             (uintptr_t)position.instruction,
-                           .context = context_current()};
+    struct site_key key = {.return_address = identity, .context = context_current()};
+    python_position_now(thread, &key.python);
     bool locked;
     instances_begin(thread, &locked);
     site_id site = site_for(&key, thread, &locked);

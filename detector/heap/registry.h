@@ -186,7 +186,7 @@ static inline bool registry_registered_here(const struct instance_record *instan
 /*
  * The allocation site of the code running now on `thread` (GIL held), cached under `identity`
  * (anything that tells the native call paths apart: a return address, a hash of a stack) and
- * the Python position, without keeping the code object alive. 0 when out of memory.
+ * the Python position (allocation_sites.h). 0 when out of memory.
  */
 site_id registry_site_here(uintptr_t identity, PyThreadState *thread);
 /* Bytes the registry uses now, for the benchmark's memory-per-instance figure. Any thread. */

@@ -88,6 +88,7 @@ void python_position_now(PyThreadState *thread, struct python_position *out)
     _PyInterpreterFrame *frame = complete_frame(innermost_frame(thread));
     out->code = frame ? frame_code(frame) : NULL;
     out->instruction = frame ? frame_instruction(frame) : NULL;
+    out->first_line = out->code ? out->code->co_firstlineno : 0;
 }
 
 unsigned python_stack_capture(PyThreadState *thread, struct python_frame_ref *frames, unsigned max)
@@ -118,6 +119,7 @@ void python_position_now(PyThreadState *thread, struct python_position *out)
     PyFrameObject *frame = thread->frame;
     out->code = frame ? frame->f_code : NULL;
     out->instruction = frame ? (const void *)(intptr_t)frame->f_lasti : NULL;
+    out->first_line = out->code ? out->code->co_firstlineno : 0;
 }
 
 unsigned python_stack_capture(PyThreadState *thread, struct python_frame_ref *frames, unsigned max)

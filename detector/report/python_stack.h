@@ -10,14 +10,16 @@
 #include "python_api.h"
 
 /*
- * Where the innermost complete Python frame is: its code object and its current instruction
- * (3.11+: the instruction pointer, an address inside the code object; 3.9/3.10: f_lasti). Two
- * positions are equal exactly when they name the same instruction of the same code object (as
- * long as that code object lives). Both NULL when the thread runs no Python code.
+ * Where the innermost complete Python frame is: its code object, its current instruction
+ * (3.11+: the instruction pointer, an address inside the code object; 3.9/3.10: f_lasti) and the
+ * code's first line. Two positions are equal when they name the same instruction of the same
+ * code object; a code object born at a dead one's address with the same first line would alias
+ * it. NULL and 0 when the thread runs no Python code.
  */
 struct python_position {
     PyCodeObject *code;
     const void *instruction;
+    int first_line;
 };
 
 /* The fast path of allocation sites: a few loads, no call, no allocation. */
