@@ -109,6 +109,12 @@ EXTSAN_API void extsan_leaks_cancel(void)
         leak_check_cancel();
 }
 
+/* Why the last check reported nothing without looking (leak_check_skipped), or NULL. */
+EXTSAN_API const char *extsan_leaks_skipped(void)
+{
+    return started ? leak_check_skipped() : NULL;
+}
+
 /* What `render` writes from the first-th finding on, into buffer as snprintf would. */
 static size_t render_since(void (*render)(FILE *out, unsigned first), unsigned first, char *buffer,
                            size_t size)

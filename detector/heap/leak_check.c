@@ -6,6 +6,7 @@
 #include "log.h"
 #include "memory_map.h"
 #include "pointer_set.h"
+#include "python_stack.h"
 #include "python_api.h"
 #include "registry.h"
 #include "stacks.h"
@@ -219,6 +220,60 @@ static void thaw_heap(void)
     froze = false;
 }
 
+/*
+ * Threads the measured repetitions start and leave running (a ThreadPoolExecutor never shut
+ * down) hold what they made on their value stacks and in C-level state no traverse shows: their
+ * objects would look leaked. Such a check reports nothing, and says why (leak_check_skipped).
+ */
+#define TRACKED_THREADS 256
+static unsigned long threads_before[TRACKED_THREADS];
+static size_t threads_before_count;
+static const char *skipped; /* why the last check reported nothing, or NULL */
+
+/* The ids of the threads that run Python code now (sys._current_frames()), up to `max`; how
+   many there are. */
+static size_t running_threads(unsigned long *ids, size_t max)
+{
+    PyObject *sys = python_api.PyImport_ImportModule("sys");
+    PyObject *frames = sys ? python_api.PyObject_CallMethod(sys, "_current_frames", NULL) : NULL;
+    size_t count = 0;
+    Py_ssize_t position = 0;
+    PyObject *thread, *frame;
+    while (frames && PyDict_Check(frames) &&
+           python_api.PyDict_Next(frames, &position, &thread, &frame)) {
+        if (count < max)
+            ids[count] = python_api.PyLong_AsUnsignedLong(thread);
+        count++;
+    }
+    if (frames)
+        python_api.Py_DecRef(frames);
+    if (sys)
+        python_api.Py_DecRef(sys);
+    python_api.PyErr_Clear();
+    return count;
+}
+
+static bool repetitions_left_threads(void)
+{
+    unsigned long now[TRACKED_THREADS];
+    size_t count = running_threads(now, TRACKED_THREADS);
+    if (count > TRACKED_THREADS || threads_before_count > TRACKED_THREADS)
+        return count > threads_before_count;
+    for (size_t i = 0; i < count; i++) {
+        bool known = false;
+        for (size_t j = 0; j < threads_before_count && !known; j++)
+            known = now[i] == threads_before[j];
+        if (!known)
+            return true;
+    }
+    return false;
+}
+
+const char *leak_check_skipped(void)
+{
+    return skipped;
+}
+
 void leak_check_next(void)
 {
     if (!running)
@@ -228,8 +283,10 @@ void leak_check_next(void)
        sees it, or from a block freed within the same repetition, which it saw allocated. */
     unsigned next = repetition + 1;
     repetition = 0;
-    if (next == 1)
+    if (next == 1) {
         freeze_heap();
+        threads_before_count = running_threads(threads_before, TRACKED_THREADS);
+    }
     python_api.PyGC_Collect();
     repetition = next;
 }
@@ -258,10 +315,11 @@ struct survivor {
     Py_ssize_t explained; /* references a visible or hidden referrer holds */
     bool foreign;         /* something made before the measured repetitions refers to it */
     /* The tally of the referrer being surveyed (survey.referrer; another number: stale): the
-       references its traverse shows, the words of the memory it knows that point here, and
-       those of the memory it does not know (fields a C subclass added). */
+       references its traverse shows, the items it lists (a dict), the words of the memory it
+       knows that point here, and those of the memory it does not know (fields a C subclass
+       added). */
     uint32_t referrer;
-    uint32_t shown, pointed, hidden;
+    uint32_t shown, listed, pointed, hidden;
 };
 
 struct survey {
@@ -384,7 +442,7 @@ static struct survivor *tally(struct survey *survey, struct survivor *survivor)
 {
     if (survivor->referrer != survey->referrer) {
         survivor->referrer = survey->referrer;
-        survivor->shown = survivor->pointed = survivor->hidden = 0;
+        survivor->shown = survivor->listed = survivor->pointed = survivor->hidden = 0;
         survey->tallied[survey->tallied_count++] = survivor;
     }
     return survivor;
@@ -429,20 +487,51 @@ static size_t traversed_extent(PyTypeObject *type)
     return (size_t)definer->tp_basicsize;
 }
 
+static void begin_referrer(struct survey *survey, bool is_survivor)
+{
+    survey->referrer++;
+    survey->tallied_count = 0;
+    survey->current_is_survivor = is_survivor;
+}
+
+/* What the referrer holds to each survivor it was seen to hold: the largest of the counts that
+   may see the same reference twice, and the fields no other count sees. */
+static void end_referrer(struct survey *survey)
+{
+    for (size_t i = 0; i < survey->tallied_count; i++) {
+        struct survivor *survivor = survey->tallied[i];
+        uint32_t known = survivor->shown;
+        known = survivor->listed > known ? survivor->listed : known;
+        known = survivor->pointed > known ? survivor->pointed : known;
+        survivor->explained += known + survivor->hidden;
+        survivor->foreign |= !survey->current_is_survivor;
+    }
+}
+
 /*
- * What a collected object holds to each survivor: the references its traverse shows, and the
- * words of its memory (its type's basic size) that point there. Within the memory its traverse
- * knows, a field the traverse shows would be counted twice: it holds at least the larger of the
- * two counts. The words past it are references the traverse cannot show, counted on top.
+ * What a collected object holds to each survivor: the references its traverse shows; for a
+ * dict, its keys and values (its traverse leaves out str keys, which cannot make a cycle); and
+ * the words of its memory (its type's basic size) that point there. Within the memory its
+ * traverse knows, a field the traverse shows is also a word: the larger count holds. The words
+ * past it are references the traverse cannot show, counted on top.
  */
 static void survey_referrer(struct survey *survey, PyObject *referrer)
 {
     PyTypeObject *type = Py_TYPE(referrer);
-    survey->referrer++;
-    survey->tallied_count = 0;
-    survey->current_is_survivor = survivor_of(survey, referrer) != NULL;
+    begin_referrer(survey, survivor_of(survey, referrer) != NULL);
     if (type->tp_traverse)
         type->tp_traverse(referrer, visit_referent, survey);
+    if (PyDict_Check(referrer)) {
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (python_api.PyDict_Next(referrer, &position, &key, &value)) {
+            struct survivor *survivor = survivor_of(survey, key);
+            if (survivor)
+                tally(survey, survivor)->listed++;
+            if ((survivor = survivor_of(survey, value)))
+                tally(survey, survivor)->listed++;
+        }
+    }
     size_t extent = (size_t)type->tp_basicsize, known = traversed_extent(type);
     if (memory_map_readable(survey->memory, (uintptr_t)referrer, extent))
         for (size_t offset = sizeof(PyObject); offset + sizeof(void *) <= extent;
@@ -454,13 +543,28 @@ static void survey_referrer(struct survey *survey, PyObject *referrer)
             else if (survivor)
                 tally(survey, survivor)->hidden++;
         }
-    for (size_t i = 0; i < survey->tallied_count; i++) {
-        struct survivor *survivor = survey->tallied[i];
-        uint32_t known_references =
-            survivor->shown > survivor->pointed ? survivor->shown : survivor->pointed;
-        survivor->explained += known_references + survivor->hidden;
-        survivor->foreign |= !survey->current_is_survivor;
+    end_referrer(survey);
+}
+
+/* The locals of the frames every thread runs: each frame a referrer from before the
+   repetitions (the program's roots). */
+static void survey_running_frames(struct survey *survey)
+{
+    PyObject *sys = python_api.PyImport_ImportModule("sys");
+    PyObject *frames = sys ? python_api.PyObject_CallMethod(sys, "_current_frames", NULL) : NULL;
+    Py_ssize_t position = 0;
+    PyObject *thread, *frame;
+    while (frames && PyDict_Check(frames) &&
+           python_api.PyDict_Next(frames, &position, &thread, &frame)) {
+        begin_referrer(survey, false);
+        python_frame_locals(frame, visit_referent, survey);
+        end_referrer(survey);
     }
+    if (frames)
+        python_api.Py_DecRef(frames);
+    if (sys)
+        python_api.Py_DecRef(sys);
+    python_api.PyErr_Clear();
 }
 
 static bool explain_visible(struct survey *survey)
@@ -474,6 +578,8 @@ static bool explain_visible(struct survey *survey)
         PyObject *object = PyList_GET_ITEM(tracked, i);
         survey_referrer(survey, object);
     }
+    if (done)
+        survey_running_frames(survey);
     for (size_t i = 0; done && i < survey->untracked_count; i++)
         survey_referrer(survey, survey->untracked[i]);
     PyObject *owned[] = {gc, get_objects, tracked};
@@ -591,6 +697,10 @@ static unsigned survey_survivors(unsigned measured)
     python_api.PyType_ClearCache();
     python_api.PyGC_Collect();
     thaw_heap(); /* the survey reads every collected object */
+    if (repetitions_left_threads()) {
+        skipped = "threads its repetitions started still run";
+        return 0;
+    }
     struct survey survey = {0};
     unsigned findings = 0;
     survey.memory = memory_map_load();
@@ -623,6 +733,7 @@ static unsigned end_check(bool survey)
         return 0;
     unsigned measured = repetition;
     repetition = 0; /* nothing more is recorded; frees still forget */
+    skipped = NULL;
     unsigned findings = 0;
     /* One measured repetition cannot tell a leak from a cache that keeps only its latest value;
        with none, there is nothing to survey. */

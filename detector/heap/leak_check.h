@@ -46,5 +46,8 @@ void leak_check_next(void);
 unsigned leak_check_end(void);
 /* Ends the check without looking for leaks (a repetition failed: the work is not repeatable). */
 void leak_check_cancel(void);
+/* Why the last check that ended looked for no leaks (threads its repetitions started still
+   run: what they hold would look leaked), or NULL. */
+const char *leak_check_skipped(void);
 
 #endif

@@ -107,6 +107,20 @@ unsigned python_stack_capture(PyThreadState *thread, struct python_frame_ref *fr
     return depth;
 }
 
+void python_frame_locals(PyObject *frame_object, visitproc visit, void *argument)
+{
+    for (_PyInterpreterFrame *frame = complete_frame(((PyFrameObject *)frame_object)->f_frame);
+         frame; frame = complete_frame(frame->previous)) {
+        PyCodeObject *code = frame_code(frame);
+        /* Only the locals: the value stack of a running frame is not kept up to date. */
+        for (int i = 0; i < code->co_nlocalsplus; i++)
+            if (frame->localsplus[i])
+                visit(frame->localsplus[i], argument);
+        if (frame->f_locals)
+            visit(frame->f_locals, argument);
+    }
+}
+
 PyObject *python_code_name(PyCodeObject *code)
 {
     return code->co_qualname;
@@ -131,6 +145,11 @@ unsigned python_stack_capture(PyThreadState *thread, struct python_frame_ref *fr
         depth++;
     }
     return depth;
+}
+
+void python_frame_locals(PyObject *frame_object, visitproc visit, void *argument)
+{
+    (void)frame_object, (void)visit, (void)argument;
 }
 
 PyObject *python_code_name(PyCodeObject *code)

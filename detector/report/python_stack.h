@@ -34,6 +34,14 @@ struct python_frame_ref {
 /* Up to `max` frames, innermost first, incomplete and C-stack shim frames skipped. */
 unsigned python_stack_capture(PyThreadState *thread, struct python_frame_ref *frames, unsigned max);
 
+/*
+ * Visits the locals of a running frame and of the frames that called it, from a frame object
+ * (sys._current_frames()): references no object's traverse shows from 3.11 on, since a frame the
+ * thread runs is not an object (a frame object's traverse shows them only once it owns its
+ * frame). Nothing on 3.9/3.10, where frames are collected objects whose traverse shows them.
+ */
+void python_frame_locals(PyObject *frame_object, visitproc visit, void *argument);
+
 /* The name a report shows for a code object: co_qualname (3.11+) or co_name. Borrowed. */
 PyObject *python_code_name(PyCodeObject *code);
 

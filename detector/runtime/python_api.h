@@ -49,6 +49,7 @@
     X(void, PyMem_GetAllocator, (PyMemAllocatorDomain domain, PyMemAllocatorEx * allocator))       \
     X(void, PyMem_SetAllocator, (PyMemAllocatorDomain domain, PyMemAllocatorEx * allocator))       \
     X(long, PyLong_AsLong, (PyObject * object))                                                    \
+    X(unsigned long, PyLong_AsUnsignedLong, (PyObject * object))                                   \
     X(unsigned int, PyType_ClearCache, (void))
 
 struct python_api {

@@ -49,6 +49,8 @@ class Core:
         lib.extsan_leaks_end.argtypes = []
         lib.extsan_leaks_cancel.restype = None
         lib.extsan_leaks_cancel.argtypes = []
+        lib.extsan_leaks_skipped.restype = ctypes.c_char_p
+        lib.extsan_leaks_skipped.argtypes = []
         lib.extsan_match_rules.restype = ctypes.c_int
         lib.extsan_match_rules.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p,
                                            ctypes.c_char_p, ctypes.c_size_t]
@@ -106,6 +108,11 @@ class Core:
     def leaks_cancel(self):
         """Ends the check without looking for leaks (a repetition failed)."""
         self.lib.extsan_leaks_cancel()
+
+    def leaks_skipped(self):
+        """Why the check that ended last looked for no leaks, or None."""
+        reason = self.lib.extsan_leaks_skipped()
+        return reason.decode() if reason else None
 
     def findings_text(self, first):
         size = self.lib.extsan_findings_text(first, None, 0)

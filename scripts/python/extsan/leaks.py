@@ -11,6 +11,8 @@ allocated (native and Python stacks). They are in the process's reports too. See
 for what counts as a leak, and the README for the cost.
 """
 
+import warnings
+
 from .core import Core, loaded_core
 
 
@@ -54,4 +56,8 @@ def check_leaks(function, repeat=3):
         checker.leaks_cancel()  # the work is not repeatable: nothing to conclude
         raise
     checker.leaks_end()
+    skipped = checker.leaks_skipped()
+    if skipped:
+        warnings.warn("extsan: the reference-leak check looked for no leaks: " + skipped,
+                      RuntimeWarning, stacklevel=2)
     return [f for f in checker.findings_json(first) if f.get("kind") == "reference-leak"]

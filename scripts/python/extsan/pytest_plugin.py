@@ -275,7 +275,8 @@ class ExtsanPlugin:
         self.unblamed = {}
         # The summary's entries: this process's at the session's end, and the workers'.
         self.entries = []
-        # Tests the reference-leak check could not repeat: "nodeid: repetition i of n: why".
+        # Tests the reference-leak check could not check: "nodeid: why" (a repetition that did
+        # not pass, threads left running).
         self.unrepeatable = []
 
     # -- classifying ---------------------------------------------------------------------------
@@ -371,6 +372,9 @@ class ExtsanPlugin:
             self.core.leaks_cancel()
             raise
         self.core.leaks_end()
+        skipped = self.core.leaks_skipped()
+        if skipped:
+            self.unrepeatable.append("%s: %s" % (item.nodeid, skipped))
         failing = [block for index, finding, block in self.findings_since(first)
                    if finding.get("kind") == "reference-leak"
                    and self.status(index, finding)[0] == "new"]
@@ -436,8 +440,8 @@ class ExtsanPlugin:
     def pytest_terminal_summary(self, terminalreporter):
         if self.unrepeatable:
             count = len(self.unrepeatable)
-            terminalreporter.write_sep("=", "extsan: %d test%s not checked for reference leaks: a "
-                                       "repetition did not pass" % (count, "" if count == 1 else "s"))
+            terminalreporter.write_sep("=", "extsan: %d test%s not checked for reference leaks"
+                                       % (count, "" if count == 1 else "s"))
             for line in self.unrepeatable:
                 terminalreporter.write_line(line)
         if not self.entries:
