@@ -191,18 +191,26 @@ bool leak_check_begin(void)
  */
 static bool froze;
 
-/* gc.method(); its integer result in *result when given. False when the call failed. */
-static bool call_gc(const char *method, long *result)
+/* module.function(): a new reference, or NULL (its error cleared). */
+static PyObject *call_module_function(const char *module, const char *function)
 {
-    PyObject *gc = python_api.PyImport_ImportModule("gc");
-    PyObject *value = gc ? python_api.PyObject_CallMethod(gc, method, NULL) : NULL;
+    PyObject *imported = python_api.PyImport_ImportModule(module);
+    PyObject *result = imported ? python_api.PyObject_CallMethod(imported, function, NULL) : NULL;
+    if (imported)
+        python_api.Py_DecRef(imported);
+    python_api.PyErr_Clear();
+    return result;
+}
+
+/* gc.function(); its integer result in *result when given. False when the call failed. */
+static bool call_gc(const char *function, long *result)
+{
+    PyObject *value = call_module_function("gc", function);
     bool called = value != NULL;
     if (value && result)
         called = (*result = python_api.PyLong_AsLong(value)) != -1;
     if (value)
         python_api.Py_DecRef(value);
-    if (gc)
-        python_api.Py_DecRef(gc);
     python_api.PyErr_Clear();
     return called;
 }
@@ -234,8 +242,7 @@ static const char *skipped; /* why the last check reported nothing, or NULL */
    many there are. */
 static size_t running_threads(unsigned long *ids, size_t max)
 {
-    PyObject *sys = python_api.PyImport_ImportModule("sys");
-    PyObject *frames = sys ? python_api.PyObject_CallMethod(sys, "_current_frames", NULL) : NULL;
+    PyObject *frames = call_module_function("sys", "_current_frames");
     size_t count = 0;
     Py_ssize_t position = 0;
     PyObject *thread, *frame;
@@ -247,8 +254,6 @@ static size_t running_threads(unsigned long *ids, size_t max)
     }
     if (frames)
         python_api.Py_DecRef(frames);
-    if (sys)
-        python_api.Py_DecRef(sys);
     python_api.PyErr_Clear();
     return count;
 }
@@ -550,8 +555,7 @@ static void survey_referrer(struct survey *survey, PyObject *referrer)
    repetitions (the program's roots). */
 static void survey_running_frames(struct survey *survey)
 {
-    PyObject *sys = python_api.PyImport_ImportModule("sys");
-    PyObject *frames = sys ? python_api.PyObject_CallMethod(sys, "_current_frames", NULL) : NULL;
+    PyObject *frames = call_module_function("sys", "_current_frames");
     Py_ssize_t position = 0;
     PyObject *thread, *frame;
     while (frames && PyDict_Check(frames) &&
@@ -562,17 +566,12 @@ static void survey_running_frames(struct survey *survey)
     }
     if (frames)
         python_api.Py_DecRef(frames);
-    if (sys)
-        python_api.Py_DecRef(sys);
     python_api.PyErr_Clear();
 }
 
 static bool explain_visible(struct survey *survey)
 {
-    PyObject *gc = python_api.PyImport_ImportModule("gc");
-    PyObject *get_objects = gc ? python_api.PyObject_GetAttrString(gc, "get_objects") : NULL;
-    PyObject *tracked =
-        get_objects ? python_api.PyObject_CallFunctionObjArgs(get_objects, NULL) : NULL;
+    PyObject *tracked = call_module_function("gc", "get_objects");
     bool done = tracked && PyList_Check(tracked);
     for (Py_ssize_t i = 0; done && i < PyList_GET_SIZE(tracked); i++) {
         PyObject *object = PyList_GET_ITEM(tracked, i);
@@ -582,10 +581,8 @@ static bool explain_visible(struct survey *survey)
         survey_running_frames(survey);
     for (size_t i = 0; done && i < survey->untracked_count; i++)
         survey_referrer(survey, survey->untracked[i]);
-    PyObject *owned[] = {gc, get_objects, tracked};
-    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
-        if (owned[i])
-            python_api.Py_DecRef(owned[i]);
+    if (tracked)
+        python_api.Py_DecRef(tracked);
     python_api.PyErr_Clear();
     return done;
 }
