@@ -102,24 +102,30 @@ static bool wrapping;            /* ours is installed (it stays so if another wr
 static bool running;             /* a check is between begin and end */
 static unsigned repetition;      /* 0: the warm-up or no check, not recorded */
 static bool in_hook;             /* recording a block: its own allocations are not recorded */
+/* The interpreter the check runs in. A subinterpreter's objects live in its own heap, which
+   the survey does not see (pybind11's test_independent_subinterpreters): they are not recorded. */
+static PyInterpreterState *checked_interpreter;
 
 /* The allocation site of the block being made: native stack and Python position. */
-static site_id site_here(void)
+static site_id site_here(PyThreadState *thread)
 {
     uintptr_t pcs[SITE_STACK_DEPTH];
     unsigned depth = stack_capture(pcs, SITE_STACK_DEPTH, 0);
     uint64_t identity = 0xcbf29ce484222325ull;
     for (unsigned i = 0; i < depth; i++)
         identity = (identity ^ pcs[i]) * 0x100000001b3ull;
-    return registry_site_here((uintptr_t)identity, gil_attached_thread_state());
+    return registry_site_here((uintptr_t)identity, thread);
 }
 
 static void record_block(void *address)
 {
     if (!address || !repetition || in_hook)
         return;
+    PyThreadState *thread = gil_attached_thread_state();
+    if (!thread || thread->interp != checked_interpreter)
+        return;
     in_hook = true;
-    site_id site = site_here();
+    site_id site = site_here(thread);
     if (blocks_make_room()) {
         struct block *slot = block_slot(address);
         if (!slot->address)
@@ -177,6 +183,8 @@ bool leak_check_begin(void)
         python_api.PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &hook);
         wrapping = true;
     }
+    PyThreadState *thread = gil_attached_thread_state();
+    checked_interpreter = thread ? thread->interp : NULL;
     running = true;
     repetition = 0;
     return true;
