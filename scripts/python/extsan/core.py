@@ -23,6 +23,11 @@ def loaded_core():
 
 
 
+class LeakCheckUnavailable(RuntimeError):
+    """The process has no extsan core (not started under `extsan run` or its preload), or a
+    check is running already."""
+
+
 class Core:
     """The core reached with ctypes: PyDLL, so that the GIL stays held around every call."""
 
@@ -91,6 +96,28 @@ class Core:
         if found < 0:
             raise ValueError(error.value.decode("utf-8", "replace"))
         return rules[found - 1] if found else None
+
+    def check_repetitions(self, repeat, repetition):
+        """The reference-leak check around repetition(1) .. repetition(repeat), after the
+        warm-up the caller ran: None when it looked for leaks (its findings are the core's),
+        else why it did not. A repetition returns why it did not pass, or None: one that did not
+        pass ends the check (the work is not repeatable), and so does an exception, which
+        propagates. LeakCheckUnavailable when a check runs already."""
+        if not self.leaks_begin():
+            raise LeakCheckUnavailable("a reference-leak check is running already, or the core "
+                                       "is dormant in this process")
+        try:
+            for index in range(1, repeat + 1):
+                self.leaks_next()
+                failure = repetition(index)
+                if failure:
+                    self.leaks_cancel()
+                    return "repetition %d of %d: %s" % (index, repeat, failure)
+        except BaseException:
+            self.leaks_cancel()
+            raise
+        self.leaks_end()
+        return self.leaks_skipped()
 
     def leaks_begin(self):
         """Starts a reference-leak check (leak_check.h): the calls that follow until

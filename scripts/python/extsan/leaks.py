@@ -4,21 +4,17 @@
     findings = extsan.leaks.check_leaks(lambda: mymodule.parse(b"..."), repeat=3)
 
 calls the callable repeat + 1 times (the first a warm-up, whose objects count as the program's;
-an exception from any call ends the check without findings and propagates) in a process extsan checks (under `extsan run`, or with the core preloaded) and returns the
-reference-leak findings it made, as the JSON report's findings: each names the type of the
-objects leaked per repetition, the references nothing explains, and where an example was
-allocated (native and Python stacks). They are in the process's reports too. See leak_check.h
-for what counts as a leak, and the README for the cost.
+an exception from any call ends the check without findings and propagates) in a process extsan
+checks (under `extsan run`, or with the core preloaded) and returns the reference-leak findings
+it made, as the JSON report's findings: each names the type of the objects leaked per
+repetition, the references nothing explains, and where an example was allocated (native and
+Python stacks). They are in the process's reports too. See leak_check.h for what counts as a
+leak, and the README for the cost.
 """
 
 import warnings
 
-from .core import Core, loaded_core
-
-
-class LeakCheckUnavailable(RuntimeError):
-    """The process has no extsan core (not started under `extsan run` or its preload), or a
-    check is running already."""
+from .core import Core, LeakCheckUnavailable, loaded_core
 
 
 _core = None
@@ -45,18 +41,11 @@ def check_leaks(function, repeat=3):
     checker = core()
     first = checker.findings_count()
     function()  # the warm-up
-    if not checker.leaks_begin():
-        raise LeakCheckUnavailable("a reference-leak check is running already, or the core is "
-                                   "dormant in this process")
-    try:
-        for _ in range(repeat):
-            checker.leaks_next()
-            function()
-    except BaseException:
-        checker.leaks_cancel()  # the work is not repeatable: nothing to conclude
-        raise
-    checker.leaks_end()
-    skipped = checker.leaks_skipped()
+
+    def repetition(index):
+        function()  # its result is not a reason to stop: only an exception is
+
+    skipped = checker.check_repetitions(repeat, repetition)
     if skipped:
         warnings.warn("extsan: the reference-leak check looked for no leaks: " + skipped,
                       RuntimeWarning, stacklevel=2)

@@ -66,7 +66,7 @@ import pytest
 from . import layout
 from .baseline import load_baseline
 from .common import Failure
-from .core import CORE_NAME, Core, loaded_core
+from .core import CORE_NAME, Core, LeakCheckUnavailable, loaded_core
 from .findings import finding_line
 from .fingerprint import fingerprint
 
@@ -277,7 +277,7 @@ class ExtsanPlugin:
         self.entries = []
         # Tests the reference-leak check could not check: "nodeid: why" (a repetition that did
         # not pass, threads left running).
-        self.unrepeatable = []
+        self.unchecked = []
 
     # -- classifying ---------------------------------------------------------------------------
 
@@ -357,24 +357,15 @@ class ExtsanPlugin:
         result = yield  # the warm-up: pytest's own run of the test
         # A unittest TestCase records its failure or skip instead of raising it: a warm-up
         # that did not pass has nothing to repeat.
-        if getattr(item, "_excinfo", None) or not self.core.leaks_begin():
+        if getattr(item, "_excinfo", None):
             return result
         try:
-            for index in range(1, repeat + 1):
-                self.core.leaks_next()
-                failure = repeat_once(item)
-                if failure:
-                    self.core.leaks_cancel()
-                    self.unrepeatable.append("%s: repetition %d of %d: %s"
-                                             % (item.nodeid, index, repeat, failure))
-                    return result
-        except BaseException:
-            self.core.leaks_cancel()
-            raise
-        self.core.leaks_end()
-        skipped = self.core.leaks_skipped()
-        if skipped:
-            self.unrepeatable.append("%s: %s" % (item.nodeid, skipped))
+            unchecked = self.core.check_repetitions(repeat, lambda index: repeat_once(item))
+        except LeakCheckUnavailable:
+            return result
+        if unchecked:
+            self.unchecked.append("%s: %s" % (item.nodeid, unchecked))
+            return result
         failing = [block for index, finding, block in self.findings_since(first)
                    if finding.get("kind") == "reference-leak"
                    and self.status(index, finding)[0] == "new"]
@@ -421,7 +412,7 @@ class ExtsanPlugin:
         # controller reports.
         if hasattr(session.config, "workeroutput"):
             session.config.workeroutput["extsan_entries"] = entries
-            session.config.workeroutput["extsan_unrepeatable"] = self.unrepeatable
+            session.config.workeroutput["extsan_unchecked"] = self.unchecked
             return
         self.entries = entries + self.entries
         if self.fail and self.failing() and session.exitstatus == pytest.ExitCode.OK:
@@ -432,17 +423,17 @@ class ExtsanPlugin:
         """pytest-xdist: a worker ended; its findings join the summary."""
         output = getattr(node, "workeroutput", {})
         self.entries.extend(output.get("extsan_entries", ()))
-        self.unrepeatable.extend(output.get("extsan_unrepeatable", ()))
+        self.unchecked.extend(output.get("extsan_unchecked", ()))
 
     def failing(self):
         return [entry for entry in self.entries if entry["status"] == "new"]
 
     def pytest_terminal_summary(self, terminalreporter):
-        if self.unrepeatable:
-            count = len(self.unrepeatable)
+        if self.unchecked:
+            count = len(self.unchecked)
             terminalreporter.write_sep("=", "extsan: %d test%s not checked for reference leaks"
                                        % (count, "" if count == 1 else "s"))
-            for line in self.unrepeatable:
+            for line in self.unchecked:
                 terminalreporter.write_line(line)
         if not self.entries:
             return
