@@ -27,14 +27,37 @@ CASES = [
     ("interned", "m.interned()", None, None),
     ("python_cache", "python_cache.append(object())", None, None),
     ("c_field", "python_cache.append(m.field_dict_holding())", None, None),
+    ("busy_thread", "busy_thread()", None, None),
 ]
 
 PROGRAM = """
-import itertools, json
+import itertools, json, queue, sys, threading
 import leak_defects as m
 from extsan.leaks import check_leaks
 counter = itertools.count(10**6)
 python_cache = []
+
+# Threads started before the checks run each repetition's job past its end (a test that does not
+# wait for its work): what a running frame holds on its value stack (the dict) and its frame
+# object are explained by the frame. The idle ones wait in frames whose objects' memory is stale
+# (3.11+): read, it would hide the planted leaks.
+jobs, release = queue.Queue(), threading.Event()
+def serve():
+    for job in iter(jobs.get, None):
+        job()
+workers = [threading.Thread(target=serve) for _ in range(4)]
+for worker in workers:
+    worker.start()
+
+def wait_for_release(started):
+    sys._getframe()
+    started.set()
+    release.wait()
+
+def busy_thread():
+    started = threading.Event()
+    jobs.put(lambda: [dict(), wait_for_release(started)])
+    started.wait()
 
 def expect_error(function, argument):
     try:
@@ -59,6 +82,9 @@ cases = {%s}
 for case, work in cases.items():
     found = check_leaks(work, repeat=3)
     print(json.dumps([case, found]), flush=True)
+release.set()
+for worker in workers:
+    jobs.put(None)
 """
 
 

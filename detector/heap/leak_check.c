@@ -526,7 +526,10 @@ static void end_referrer(struct survey *survey)
  * dict, its keys and values (its traverse leaves out str keys, which cannot make a cycle); and
  * the words of its memory (its type's basic size) that point there. Within the memory its
  * traverse knows, a field the traverse shows is also a word: the larger count holds. The words
- * past it are references the traverse cannot show, counted on top.
+ * past it are references the traverse cannot show, counted on top. A frame object's words are
+ * not read: from 3.11 its memory past the header holds its frame only once the frame has ended,
+ * and until then stale words (whose addresses leaked objects may have taken since); its
+ * traverse shows all it holds.
  */
 static void survey_referrer(struct survey *survey, PyObject *referrer)
 {
@@ -546,7 +549,8 @@ static void survey_referrer(struct survey *survey, PyObject *referrer)
         }
     }
     size_t extent = (size_t)type->tp_basicsize, known = traversed_extent(type);
-    if (memory_map_readable(survey->memory, (uintptr_t)referrer, extent))
+    if (type != python_api.frame_type &&
+        memory_map_readable(survey->memory, (uintptr_t)referrer, extent))
         for (size_t offset = sizeof(PyObject); offset + sizeof(void *) <= extent;
              offset += sizeof(void *)) {
             struct survivor *survivor =
@@ -559,17 +563,33 @@ static void survey_referrer(struct survey *survey, PyObject *referrer)
     end_referrer(survey);
 }
 
-/* The locals of the frames every thread runs: each frame a referrer from before the
-   repetitions (the program's roots). */
+/* A word of a running frame's value stack, which may be stale: a reference only to a survivor,
+   which is known to be live. */
+static void visit_stack_word(void *word, void *context)
+{
+    struct survey *survey = context;
+    if (survivor_of(survey, word))
+        visit_referent(word, survey);
+}
+
+/*
+ * What the frames every thread runs hold: each thread's frames a referrer from before the
+ * repetitions (the program's roots). The value stacks of other threads' frames hold what their
+ * calls in progress were given (work a test left running); those of this thread's frames are not
+ * read. They are the checker's callers, which hold nothing the repetitions made, while their
+ * stale words hold addresses of freed objects that leaked ones may have taken since.
+ */
 static void survey_running_frames(struct survey *survey)
 {
     PyObject *frames = call_module_function("sys", "_current_frames");
+    unsigned long checking = python_api.unchecked_thread_state()->thread_id;
     Py_ssize_t position = 0;
     PyObject *thread, *frame;
     while (frames && PyDict_Check(frames) &&
            python_api.PyDict_Next(frames, &position, &thread, &frame)) {
+        bool other = python_api.PyLong_AsUnsignedLong(thread) != checking;
         begin_referrer(survey, false);
-        python_frame_locals(frame, visit_referent, survey);
+        python_running_frames(frame, visit_referent, other ? visit_stack_word : NULL, survey);
         end_referrer(survey);
     }
     if (frames)

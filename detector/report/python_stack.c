@@ -107,17 +107,22 @@ unsigned python_stack_capture(PyThreadState *thread, struct python_frame_ref *fr
     return depth;
 }
 
-void python_frame_locals(PyObject *frame_object, visitproc visit, void *argument)
+void python_running_frames(PyObject *frame_object, visitproc visit,
+                           void (*visit_word)(void *word, void *argument), void *argument)
 {
     for (_PyInterpreterFrame *frame = complete_frame(((PyFrameObject *)frame_object)->f_frame);
          frame; frame = complete_frame(frame->previous)) {
         PyCodeObject *code = frame_code(frame);
-        /* Only the locals: the value stack of a running frame is not kept up to date. */
         for (int i = 0; i < code->co_nlocalsplus; i++)
             if (frame->localsplus[i])
                 visit(frame->localsplus[i], argument);
         if (frame->f_locals)
             visit(frame->f_locals, argument);
+        if (frame->frame_obj)
+            visit((PyObject *)frame->frame_obj, argument);
+        /* The frame's memory holds co_stacksize words of value stack after its locals. */
+        for (int i = 0; visit_word && i < code->co_stacksize; i++)
+            visit_word(frame->localsplus[code->co_nlocalsplus + i], argument);
     }
 }
 
@@ -147,9 +152,15 @@ unsigned python_stack_capture(PyThreadState *thread, struct python_frame_ref *fr
     return depth;
 }
 
-void python_frame_locals(PyObject *frame_object, visitproc visit, void *argument)
+void python_running_frames(PyObject *frame_object, visitproc visit,
+                           void (*visit_word)(void *word, void *argument), void *argument)
 {
-    (void)frame_object, (void)visit, (void)argument;
+    /* A frame object is allocated with room for co_stacksize words of value stack. */
+    for (PyFrameObject *frame = (PyFrameObject *)frame_object; frame; frame = frame->f_back) {
+        visit((PyObject *)frame, argument);
+        for (int i = 0; visit_word && i < frame->f_code->co_stacksize; i++)
+            visit_word(frame->f_valuestack[i], argument);
+    }
 }
 
 PyObject *python_code_name(PyCodeObject *code)

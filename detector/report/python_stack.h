@@ -35,12 +35,16 @@ struct python_frame_ref {
 unsigned python_stack_capture(PyThreadState *thread, struct python_frame_ref *frames, unsigned max);
 
 /*
- * Visits the locals of a running frame and of the frames that called it, from a frame object
- * (sys._current_frames()): references no object's traverse shows from 3.11 on, since a frame the
- * thread runs is not an object (a frame object's traverse shows them only once it owns its
- * frame). Nothing on 3.9/3.10, where frames are collected objects whose traverse shows them.
+ * What the frames a thread runs hold, from the object of its innermost frame
+ * (sys._current_frames()): references no object's traverse shows. `visit` gets the objects a
+ * frame certainly holds: from 3.11, where a running frame is not an object, its locals and its
+ * frame object once one was made; on 3.9/3.10 the frame object itself, which the C call running
+ * it holds (its traverse shows its locals). `visit_word`, unless NULL, gets every word of each
+ * frame's value stack: a running frame does not keep its stack depth up to date, so a word may
+ * be stale, to be compared against objects known to be live, never dereferenced.
  */
-void python_frame_locals(PyObject *frame_object, visitproc visit, void *argument);
+void python_running_frames(PyObject *frame_object, visitproc visit,
+                           void (*visit_word)(void *word, void *argument), void *argument);
 
 /* The name a report shows for a code object: co_qualname (3.11+) or co_name. Borrowed. */
 PyObject *python_code_name(PyCodeObject *code);

@@ -69,14 +69,15 @@ bool python_api_init(const char **why_not)
     python_api.function_type = (PyTypeObject *)lookup("PyFunction_Type");
     python_api.cell_type = (PyTypeObject *)lookup("PyCell_Type");
     python_api.method_type = (PyTypeObject *)lookup("PyMethod_Type");
+    python_api.frame_type = (PyTypeObject *)lookup("PyFrame_Type");
     python_api.none = (PyObject *)lookup("_Py_NoneStruct");
     python_api.base_object_type = (PyTypeObject *)lookup("PyBaseObject_Type");
     python_api.type_type = (PyTypeObject *)lookup("PyType_Type");
     python_api.code_type = (PyTypeObject *)lookup("PyCode_Type");
     python_api.generic_alloc = (allocfunc)lookup("PyType_GenericAlloc");
     bool calls_found = python_api.function_type && python_api.cell_type && python_api.method_type &&
-                       python_api.none && python_api.base_object_type && python_api.type_type &&
-                       python_api.code_type && python_api.generic_alloc;
+                       python_api.frame_type && python_api.none && python_api.base_object_type &&
+                       python_api.type_type && python_api.code_type && python_api.generic_alloc;
 #define LOOKUP_CALL(ret, name, params)                                                             \
     calls_found &= (python_api.name = (ret(*) params)lookup(#name)) != NULL;
     PYTHON_API_CALLS(LOOKUP_CALL)

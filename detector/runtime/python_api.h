@@ -67,7 +67,7 @@ struct python_api {
     void (*gil_release)(PyGILState_STATE);
     PyTypeObject *capsule_type;
     /* Objects the exit analysis names or returns. */
-    PyTypeObject *function_type, *cell_type, *method_type;
+    PyTypeObject *function_type, *cell_type, *method_type, *frame_type;
     PyObject *none;
     /* What the type and instance registry compares slots and walks the type tree with. */
     PyTypeObject *base_object_type, *type_type, *code_type;
