@@ -28,6 +28,8 @@ CASES = [
     ("python_cache", "python_cache.append(object())", None, None),
     ("c_field", "python_cache.append(m.field_dict_holding())", None, None),
     ("busy_thread", "busy_thread()", None, None),
+    ("instance_dict", "python_cache.append(with_dict())", None, None),
+    ("instance_dict_incref", "m.extra_incref(with_dict())", "Plain", None),
 ]
 
 PROGRAM = """
@@ -69,6 +71,16 @@ def expect_error(function, argument):
 # Work that cannot be repeated (it leaks, then fails on its second call): the check ends
 # without findings and the error propagates; the checks after it work.
 calls = []
+# An instance whose __dict__ was asked for: from 3.13 its traverse shows its values, not the dict
+# it holds.
+class Plain:
+    pass
+def with_dict():
+    made = Plain()
+    made.value = object()
+    made.__dict__
+    return made
+
 def once_only():
     calls.append(m.append_new_ref([]))
     if len(calls) > 1:

@@ -48,23 +48,14 @@ void type_full_name(PyTypeObject *type, char *out, size_t size)
     python_api.PyErr_Restore(error_type, error_value, error_traceback);
 }
 
-/*
- * The instance dictionary of `object` where the runtime keeps it, or NULL: at tp_dictoffset, or
- * for a managed dict (3.11+) in the third word before the object, whose low bit tags inline
- * values rather than a dict on 3.12.
- */
+/* The instance dictionary of `object` where the runtime keeps it, or NULL: at tp_dictoffset, or
+   before the object (a managed dict). */
 static PyObject *instance_dict(PyObject *object)
 {
     PyTypeObject *type = Py_TYPE(object);
     if (type->tp_dictoffset > 0)
         return *(PyObject **)((char *)object + type->tp_dictoffset);
-#if PY_VERSION_HEX >= 0x030B0000
-    if (type->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
-        uintptr_t word = ((const uintptr_t *)object)[-3];
-        return word & 1 ? NULL : (PyObject *)word;
-    }
-#endif
-    return NULL;
+    return object_managed_dict(object);
 }
 
 /*

@@ -143,7 +143,8 @@ bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
 
 /* ---- pass: account ---------------------------------------------------------------------------
  * After it: each node's `unexplained` is its refcount less the references that the traverse of
- * some node visits, and every such reference is a visible edge. Also: instance_order lists the
+ * some node visits (or its managed dict, which from 3.13 the traverse may leave out), and every
+ * such reference is a visible edge. Also: instance_order lists the
  * instance nodes in node order.
  *
  * The collector untracks a dict or a tuple that holds only objects it does not collect (a
@@ -170,6 +171,8 @@ static int visit_and_account(PyObject *target, void *context)
         graph->nodes[graph->current_source].visited_own_type = true;
     if (!target)
         return 0;
+    if (target == graph->current_managed_dict)
+        graph->current_managed_dict = NULL;
     uint32_t index = node_lookup(graph, (uintptr_t)target);
     if (index == NO_NODE)
         index = discover_untracked(graph, target);
@@ -198,8 +201,13 @@ void account_nodes_from(struct graph *graph, size_t first)
             continue;
         graph->current_source = (uint32_t)i;
         graph->current_type = (PyObject *)type;
+        PyObject *object = node->object;
+        graph->current_managed_dict = object_managed_dict(object);
         /* The visit may add nodes and move the array: `node` is not read after it. */
-        type->tp_traverse(node->object, visit_and_account, graph);
+        type->tp_traverse(object, visit_and_account, graph);
+        /* A managed dict its traverse did not show (3.13+) is a reference all the same. */
+        if (graph->current_managed_dict)
+            visit_and_account(graph->current_managed_dict, graph);
     }
     graph->visible_edge_count = graph->edge_count;
 }

@@ -139,6 +139,8 @@ struct graph {
     size_t stale_count, stale_capacity;
     uint32_t current_source; /* the node whose traverse is running */
     PyObject *current_type;  /* and its type */
+    /* and its managed dict (object_managed_dict), cleared once its traverse visits it */
+    PyObject *current_managed_dict;
     /* Whether objects of a type can be nodes at all (collected, or extension instances),
        cached by type address. */
     struct {

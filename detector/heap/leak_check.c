@@ -524,8 +524,9 @@ static void end_referrer(struct survey *survey)
 /*
  * What a collected object holds to each survivor: the references its traverse shows; for a
  * dict, its keys and values (its traverse leaves out str keys, which cannot make a cycle); and
- * the words of its memory (its type's basic size) that point there. Within the memory its
- * traverse knows, a field the traverse shows is also a word: the larger count holds. The words
+ * the words of its memory (its type's basic size) that point there, and its managed dict, a word
+ * before it. Within the memory its traverse knows, a field the traverse shows is also a word: the
+ * larger count holds. The words
  * past it are references the traverse cannot show, counted on top. A frame object's words are
  * not read: from 3.11 its memory past the header holds its frame only once the frame has ended,
  * and until then stale words (whose addresses leaked objects may have taken since); its
@@ -537,6 +538,9 @@ static void survey_referrer(struct survey *survey, PyObject *referrer)
     begin_referrer(survey, survivor_of(survey, referrer) != NULL);
     if (type->tp_traverse)
         type->tp_traverse(referrer, visit_referent, survey);
+    struct survivor *dict = survivor_of(survey, object_managed_dict(referrer));
+    if (dict)
+        tally(survey, dict)->pointed++;
     if (PyDict_Check(referrer)) {
         Py_ssize_t position = 0;
         PyObject *key, *value;

@@ -91,6 +91,25 @@ static inline bool object_is_immortal(PyObject *object)
 }
 
 /*
+ * The dict the runtime keeps before `object` (a managed dict, 3.11+: the third word before it,
+ * where on 3.12 a set low bit tags inline values instead), or NULL. From 3.13 the object's
+ * traverse does not visit this dict while its inline values stay valid, which they do when the
+ * dict is made from them (`obj.__dict__`): the reference is one no traverse shows.
+ */
+static inline PyObject *object_managed_dict(PyObject *object)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    if (Py_TYPE(object)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        uintptr_t word = ((const uintptr_t *)object)[-3];
+        return word & 1 ? NULL : (PyObject *)word;
+    }
+#else
+    (void)object;
+#endif
+    return NULL;
+}
+
+/*
  * Looks the API up in the process. Returns false, with a reason, when there is no Python here or
  * it is not the version this core was built for.
  */
