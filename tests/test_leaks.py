@@ -28,12 +28,13 @@ CASES = [
     ("python_cache", "python_cache.append(object())", None, None),
     ("c_field", "python_cache.append(m.field_dict_holding())", None, None),
     ("busy_thread", "busy_thread()", None, None),
+    ("thread_not_started", "_thread.start_new_thread(hold, ([],))", None, None),
     ("instance_dict", "python_cache.append(with_dict())", None, None),
     ("instance_dict_incref", "m.extra_incref(with_dict())", "Plain", None),
 ]
 
 PROGRAM = """
-import itertools, json, queue, sys, threading
+import _thread, itertools, json, queue, sys, threading
 import leak_defects as m
 from extsan.leaks import check_leaks
 counter = itertools.count(10**6)
@@ -60,6 +61,12 @@ def busy_thread():
     started = threading.Event()
     jobs.put(lambda: [dict(), wait_for_release(started)])
     started.wait()
+
+# A thread a repetition starts holds its arguments (in C) before its first frame: it waits for the
+# GIL, which the checks never give up within a switch interval this long.
+sys.setswitchinterval(1000)
+def hold(held):
+    pass
 
 def expect_error(function, argument):
     try:

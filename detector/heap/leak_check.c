@@ -242,40 +242,43 @@ static void thaw_heap(void)
  * objects would look leaked. Such a check reports nothing, and says why (leak_check_skipped).
  */
 #define TRACKED_THREADS 256
-static unsigned long threads_before[TRACKED_THREADS];
+struct thread_identity {
+    const PyThreadState *state;
+    unsigned long id; /* 0 until the thread it was made for runs */
+};
+static struct thread_identity threads_before[TRACKED_THREADS];
 static size_t threads_before_count;
 static const char *skipped; /* why the last check reported nothing, or NULL */
 
-/* The ids of the threads that run Python code now (sys._current_frames()), up to `max`; how
-   many there are. */
-static size_t running_threads(unsigned long *ids, size_t max)
+/*
+ * The threads of the checked interpreter, up to `max`; how many there are. Counted by their
+ * thread states, not by the frames they run: a thread holds what it was started with from before
+ * its first frame (waiting for the GIL) until after its last (its bootstrap releases it), and a
+ * test that waits for a thread by its count (_thread._count) may not wait for either. Walked with
+ * the GIL held, under which a thread state is neither unlinked nor freed.
+ */
+static size_t existing_threads(struct thread_identity *threads, size_t max)
 {
-    PyObject *frames = call_module_function("sys", "_current_frames");
     size_t count = 0;
-    Py_ssize_t position = 0;
-    PyObject *thread, *frame;
-    while (frames && PyDict_Check(frames) &&
-           python_api.PyDict_Next(frames, &position, &thread, &frame)) {
+    for (PyThreadState *state = python_api.PyInterpreterState_ThreadHead(checked_interpreter);
+         state; state = python_api.PyThreadState_Next(state)) {
         if (count < max)
-            ids[count] = python_api.PyLong_AsUnsignedLong(thread);
+            threads[count] = (struct thread_identity){state, state->thread_id};
         count++;
     }
-    if (frames)
-        python_api.Py_DecRef(frames);
-    python_api.PyErr_Clear();
     return count;
 }
 
 static bool repetitions_left_threads(void)
 {
-    unsigned long now[TRACKED_THREADS];
-    size_t count = running_threads(now, TRACKED_THREADS);
+    struct thread_identity now[TRACKED_THREADS];
+    size_t count = existing_threads(now, TRACKED_THREADS);
     if (count > TRACKED_THREADS || threads_before_count > TRACKED_THREADS)
         return count > threads_before_count;
     for (size_t i = 0; i < count; i++) {
         bool known = false;
         for (size_t j = 0; j < threads_before_count && !known; j++)
-            known = now[i] == threads_before[j];
+            known = now[i].state == threads_before[j].state && now[i].id == threads_before[j].id;
         if (!known)
             return true;
     }
@@ -298,7 +301,7 @@ void leak_check_next(void)
     repetition = 0;
     if (next == 1) {
         freeze_heap();
-        threads_before_count = running_threads(threads_before, TRACKED_THREADS);
+        threads_before_count = existing_threads(threads_before, TRACKED_THREADS);
     }
     python_api.PyGC_Collect();
     repetition = next;

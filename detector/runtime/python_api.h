@@ -50,7 +50,9 @@
     X(void, PyMem_SetAllocator, (PyMemAllocatorDomain domain, PyMemAllocatorEx * allocator))       \
     X(long, PyLong_AsLong, (PyObject * object))                                                    \
     X(unsigned long, PyLong_AsUnsignedLong, (PyObject * object))                                   \
-    X(unsigned int, PyType_ClearCache, (void))
+    X(unsigned int, PyType_ClearCache, (void))                                                     \
+    X(PyThreadState *, PyInterpreterState_ThreadHead, (PyInterpreterState * interpreter))          \
+    X(PyThreadState *, PyThreadState_Next, (PyThreadState * thread))
 
 struct python_api {
     const char *version; /* Py_GetVersion(), e.g. "3.12.1 (main, ...)" */
