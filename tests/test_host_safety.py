@@ -313,7 +313,7 @@ import os, gc_defects
 print("pid", os.getpid(), flush=True)
 holder = gc_defects.Holder()  # a hidden reference: the exit analysis has something to find
 holder.set_callback(holder.touch)
-heap = [[i] for i in range(3_000_000)]
+heap = [[i] for i in range(4_000_000)]  # about a second of analysis, for a signal sent as it starts
 """
 
 
@@ -321,7 +321,7 @@ def test_interrupt_during_the_exit_analysis_is_honoured(python, fixtures, tmp_pa
     """Ctrl-C while the exit analysis runs stops it: the process ends by SIGINT, as Python ends
     on an unhandled KeyboardInterrupt, and the report says the analysis did not complete."""
     result = run_and_signal(python, fixtures, tmp_path, BIG_HEAP_EXIT, signal.SIGINT,
-                            when="extsan: heap analysis: account",
+                            when="extsan: heap analysis: enumerate",
                             extsan_args=["--verbosity", "2"])
     assert result.returncode == 128 + signal.SIGINT, result.describe()
     pid = program_pid(result)
