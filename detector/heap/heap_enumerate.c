@@ -144,8 +144,7 @@ bool enumerate_nodes(struct graph *graph, PyObject *tracked_objects)
 /* ---- pass: account ---------------------------------------------------------------------------
  * After it: each node's `unexplained` is its refcount less the references that the traverse of
  * some node visits (or its managed dict, which from 3.13 the traverse may leave out), and every
- * such reference is a visible edge. Also: instance_order lists the
- * instance nodes in node order.
+ * such reference is a visible edge. Also: instance_order lists the instance nodes in node order.
  *
  * The collector untracks a dict or a tuple that holds only objects it does not collect (a
  * non-GC extension instance, say), and such a container can still close a cycle: `d = {}; d["h"]

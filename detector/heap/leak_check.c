@@ -529,11 +529,10 @@ static void end_referrer(struct survey *survey)
  * dict, its keys and values (its traverse leaves out str keys, which cannot make a cycle); and
  * the words of its memory (its type's basic size) that point there, and its managed dict, a word
  * before it. Within the memory its traverse knows, a field the traverse shows is also a word: the
- * larger count holds. The words
- * past it are references the traverse cannot show, counted on top. A frame object's words are
- * not read: from 3.11 its memory past the header holds its frame only once the frame has ended,
- * and until then stale words (whose addresses leaked objects may have taken since); its
- * traverse shows all it holds.
+ * larger count holds. The words past it are references the traverse cannot show, counted on top. A
+ * frame object's words are not read: from 3.11 its memory past the header holds its frame only once
+ * the frame has ended, and until then stale words (whose addresses leaked objects may have taken
+ * since); its traverse shows all it holds.
  */
 static void survey_referrer(struct survey *survey, PyObject *referrer)
 {
@@ -541,7 +540,8 @@ static void survey_referrer(struct survey *survey, PyObject *referrer)
     begin_referrer(survey, survivor_of(survey, referrer) != NULL);
     if (type->tp_traverse)
         type->tp_traverse(referrer, visit_referent, survey);
-    struct survivor *dict = survivor_of(survey, object_managed_dict(referrer));
+    PyObject *managed_dict = object_managed_dict(referrer);
+    struct survivor *dict = managed_dict ? survivor_of(survey, managed_dict) : NULL;
     if (dict)
         tally(survey, dict)->pointed++;
     if (PyDict_Check(referrer)) {
