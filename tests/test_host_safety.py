@@ -304,8 +304,10 @@ def test_the_program_sees_the_dispositions_it_would_see_without_extsan(python, r
 
 
 BIG_HEAP_EXIT = """
-import os, gc_defects, host_stress
+import os, signal, gc_defects, host_stress
 print("pid", os.getpid(), flush=True)
+# Python's own handler, as in a terminal: a test run in the background inherits SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 holder = gc_defects.Holder()  # a hidden reference: the exit analysis has something to find
 holder.set_callback(holder.touch)
 heap = [[i] for i in range(1_000_000)]  # an analysis long enough to be interrupted
