@@ -2,6 +2,7 @@
 #include "leak_check.h"
 
 #include "findings.h"
+#include "gc_set_aside.h"
 #include "gil.h"
 #include "log.h"
 #include "memory_map.h"
@@ -191,52 +192,6 @@ bool leak_check_begin(void)
 }
 
 /*
- * The heap the measured repetitions start from is frozen (gc.freeze: moved to the collector's
- * permanent generation), so that each collection the check makes examines only what the
- * repetitions made rather than the program's whole heap, while it still empties the free lists
- * (a check on a 300k-object heap: 0.2 ms against 98 ms). Not when the program has frozen objects
- * of its own (3.12.1 starts with some): thawing at the end would thaw those too.
- */
-static bool froze;
-
-/* module.function(): a new reference, or NULL (its error cleared). */
-static PyObject *call_module_function(const char *module, const char *function)
-{
-    PyObject *imported = python_api.PyImport_ImportModule(module);
-    PyObject *result = imported ? python_api.PyObject_CallMethod(imported, function, NULL) : NULL;
-    if (imported)
-        python_api.Py_DecRef(imported);
-    python_api.PyErr_Clear();
-    return result;
-}
-
-/* gc.function(); its integer result in *result when given. False when the call failed. */
-static bool call_gc(const char *function, long *result)
-{
-    PyObject *value = call_module_function("gc", function);
-    bool called = value != NULL;
-    if (value && result)
-        called = (*result = python_api.PyLong_AsLong(value)) != -1;
-    if (value)
-        python_api.Py_DecRef(value);
-    python_api.PyErr_Clear();
-    return called;
-}
-
-static void freeze_heap(void)
-{
-    long frozen = -1;
-    froze = call_gc("get_freeze_count", &frozen) && frozen == 0 && call_gc("freeze", NULL);
-}
-
-static void thaw_heap(void)
-{
-    if (froze)
-        call_gc("unfreeze", NULL);
-    froze = false;
-}
-
-/*
  * Threads the measured repetitions start and leave running (a ThreadPoolExecutor never shut
  * down) hold what they made on their value stacks and in C-level state no traverse shows: their
  * objects would look leaked. Such a check reports nothing, and says why (leak_check_skipped).
@@ -300,7 +255,7 @@ void leak_check_next(void)
     unsigned next = repetition + 1;
     repetition = 0;
     if (next == 1) {
-        freeze_heap();
+        gc_set_aside_heap(checked_interpreter);
         threads_before_count = existing_threads(threads_before, TRACKED_THREADS);
     }
     python_api.PyGC_Collect();
@@ -588,7 +543,7 @@ static void visit_stack_word(void *word, void *context)
  */
 static void survey_running_frames(struct survey *survey)
 {
-    PyObject *frames = call_module_function("sys", "_current_frames");
+    PyObject *frames = python_call_module_function("sys", "_current_frames");
     unsigned long checking = python_api.unchecked_thread_state()->thread_id;
     Py_ssize_t position = 0;
     PyObject *thread, *frame;
@@ -606,7 +561,7 @@ static void survey_running_frames(struct survey *survey)
 
 static bool explain_visible(struct survey *survey)
 {
-    PyObject *tracked = call_module_function("gc", "get_objects");
+    PyObject *tracked = python_call_module_function("gc", "get_objects");
     bool done = tracked && PyList_Check(tracked);
     for (Py_ssize_t i = 0; done && i < PyList_GET_SIZE(tracked); i++) {
         PyObject *object = PyList_GET_ITEM(tracked, i);
@@ -728,7 +683,7 @@ static unsigned survey_survivors(unsigned measured)
        name made per call (PyObject_GetAttrString) would look leaked. It refills on its own. */
     python_api.PyType_ClearCache();
     python_api.PyGC_Collect();
-    thaw_heap(); /* the survey reads every collected object */
+    gc_put_heap_back(); /* the survey reads every collected object */
     if (repetitions_left_threads()) {
         skipped = "threads its repetitions started still run";
         return 0;
@@ -773,7 +728,7 @@ static unsigned end_check(bool survey)
         extsan_log(0, "the reference-leak check needs 2 measured repetitions or more, not 1");
     else if (survey && measured >= 2)
         findings = survey_survivors(measured);
-    thaw_heap();
+    gc_put_heap_back();
     blocks_clear();
     /* Unwrapped unless someone wrapped ours meanwhile (tracemalloc started during the check):
        then ours stays under theirs, passing every call through. */

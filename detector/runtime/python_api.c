@@ -100,3 +100,13 @@ bool address_in_python_runtime(const void *address)
     memcpy(&runtime, &python_api.is_initialized, sizeof runtime); /* a function's address */
     return loaded_objects_same(address, runtime);
 }
+
+PyObject *python_call_module_function(const char *module, const char *function)
+{
+    PyObject *imported = python_api.PyImport_ImportModule(module);
+    PyObject *result = imported ? python_api.PyObject_CallMethod(imported, function, NULL) : NULL;
+    if (imported)
+        python_api.Py_DecRef(imported);
+    python_api.PyErr_Clear();
+    return result;
+}

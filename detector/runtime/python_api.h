@@ -120,4 +120,7 @@ bool python_api_init(const char **why_not);
 /* True when `object` lies in the loaded object that defines the C API (exe or libpython). */
 bool address_in_python_runtime(const void *address);
 
+/* module.function() with the GIL held: a new reference, or NULL (its error cleared). */
+PyObject *python_call_module_function(const char *module, const char *function);
+
 #endif
