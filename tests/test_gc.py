@@ -379,6 +379,23 @@ def test_fixed_twin_is_silent(run, fixtures, case):
     result.check_silent(output.pid)
 
 
+FROZEN_CASES = [c for c in C_CASES if c.id in ("holder-global", "holder-garbage", "pair-acyclic")]
+
+
+@pytest.mark.parametrize("case", FROZEN_CASES, ids=lambda c: c.id)
+def test_defect_is_reported_when_the_program_froze_its_heap(run, fixtures, case):
+    """gc.freeze() moves every object where gc.get_objects() does not list it: the analysis
+    lists them itself, or the defect's referents (and the cycles it closes) are not seen."""
+    result, output = run_workload(run, case.scenario, case.variant, "defect", "--freeze")
+    check_defect(result, output, case)
+
+
+@pytest.mark.parametrize("case", FROZEN_CASES, ids=lambda c: c.id)
+def test_fixed_twin_is_silent_when_the_program_froze_its_heap(run, fixtures, case):
+    result, output = run_workload(run, case.scenario, case.variant, "fixed", "--freeze")
+    result.check_silent(output.pid)
+
+
 @pytest.mark.pythons(*NANOBIND_IDS)
 @pytest.mark.parametrize("case", NB_CASES, ids=lambda c: c.id)
 def test_nanobind_defect_is_reported(run, fixtures, case):

@@ -2,6 +2,7 @@
 #include "heap_analysis.h"
 
 #include "findings.h"
+#include "gc_generations.h"
 #include "heap_blocks.h"
 #include "heap_graph.h"
 #include "gil.h"
@@ -77,18 +78,6 @@ static bool enter_pass(struct graph *graph, const char *pass)
 
 /* ---- the passes in order --------------------------------------------------------------------- */
 
-static PyObject *call_gc(const char *function)
-{
-    PyObject *gc = python_api.PyImport_ImportModule("gc");
-    PyObject *callable = gc ? python_api.PyObject_GetAttrString(gc, function) : NULL;
-    PyObject *result = callable ? python_api.PyObject_CallFunctionObjArgs(callable, NULL) : NULL;
-    if (callable)
-        python_api.Py_DecRef(callable);
-    if (gc)
-        python_api.Py_DecRef(gc);
-    return result;
-}
-
 /* What the passes read of memory: the mappings, the heap's extents, the live types. */
 static bool load_memory(struct graph *graph)
 {
@@ -100,13 +89,13 @@ static bool load_memory(struct graph *graph)
     return graph->memory != NULL;
 }
 
-/* Passes enumerate to reach; `tracked_objects` receives gc.get_objects(), which holds every
-   node alive until it is released. */
+/* Passes enumerate to reach; `tracked_objects` receives every tracked object (frozen ones too),
+   a list that holds every node alive until it is released. */
 static void build_graph(struct graph *graph, PyObject **tracked_objects)
 {
     if (enter_pass(graph, "enumerate")) {
         plan_huge_pages();
-        *tracked_objects = call_gc("get_objects");
+        *tracked_objects = gc_tracked_objects();
         if (!*tracked_objects || !PyList_Check(*tracked_objects))
             graph->failure = "could not start (no object list)";
         else if (!enumerate_nodes(graph, *tracked_objects))

@@ -2,7 +2,7 @@
 #include "leak_check.h"
 
 #include "findings.h"
-#include "gc_set_aside.h"
+#include "gc_generations.h"
 #include "gil.h"
 #include "log.h"
 #include "memory_map.h"
@@ -561,7 +561,7 @@ static void survey_running_frames(struct survey *survey)
 
 static bool explain_visible(struct survey *survey)
 {
-    PyObject *tracked = python_call_module_function("gc", "get_objects");
+    PyObject *tracked = gc_tracked_objects();
     bool done = tracked && PyList_Check(tracked);
     for (Py_ssize_t i = 0; done && i < PyList_GET_SIZE(tracked); i++) {
         PyObject *object = PyList_GET_ITEM(tracked, i);

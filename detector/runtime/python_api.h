@@ -52,7 +52,8 @@
     X(unsigned long, PyLong_AsUnsignedLong, (PyObject * object))                                   \
     X(unsigned int, PyType_ClearCache, (void))                                                     \
     X(PyThreadState *, PyInterpreterState_ThreadHead, (PyInterpreterState * interpreter))          \
-    X(PyThreadState *, PyThreadState_Next, (PyThreadState * thread))
+    X(PyThreadState *, PyThreadState_Next, (PyThreadState * thread))                               \
+    X(int, PyList_Append, (PyObject * list, PyObject * item))
 
 struct python_api {
     const char *version; /* Py_GetVersion(), e.g. "3.12.1 (main, ...)" */

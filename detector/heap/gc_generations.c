@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
-#include "gc_set_aside.h"
+#include "gc_generations.h"
 
+#include "gil.h"
 #include "log.h"
 #include "memory_map.h"
 #include "python_api.h"
@@ -150,4 +151,34 @@ void gc_put_heap_back(void)
     list_move_all(&set_aside, program_froze ? &collector->permanent_generation.head
                                             : &collector->generations[NUM_GENERATIONS - 1].head);
     collector = NULL;
+}
+
+/* Appends the object of each node of `head`'s list to `objects`: false when one failed. */
+static bool append_list(PyObject *objects, PyGC_Head *head)
+{
+    /* The object follows its collector header. Appending allocates no tracked object (only the
+       list's item array), so no collection runs, and no list changes, during the walk. */
+    for (PyGC_Head *node = _PyGCHead_NEXT(head); node != head; node = _PyGCHead_NEXT(node))
+        if (python_api.PyList_Append(objects, (PyObject *)(node + 1)) != 0)
+            return false;
+    return true;
+}
+
+PyObject *gc_tracked_objects(void)
+{
+    PyObject *objects = python_call_module_function("gc", "get_objects");
+    PyThreadState *thread = gil_attached_thread_state();
+    if (!objects || !PyList_Check(objects) || !thread)
+        return objects;
+    struct _gc_runtime_state *gc = &thread->interp->gc;
+    if (!layout_matches(gc))
+        return objects;
+    bool listed = append_list(objects, &gc->permanent_generation.head) &&
+                  (collector != gc || append_list(objects, &set_aside));
+    if (!listed) {
+        python_api.Py_DecRef(objects);
+        objects = NULL;
+    }
+    python_api.PyErr_Clear();
+    return objects;
 }
