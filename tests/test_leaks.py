@@ -387,3 +387,30 @@ def test_the_heap_set_aside_during_a_check_comes_back_as_it_was(run, fixtures):
         "second": ["object"], "second_seen": [True, True, True], "second_after": True,
         "frozen_cache": [], "frozen_inside_visible": False,
     }, result.describe()
+
+
+FREE_LIST_PROGRAM = """
+import json
+import leak_defects as m
+from extsan.leaks import check_leaks
+def work():
+    assert len([0, 1]) == 2  # a list that dies at once: the runtime keeps its memory for the next
+    try:
+        m.error_path_list(True)  # whose new list is that memory, then leaked
+    except ValueError:
+        pass
+print(json.dumps(check_leaks(work, repeat=3)))
+"""
+
+
+@pytest.mark.pythons("3.13")
+def test_a_leak_made_from_a_free_list_names_the_code_that_made_it(run, fixtures):
+    """The runtime makes a list from the memory of one that just died (its free list), not from
+    the allocator: the leaked list's site is the C function that made it, not the Python line
+    whose list had the memory first (3.13+, through the runtime's reference tracer)."""
+    result = run(code=FREE_LIST_PROGRAM,
+                 env={"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")})
+    assert result.returncode == 0, result.describe()
+    (finding,) = json.loads(result.stdout.splitlines()[-1])
+    assert finding["type"] == "list" and finding["per_repetition"] == 1, finding
+    assert first_extension_function(finding["stack"]) == "build_then_fail", finding["stack"]

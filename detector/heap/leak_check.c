@@ -29,6 +29,7 @@ struct block {
     void *address; /* NULL: empty */
     site_id site;
     uint32_t repetition; /* 1 for the first measured one */
+    bool from_allocator; /* recorded by the allocator, no object made in it since */
 };
 
 static struct {
@@ -118,7 +119,7 @@ static site_id site_here(PyThreadState *thread)
     return registry_site_here((uintptr_t)identity, thread);
 }
 
-static void record_block(void *address)
+static void record_block(void *address, bool from_allocator)
 {
     if (!address || !repetition || in_hook)
         return;
@@ -134,7 +135,8 @@ static void record_block(void *address)
         *slot = (struct block){.address = address,
                                .site = site,
                                .repetition =
-                                   repetition < MAX_REPETITIONS ? repetition : MAX_REPETITIONS};
+                                   repetition < MAX_REPETITIONS ? repetition : MAX_REPETITIONS,
+                               .from_allocator = from_allocator};
     }
     in_hook = false;
 }
@@ -143,7 +145,7 @@ static void *hook_malloc(void *context, size_t size)
 {
     (void)context;
     void *address = wrapped.malloc(wrapped.ctx, size);
-    record_block(address);
+    record_block(address, true);
     return address;
 }
 
@@ -151,7 +153,7 @@ static void *hook_calloc(void *context, size_t count, size_t size)
 {
     (void)context;
     void *address = wrapped.calloc(wrapped.ctx, count, size);
-    record_block(address);
+    record_block(address, true);
     return address;
 }
 
@@ -161,7 +163,7 @@ static void *hook_realloc(void *context, void *old, size_t size)
     void *address = wrapped.realloc(wrapped.ctx, old, size);
     if (address) {
         blocks_forget(old);
-        record_block(address);
+        record_block(address, true);
     }
     return address;
 }
@@ -175,6 +177,58 @@ static void hook_free(void *context, void *address)
 
 static PyMemAllocatorEx hook = {NULL, hook_malloc, hook_calloc, hook_realloc, hook_free};
 
+static size_t pre_header_size(PyTypeObject *type);
+
+#if PY_VERSION_HEX >= 0x030D0000
+/*
+ * An object the runtime takes from a free list (lists, tuples, dicts, floats...) gets no block
+ * from the allocator: its block keeps the site of the object that had it first, which may be
+ * other code (a list a C function returns, recorded where Python code built a list that died).
+ * The reference tracer (3.13+) is told of every object made, free lists included: a block whose
+ * object is made anew, with no allocation since the last one, is recorded again, at the code
+ * making it now. Only blocks the allocator gave during the check: an object made in memory
+ * from elsewhere (a free list filled before it, another allocator) has no block whose free
+ * extsan would see. The tracer is ours only during a check; one the program had is called from
+ * ours.
+ */
+static PyRefTracer program_tracer;
+static void *program_tracer_data;
+static bool tracing;
+
+static int on_reference_event(PyObject *object, PyRefTracerEvent event, void *data)
+{
+    (void)data;
+    if (event == PyRefTracer_CREATE && repetition && !in_hook) {
+        void *block = (char *)object - pre_header_size(Py_TYPE(object));
+        struct block *slot = blocks.capacity ? block_slot(block) : NULL;
+        if (slot && slot->address && slot->from_allocator)
+            slot->from_allocator = false; /* the object the allocation was for */
+        else if (slot && slot->address)
+            record_block(block, false);
+    }
+    return program_tracer ? program_tracer(object, event, program_tracer_data) : 0;
+}
+
+static void trace_objects_made(void)
+{
+    if (tracing || !python_api.ref_tracer_set || !python_api.ref_tracer_get)
+        return;
+    program_tracer = python_api.ref_tracer_get(&program_tracer_data);
+    tracing = python_api.ref_tracer_set(on_reference_event, NULL) == 0;
+}
+
+static void stop_tracing_objects_made(void)
+{
+    void *data;
+    if (tracing && python_api.ref_tracer_get(&data) == on_reference_event)
+        python_api.ref_tracer_set(program_tracer, program_tracer_data);
+    tracing = false;
+}
+#else
+static void trace_objects_made(void) {}
+static void stop_tracing_objects_made(void) {}
+#endif
+
 bool leak_check_begin(void)
 {
     if (running || !python_api.PyMem_GetAllocator || !python_api.PyMem_SetAllocator)
@@ -186,6 +240,7 @@ bool leak_check_begin(void)
     }
     PyThreadState *thread = gil_attached_thread_state();
     checked_interpreter = thread ? thread->interp : NULL;
+    trace_objects_made();
     running = true;
     repetition = 0;
     return true;
@@ -729,6 +784,7 @@ static unsigned end_check(bool survey)
     else if (survey && measured >= 2)
         findings = survey_survivors(measured);
     gc_put_heap_back();
+    stop_tracing_objects_made();
     blocks_clear();
     /* Unwrapped unless someone wrapped ours meanwhile (tracemalloc started during the check):
        then ours stays under theirs, passing every call through. */

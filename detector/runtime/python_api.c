@@ -56,6 +56,8 @@ bool python_api_init(const char **why_not)
     python_api.is_finalizing = (int (*)(void))lookup("Py_IsFinalizing");
     python_api.unchecked_thread_state =
         (PyThreadState * (*)(void)) lookup("PyThreadState_GetUnchecked");
+    python_api.ref_tracer_set = (int (*)(PyRefTracer, void *))lookup("PyRefTracer_SetTracer");
+    python_api.ref_tracer_get = (PyRefTracer(*)(void **))lookup("PyRefTracer_GetTracer");
 #else
     python_api.is_finalizing = (int (*)(void))lookup("_Py_IsFinalizing");
     python_api.unchecked_thread_state =

@@ -75,6 +75,11 @@ struct python_api {
     /* What the type and instance registry compares slots and walks the type tree with. */
     PyTypeObject *base_object_type, *type_type, *code_type;
     allocfunc generic_alloc; /* PyType_GenericAlloc, the runtime's own */
+#if PY_VERSION_HEX >= 0x030D0000
+    /* The reference tracer (3.13+), told of each object the runtime makes; NULL if absent. */
+    int (*ref_tracer_set)(PyRefTracer tracer, void *data);
+    PyRefTracer (*ref_tracer_get)(void **data);
+#endif
 #define DECLARE_CALL(ret, name, params) ret(*name) params;
     PYTHON_API_CALLS(DECLARE_CALL)
 #undef DECLARE_CALL
