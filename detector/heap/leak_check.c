@@ -198,7 +198,10 @@ static bool tracing;
 static int on_reference_event(PyObject *object, PyRefTracerEvent event, void *data)
 {
     (void)data;
-    if (event == PyRefTracer_CREATE && repetition && !in_hook) {
+    PyThreadState *thread =
+        event == PyRefTracer_CREATE && repetition && !in_hook ? gil_attached_thread_state() : NULL;
+    /* Only the checked interpreter's objects: another one's may be made under its own GIL. */
+    if (thread && thread->interp == checked_interpreter) {
         void *block = (char *)object - pre_header_size(Py_TYPE(object));
         struct block *slot = blocks.capacity ? block_slot(block) : NULL;
         if (slot && slot->address && slot->from_allocator)
