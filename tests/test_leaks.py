@@ -414,3 +414,25 @@ def test_a_leak_made_from_a_free_list_names_the_code_that_made_it(run, fixtures)
     (finding,) = json.loads(result.stdout.splitlines()[-1])
     assert finding["type"] == "list" and finding["per_repetition"] == 1, finding
     assert first_extension_function(finding["stack"]) == "build_then_fail", finding["stack"]
+
+
+TRACER_PROGRAM = """
+import json
+import leak_defects as m
+from extsan.leaks import check_leaks
+m.count_objects_made()
+before = m.objects_made()
+found = check_leaks(lambda: [object() for _ in range(100)], repeat=2)
+print(json.dumps([found, m.objects_made() - before, m.counting_tracer_installed()]))
+"""
+
+
+@pytest.mark.pythons("3.13")
+def test_the_programs_reference_tracer_sees_every_object_during_a_check(run, fixtures):
+    """The check's reference tracer passes each event on to the one the program had installed,
+    and puts it back at the end."""
+    result = run(code=TRACER_PROGRAM,
+                 env={"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")})
+    assert result.returncode == 0, result.describe()
+    found, counted, installed = json.loads(result.stdout.splitlines()[-1])
+    assert found == [] and counted >= 300 and installed is True, result.describe()
