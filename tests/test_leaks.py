@@ -421,9 +421,13 @@ import json
 import leak_defects as m
 from extsan.leaks import check_leaks
 m.count_objects_made()
-before = m.objects_made()
-found = check_leaks(lambda: [object() for _ in range(100)], repeat=2)
-print(json.dumps([found, m.objects_made() - before, m.counting_tracer_installed()]))
+counted = []
+def work():
+    start = m.objects_made()
+    made = [object() for _ in range(100)]
+    counted.append(m.objects_made() - start)
+found = check_leaks(work, repeat=2)
+print(json.dumps([found, counted, m.counting_tracer_installed()]))
 """
 
 
@@ -435,4 +439,5 @@ def test_the_programs_reference_tracer_sees_every_object_during_a_check(run, fix
                  env={"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")})
     assert result.returncode == 0, result.describe()
     found, counted, installed = json.loads(result.stdout.splitlines()[-1])
-    assert found == [] and counted >= 300 and installed is True, result.describe()
+    assert found == [] and installed is True, result.describe()
+    assert len(counted) == 3 and min(counted) >= 100, counted  # the warm-up and 2 repetitions
