@@ -124,6 +124,11 @@ for case, work in cases.items():
 """
 
 
+def leak_env(fixtures):
+    """The fixture modules and extsan's Python package (extsan.leaks) on PYTHONPATH."""
+    return {"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")}
+
+
 def first_extension_function(frames):
     return next((f.get("function") for f in frames if f.get("in_extension")), None)
 
@@ -131,8 +136,7 @@ def first_extension_function(frames):
 @pytest.fixture
 def leak_run(run, fixtures):
     code = PROGRAM % ", ".join("%r: lambda: %s" % (case, call) for case, call, _, _ in CASES)
-    env = {"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")}
-    result = run(code=code, env=env)
+    result = run(code=code, env=leak_env(fixtures))
     assert result.returncode == 0, result.describe()
     return result, {json.loads(line)[0]: json.loads(line)[1] for line in result.stdout.splitlines()}
 
@@ -264,7 +268,7 @@ def check_cases(cases, found, describe):
 def check_binding(run, fixtures, module):
     cases = BINDING_CASES[module]
     code = BINDING_PROGRAM % (module, ", ".join("%r: lambda: %s" % (c, call) for c, call, _, _ in cases))
-    result = run(code=code, env={"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")})
+    result = run(code=code, env=leak_env(fixtures))
     assert result.returncode == 0, result.describe()
     found = {json.loads(line)[0]: json.loads(line)[1] for line in result.stdout.splitlines()}
     check_cases(cases, found, result.describe)
@@ -379,7 +383,7 @@ def test_the_heap_set_aside_during_a_check_comes_back_as_it_was(run, fixtures):
     work called gc.freeze()). A frozen list's items are explained by it: a cache, no leak. The
     generations' layout is verified on each Python of the matrix."""
     result = run(code=SET_ASIDE_PROGRAM, extsan_args=["--verbosity", "1"],
-                 env={"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")})
+                 env=leak_env(fixtures))
     assert result.returncode == 0, result.describe()
     assert "the collector's generations can be set aside" in result.stderr, result.describe()
     assert json.loads(result.stdout.splitlines()[-1]) == {
@@ -409,7 +413,7 @@ def test_a_leak_made_from_a_free_list_names_the_code_that_made_it(run, fixtures)
     the allocator: the leaked list's site is the C function that made it, not the Python line
     whose list had the memory first (3.13+, through the runtime's reference tracer)."""
     result = run(code=FREE_LIST_PROGRAM,
-                 env={"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")})
+                 env=leak_env(fixtures))
     assert result.returncode == 0, result.describe()
     (finding,) = json.loads(result.stdout.splitlines()[-1])
     assert finding["type"] == "list" and finding["per_repetition"] == 1, finding
@@ -436,7 +440,7 @@ def test_the_programs_reference_tracer_sees_every_object_during_a_check(run, fix
     """The check's reference tracer passes each event on to the one the program had installed,
     and puts it back at the end."""
     result = run(code=TRACER_PROGRAM,
-                 env={"PYTHONPATH": "%s:%s" % (fixtures, ROOT / "scripts" / "python")})
+                 env=leak_env(fixtures))
     assert result.returncode == 0, result.describe()
     found, counted, installed = json.loads(result.stdout.splitlines()[-1])
     assert found == [] and installed is True, result.describe()

@@ -23,24 +23,17 @@ static PyGC_Head set_aside;                 /* the head of the list they are on 
 static Py_ssize_t frozen_before;            /* the permanent generation's size then */
 static bool froze;                          /* set aside by gc.freeze() instead */
 
-/* gc.function()'s integer result, or -1. */
-static long call_gc_for_long(const char *function)
+/* gc.function(): whether it returned; its integer result in *result when asked for. */
+static bool call_gc(const char *function, long *result)
 {
     PyObject *value = python_call_module_function("gc", function);
-    long result = value ? python_api.PyLong_AsLong(value) : -1;
+    bool called = value != NULL;
+    if (value && result)
+        called = (*result = python_api.PyLong_AsLong(value)) != -1;
     if (value)
         python_api.Py_DecRef(value);
     python_api.PyErr_Clear();
-    return result;
-}
-
-/* gc.function() for its effect: whether it returned. */
-static bool call_gc_for_effect(const char *function)
-{
-    PyObject *value = python_call_module_function("gc", function);
-    if (value)
-        python_api.Py_DecRef(value);
-    return value != NULL;
+    return called;
 }
 
 static bool head_readable(struct memory_map *map, PyGC_Head *head)
@@ -134,14 +127,15 @@ bool gc_set_aside_heap(PyInterpreterState *interpreter)
         collector = gc;
         return true;
     }
-    froze = call_gc_for_long("get_freeze_count") == 0 && call_gc_for_effect("freeze");
+    long frozen;
+    froze = call_gc("get_freeze_count", &frozen) && frozen == 0 && call_gc("freeze", NULL);
     return froze;
 }
 
 void gc_put_heap_back(void)
 {
     if (froze)
-        call_gc_for_effect("unfreeze");
+        call_gc("unfreeze", NULL);
     froze = false;
     if (!collector)
         return;
